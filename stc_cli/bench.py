@@ -1,0 +1,299 @@
+"""`stc bench`: STC latency on random-weight models at real sizes, STC on and off side by side.
+
+Frames are streamed one chunk (one frame) at a time, as ReKV + STC does, through:
+  ViT (SigLIP preset) stock vs with the cacher -> projector + 2x2 bilinear pool (not timed)
+  -> pruner (timed) -> LLM prefill into a growing KV cache, all pooled tokens vs the kept ones.
+Every measured pair runs in the same process on the same frames, interleaved per repeat; the
+reported figure is the median over repeats of the mean over frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from stc_cli.compress import STCCacher, STCPruner
+from stc_cli.models.presets import VISION_PRESETS, random_language_model, random_vision_tower
+
+CPU_DEFAULT_LAYERS = 2
+STATE_CHECK_AFTER = 100
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    vision: str = "siglip-so400m-384"
+    llm: str = "qwen2-7b"
+    layers: int | None = None  # cut both models to N layers; None: full depth on CUDA, 2 on CPU
+    frames: int = 8  # timed frames per pass (even, so reference and selective chunks are balanced)
+    warmup: int = 2
+    repeats: int = 3
+    update_ratio: float = 0.25
+    interval: int = 2
+    tokens_per_frame: int = 60
+    memory_window: int = 64  # for the state check
+    state_frames: int = 1_000  # chunks streamed through the pruner and a tiny cacher; 0 skips it
+    device: str = "auto"
+    dtype: str = "auto"  # float16 on CUDA, float32 on CPU
+    seed: int = 0
+
+
+def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None]:
+    """The device, dtype and depth that ``auto`` and ``None`` stand for on this machine."""
+    if config.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
+    dtype_name = config.dtype
+    if dtype_name == "auto":
+        dtype_name = "float16" if device.type == "cuda" else "float32"
+    if dtype_name not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"--dtype must be auto, float32, float16 or bfloat16, got {dtype_name!r}")
+    layers = config.layers if config.layers is not None or device.type == "cuda" else CPU_DEFAULT_LAYERS
+    return device, getattr(torch, dtype_name), layers
+
+
+def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg: None) -> dict:
+    """Run the benchmark and return a JSON-ready dict (see ``docs/benchmarks.md`` for the fields)."""
+    if config.frames < 2 or config.frames % 2:
+        raise ValueError(f"--frames must be an even number >= 2, got {config.frames}")
+    if config.repeats < 1 or config.warmup < 0:
+        raise ValueError(
+            f"--repeats must be >= 1 and --warmup >= 0, got {config.repeats} and {config.warmup}"
+        )
+    if config.vision in VISION_PRESETS and config.tokens_per_frame > pooled_tokens(config.vision):
+        raise ValueError(
+            f"--tokens-per-frame {config.tokens_per_frame} is more than the {pooled_tokens(config.vision)} "
+            f"pooled tokens per frame of the {config.vision} preset"
+        )
+    device, dtype, layers = resolve(config)
+    timer = _Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
+
+    progress("ViT: stock vs cacher")
+    vit, features = _vit_stage(config, timer, device, dtype, layers)
+    progress("pruner and LLM prefill")
+    pruner, prefill = _llm_stage(config, timer, features, device, dtype, layers)
+    pruner["share_of_stc_vit"] = pruner["ms_per_frame"] / vit["stc_ms_per_frame"]
+    result = {
+        "config": dataclasses.asdict(config),
+        "environment": environment(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "vit": vit,
+        "pruner": pruner,
+        "prefill": prefill,
+        "peak_memory_mb": timer.peak_mb(),
+    }
+    if config.state_frames:
+        progress(f"state over {config.state_frames} chunks")
+        result["state"] = state_check(config, prefill["full_tokens"], prefill["width"], device)
+    return result
+
+
+def _vit_stage(config: BenchConfig, timer: _Timer, device, dtype, layers) -> tuple[dict, list[torch.Tensor]]:
+    stock = random_vision_tower(config.vision, layers, dtype=dtype, device=device, seed=config.seed)
+    patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
+    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval).attach(patched)
+    frames = synthetic_video(timer.chunks, stock.config.image_size, seed=config.seed).to(device, dtype)
+    frames = frames.split(1)
+    features: list[torch.Tensor] = []  # the STC pass's output, fed to the pruner
+
+    def steps():
+        cacher.reset()
+        features.clear()
+        return {
+            "vit_full": lambda i: stock(pixel_values=frames[i]),
+            "vit_stc": lambda i: features.append(patched(pixel_values=frames[i]).last_hidden_state),
+        }
+
+    ms = timer.compare(steps)
+    summary = {
+        "preset": config.vision,
+        "layers": stock.config.num_hidden_layers,
+        "tokens_per_frame": features[0].shape[1],
+        "full_ms_per_frame": ms["vit_full"],
+        "stc_ms_per_frame": ms["vit_stc"],
+        "ratio": ms["vit_stc"] / ms["vit_full"],
+        "cacher_state_bytes": cacher.state_nbytes(),
+    }
+    return summary, features
+
+
+def _llm_stage(config: BenchConfig, timer: _Timer, features, device, dtype, layers) -> tuple[dict, dict]:
+    llm = random_language_model(config.llm, layers, dtype=dtype, device=device, seed=config.seed)
+    pooled = _project_and_pool(features, llm.config.hidden_size, seed=config.seed)
+    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
+    kept: list[torch.Tensor] = []
+
+    def prune_steps():
+        pruner.reset()
+        kept.clear()
+        return {"pruner": lambda i: kept.append(pruner.compress(pooled[i])[0])}
+
+    def prefill_steps():
+        full_stream, pruned_stream = _prefill_stream(llm), _prefill_stream(llm)
+        return {
+            "prefill_full": lambda i: full_stream(pooled[i]),
+            "prefill_pruned": lambda i: pruned_stream(kept[i]),
+        }
+
+    prune_ms = timer.compare(prune_steps)["pruner"]
+    ms = timer.compare(prefill_steps)
+    prefill = {
+        "preset": config.llm,
+        "layers": llm.config.num_hidden_layers,
+        "width": llm.config.hidden_size,
+        "full_tokens": pooled[0].shape[1],
+        "kept_tokens": config.tokens_per_frame,
+        "full_ms_per_frame": ms["prefill_full"],
+        "pruned_ms_per_frame": ms["prefill_pruned"],
+        "ratio": ms["prefill_pruned"] / ms["prefill_full"],
+    }
+    return {"ms_per_frame": prune_ms}, prefill
+
+
+def pooled_tokens(vision_preset: str) -> int:
+    """Tokens per frame after the 2x bilinear pool: 27 x 27 -> 14 x 14 = 196 for SigLIP at 384 px."""
+    spec = VISION_PRESETS[vision_preset]
+    side = spec["image_size"] // spec["patch_size"]
+    return (-(-side // 2)) ** 2
+
+
+def synthetic_video(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """``[n, 3, size, size]`` normalised pixels: a fixed random scene, a square drifting right, noise."""
+    g = torch.Generator().manual_seed(seed)
+    scene = torch.randn(3, size, size, generator=g)
+    frames = scene.repeat(n, 1, 1, 1) + 0.05 * torch.randn(n, 3, size, size, generator=g)
+    side = size // 4
+    for t in range(n):
+        left = (t * size // 16) % (size - side)
+        frames[t, :, side : 2 * side, left : left + side] += 2.0
+    return frames
+
+
+def state_check(config: BenchConfig, tokens: int, width: int, device: torch.device) -> dict:
+    """Bytes of pruner state (``[1, tokens, width]`` chunks, ``memory_window`` set) and of cacher state
+    (on the tiny tower: a real-size ViT is too slow for 10,000 frames on a CPU) after 100 chunks and
+    after ``state_frames`` chunks."""
+    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
+    tiny = random_vision_tower("tiny", device=device)
+    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval).attach(tiny)
+    g = torch.Generator(device=device).manual_seed(config.seed)
+    size = VISION_PRESETS["tiny"]["image_size"]
+    after = {}
+    with torch.inference_mode():
+        for chunk in range(1, config.state_frames + 1):
+            pruner.compress(torch.randn(1, tokens, width, generator=g, device=device))
+            tiny(pixel_values=torch.randn(1, 3, size, size, generator=g, device=device))
+            if chunk in (STATE_CHECK_AFTER, config.state_frames):
+                after[chunk] = (pruner.state_nbytes(), cacher.state_nbytes(), _peak_rss_mb())
+    cacher.detach()
+    first, last = after[min(after)], after[max(after)]
+    return {
+        "chunks": [min(after), max(after)],
+        "pruner_bytes": [first[0], last[0]],
+        "tiny_cacher_bytes": [first[1], last[1]],
+        "process_peak_rss_mb": [first[2], last[2]],
+    }
+
+
+def environment(device: torch.device) -> dict:
+    import transformers
+
+    from stc_cli import __version__
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {
+        "device": f"{device.type}: {name}",
+        "threads": torch.get_num_threads(),
+        "stc": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+class _Timer:
+    """Wall time of streamed work, synchronising the device around each chunk, and CUDA peaks."""
+
+    def __init__(self, device: torch.device, *, warmup: int, chunks: int, repeats: int) -> None:
+        self.device, self.warmup, self.chunks, self.repeats = device, warmup, chunks, repeats
+        self.peaks: dict[str, float] = {}
+
+    def compare(self, make_steps: Callable[[], dict[str, Callable[[int], object]]]) -> dict[str, float]:
+        """Median over repeats of each step's mean ms per chunk. ``make_steps()`` starts a repeat
+        (fresh streams) and returns the steps to compare, each called with the chunk index."""
+        runs = [self._interleaved(make_steps()) for _ in range(self.repeats)]
+        return {label: statistics.median(run[label] for run in runs) for label in runs[0]}
+
+    def _interleaved(self, steps: dict[str, Callable[[int], object]]) -> dict[str, float]:
+        # Every step on chunk 0, then every step on chunk 1, ...: the settings compared share the
+        # machine's state (clocks, caches, neighbours) as closely as a single process allows.
+        totals = dict.fromkeys(steps, 0.0)
+        with torch.inference_mode():
+            for i in range(self.chunks):
+                for label, step in steps.items():
+                    if self.device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(self.device)
+                        torch.cuda.synchronize(self.device)
+                    start = time.perf_counter()
+                    step(i)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                        peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+                        self.peaks[label] = max(self.peaks.get(label, 0.0), peak)
+                    if i >= self.warmup:
+                        totals[label] += (time.perf_counter() - start) * 1000
+        return {label: total / (self.chunks - self.warmup) for label, total in totals.items()}
+
+    def peak_mb(self) -> dict:
+        """Per-stage CUDA peaks; on CPU only the whole process's peak RSS can be read."""
+        return dict(self.peaks) if self.peaks else {"process_rss": _peak_rss_mb()}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown CPU"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _project_and_pool(features: list[torch.Tensor], width: int, seed: int) -> list[torch.Tensor]:
+    """LLaVA-OneVision's path to the LLM: a (random) projector to the LLM width, then a bilinear 2x
+    downsample of the token grid (27 x 27 -> 14 x 14 = 196). Returns ``[1, P, width]`` per frame."""
+    first = features[0]
+    g = torch.Generator(device=first.device).manual_seed(seed)
+    proj = torch.randn(first.shape[-1], width, generator=g, device=first.device).to(first.dtype)
+    proj /= first.shape[-1] ** 0.5
+    side = int(first.shape[1] ** 0.5)
+    out = []
+    with torch.inference_mode():
+        for feats in features:
+            grid = (feats @ proj).view(1, side, side, width).permute(0, 3, 1, 2)
+            pooled = F.interpolate(grid, size=(-(-side // 2),) * 2, mode="bilinear")
+            out.append(pooled.flatten(2).transpose(1, 2).contiguous())
+    return out
+
+
+def _prefill_stream(llm) -> Callable:
+    """A step that appends one frame's tokens to a KV cache that grows over the stream."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=llm.config)
+
+    def step(tokens: torch.Tensor) -> None:
+        llm(inputs_embeds=tokens, cache=cache, use_cache=True)
+
+    return step

@@ -1,0 +1,124 @@
+"""The STC algorithms written out step by step from docs/stc-algorithm.md, one frame and one token
+set at a time, as independent as possible from the package's batched code. Tests compare against it."""
+
+import torch
+import torch.nn.functional as F
+
+
+def encoder_input(model, pixel_values, **kwargs) -> torch.Tensor:
+    """The hidden states that enter the first encoder layer, from a stock forward."""
+    root = getattr(model, "vision_model", model)
+    seen = []
+    handle = root.encoder.register_forward_pre_hook(
+        lambda _m, args, kw: seen.append(kw.get("inputs_embeds", args[0] if args else None)), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            model(pixel_values=pixel_values, **kwargs)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _attention(attn, q, k, v):
+    """Eager multi-head attention, q [n, C], k/v [T, C] -> [n, C] (before out_proj)."""
+    heads = lambda t: t.view(t.shape[0], attn.num_heads, attn.head_dim).transpose(0, 1)  # noqa: E731
+    weights = torch.softmax(heads(q) @ heads(k).transpose(1, 2) * attn.scale, dim=-1)
+    return (weights @ heads(v)).transpose(0, 1).reshape(q.shape[0], -1)
+
+
+class ReferenceCacher:
+    """Spec section 1 for one encoder: per-layer references from the last frame of reference chunks."""
+
+    def __init__(self, model, update_ratio=0.25, interval=2, similarity_threshold=None):
+        self.layers = list(getattr(model, "vision_model", model).encoder.layers)
+        self.update_ratio, self.interval, self.tau = update_ratio, interval, similarity_threshold
+        self.refs = [None] * len(self.layers)
+        self.chunk = 0
+
+    def run_chunk(self, h):
+        """h [F, T, C] encoder input -> (per-layer outputs, per-layer selected index sets or None)."""
+        outputs, selections = [], []
+        reference_chunk = self.chunk % self.interval == 0
+        self.chunk += 1
+        with torch.no_grad():
+            for i, layer in enumerate(self.layers):
+                ref = self.refs[i]
+                if reference_chunk or ref is None or ref["K"].shape != h.shape[1:]:
+                    h, self.refs[i] = self._reference_layer(layer, h)
+                    selections.append(None)
+                else:
+                    h, chosen = self._selective_layer(layer, ref, h)
+                    selections.append(chosen)
+                outputs.append(h)
+        return outputs, selections
+
+    def _reference_layer(self, layer, h):
+        attn = layer.self_attn
+        outs, store = [], None
+        for frame in h:
+            x = layer.layer_norm1(frame)
+            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+            a = attn.out_proj(_attention(attn, q, k, v))
+            h1 = frame + a
+            m = layer.mlp(layer.layer_norm2(h1))
+            outs.append(h1 + m)
+            store = {"K": k, "V": v, "A": a, "M": m}  # the last frame's wins
+        return torch.stack(outs), store
+
+    def _choose(self, sim):
+        tokens = sim.shape[0]
+        if self.tau is None:
+            n = min(max(int(tokens * self.update_ratio), 1), tokens)
+            return torch.topk(sim, n, largest=False).indices
+        below = torch.nonzero(sim < self.tau).flatten()
+        return below if len(below) else sim.argmin().reshape(1)
+
+    def _selective_layer(self, layer, ref, h):
+        attn = layer.self_attn
+        outs, chosen = [], []
+        for frame in h:
+            x = layer.layer_norm1(frame)
+            k = attn.k_proj(x)
+            sim = F.cosine_similarity(k, ref["K"], dim=-1)
+            idx = self._choose(sim)
+            v_mix = ref["V"].clone()
+            v_mix[idx] = attn.v_proj(x[idx])
+            a_mix = ref["A"].clone()
+            a_mix[idx] = attn.out_proj(_attention(attn, attn.q_proj(x[idx]), k, v_mix))
+            h1 = frame + a_mix
+            m_mix = ref["M"].clone()
+            m_mix[idx] = layer.mlp(layer.layer_norm2(h1)[idx])
+            outs.append(h1 + m_mix)
+            chosen.append(set(idx.tolist()))
+        return torch.stack(outs), chosen
+
+
+class ReferencePruner:
+    """Spec section 2: one chunk at a time, memory of chunk means in each chunk's channel order."""
+
+    def __init__(self, k, channel_ratio=0.5, alphas=(1 / 8, 1 / 4, 1 / 2, 1, 2), window=None):
+        self.k, self.ratio, self.alphas, self.window = k, channel_ratio, alphas, window
+        self.history = []
+
+    def compress(self, X):
+        Fr, P, D = X.shape
+        Xf = X.reshape(Fr * P, D).float()
+        var = ((Xf - Xf.mean(0)) ** 2).mean(0)
+        ch = torch.argsort(var, stable=True)[: int(D * self.ratio)]
+        Z = Xf[:, ch].reshape(Fr, P, -1)
+        self.history.append(Z.mean(dim=(0, 1)))
+        if self.window:
+            self.history = self.history[-self.window :]
+        mem = sum(self.history) / len(self.history)
+        G = lambda a, b: sum(torch.exp(-((a - b) ** 2).sum(-1) / (2 * al)) for al in self.alphas)  # noqa: E731
+        kept, keep_idx = [], []
+        mmean = mem / mem.norm()
+        for f in range(Fr):
+            Zn = Z[f] / Z[f].norm(dim=-1, keepdim=True)
+            fmean = Zn.mean(0)
+            score = G(Zn, mmean) + G(Zn, fmean)
+            keep = sorted(torch.argsort(score, stable=True)[: self.k].tolist())
+            keep_idx.append(keep)
+            kept.append(X[f, keep])
+        return torch.stack(kept), torch.tensor(keep_idx)

@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from stc_cli import __version__
+from stc_cli.cli import app
+
+runner = CliRunner()
+TINY_BENCH = [
+    "bench",
+    "--vision",
+    "tiny",
+    "--llm",
+    "tiny",
+    "--tokens-per-frame",
+    "2",
+    "--frames",
+    "2",
+    "--warmup",
+    "1",
+    "--repeats",
+    "1",
+]
+
+
+def test_version_and_help():
+    assert runner.invoke(app, ["--version"]).output == f"stc {__version__}\n"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "bench" in result.output
+
+
+def test_start_up_does_not_import_torch():
+    code = "import sys, stc_cli.cli; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_bench_json_on_tiny_presets():
+    result = runner.invoke(app, [*TINY_BENCH, "--state-frames", "120", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["vit"]["tokens_per_frame"] == 16 and report["vit"]["layers"] == 2  # CPU default depth
+    assert report["prefill"]["full_tokens"] == 4 and report["prefill"]["kept_tokens"] == 2
+    assert report["vit"]["ratio"] == report["vit"]["stc_ms_per_frame"] / report["vit"]["full_ms_per_frame"]
+    assert report["vit"]["cacher_state_bytes"] == 2 * 4 * 16 * 32 * 4  # layers x K,V,A,M x [16, 32] float32
+    assert report["state"] == {
+        "chunks": [100, 120],
+        "pruner_bytes": [64 * 32 * 4] * 2,  # a 64-chunk window of means over 32 of 64 channels
+        "tiny_cacher_bytes": [3 * 4 * 16 * 32 * 4] * 2,
+        "process_peak_rss_mb": report["state"]["process_peak_rss_mb"],
+    }
+    assert report["environment"]["device"].startswith("cpu")
+
+
+def test_bench_table():
+    result = runner.invoke(app, [*TINY_BENCH, "--state-frames", "0"])
+    assert result.exit_code == 0, result.output
+    for row in ("ViT ms", "pruner ms", "prefill ms (4 vs 2 tokens)", "cacher state bytes"):
+        assert row in result.stdout
+
+
+def test_bench_bad_options_say_what_to_fix():
+    cases = {
+        ("--frames", "3"): "--frames must be an even number >= 2, got 3",
+        ("--llm", "qwen9"): "unknown LLM preset 'qwen9'; choose one of: qwen2-7b, qwen2-0.5b, tiny",
+        ("--dtype", "float8"): "--dtype must be auto, float32, float16 or bfloat16, got 'float8'",
+        (
+            "--tokens-per-frame",
+            "5",
+        ): "--tokens-per-frame 5 is more than the 4 pooled tokens per frame of the tiny",
+    }
+    for flags, message in cases.items():
+        argv = [*TINY_BENCH, *flags] if flags[0] != "--tokens-per-frame" else [*TINY_BENCH[:5], *flags]
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, flags
+        assert message in result.stderr, (flags, result.stderr)
