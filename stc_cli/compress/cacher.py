@@ -178,8 +178,16 @@ class STCCacher:
     def _capture_hook(self, ref: _LayerReference, field: str):
         def hook(_module: nn.Module, _args: tuple, output) -> None:
             if self._capturing is ref:
-                out = output[0] if isinstance(output, tuple) else output
-                setattr(ref, field, out[-1].detach().clone())
+                last = (output[0] if isinstance(output, tuple) else output)[-1].detach()
+                kept = getattr(ref, field)
+                if kept is not None and (kept.shape, kept.dtype, kept.device) == (
+                    last.shape,
+                    last.dtype,
+                    last.device,
+                ):
+                    kept.copy_(last)  # reuse the buffer: no allocation per reference chunk
+                else:
+                    setattr(ref, field, last.clone())
 
         return hook
 
@@ -235,6 +243,7 @@ def _selective_layer(
     ``normed`` is ``layer_norm1(hidden)`` and ``key`` its key projection, both for all tokens. The
     selected queries attend over all T fresh keys and over values that are fresh only at ``idx``; the
     other rows add the reference's attention and MLP branch deltas to their own current residual.
+    Shapes: ``hidden, normed, key [F, T, C]``; returns ``[F, T, C]``.
     """
     attn = layer.self_attn
     frames, tokens, channels = hidden.shape
@@ -249,9 +258,9 @@ def _selective_layer(
     attn_sel = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), scale=attn.scale)
     attn_sel = attn.out_proj(attn_sel.transpose(1, 2).reshape(frames, idx.shape[1], channels))
 
-    residual = hidden + ref.attn_out  # stale attention delta on every row ...
+    # Unselected rows: (h + A_ref) + M_ref, in the spec's order of additions, so the rounding matches.
+    out = hidden + ref.attn_out
+    out += ref.mlp_out
     residual_sel = hidden.gather(1, rows) + attn_sel
-    residual.scatter_(1, rows, residual_sel)  # ... fresh on the selected ones
     mlp_sel = layer.mlp(layer.layer_norm2(residual_sel))  # LayerNorm is per token: only the selected
-    out = residual + ref.mlp_out
     return out.scatter_(1, rows, residual_sel + mlp_sel)
