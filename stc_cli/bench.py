@@ -32,6 +32,7 @@ class BenchConfig:
     vision: str = "siglip-so400m-384"
     llm: str = "qwen2-7b"
     layers: int | None = None  # cut both models to N layers; None: full depth on CUDA, 2 on CPU
+    llm_layers: int | None = None  # the LLM's depth when it should differ from ``layers``
     frames: int = 8  # timed frames per pass (even, so reference and selective chunks are balanced)
     warmup: int = 2
     repeats: int = 3
@@ -45,8 +46,8 @@ class BenchConfig:
     seed: int = 0
 
 
-def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None]:
-    """The device, dtype and depth that ``auto`` and ``None`` stand for on this machine."""
+def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None, int | None]:
+    """The device, dtype, ViT depth and LLM depth that ``auto`` and ``None`` stand for here."""
     if config.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -57,7 +58,7 @@ def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None]
     if dtype_name not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"--dtype must be auto, float32, float16 or bfloat16, got {dtype_name!r}")
     layers = config.layers if config.layers is not None or device.type == "cuda" else CPU_DEFAULT_LAYERS
-    return device, getattr(torch, dtype_name), layers
+    return device, getattr(torch, dtype_name), layers, config.llm_layers or layers
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg: None) -> dict:
@@ -73,13 +74,13 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg
             f"--tokens-per-frame {config.tokens_per_frame} is more than the {pooled_tokens(config.vision)} "
             f"pooled tokens per frame of the {config.vision} preset"
         )
-    device, dtype, layers = resolve(config)
+    device, dtype, layers, llm_layers = resolve(config)
     timer = _Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
 
     progress("ViT: stock vs cacher")
     vit, features = _vit_stage(config, timer, device, dtype, layers)
     progress("pruner and LLM prefill")
-    pruner, prefill = _llm_stage(config, timer, features, device, dtype, layers)
+    pruner, prefill = _llm_stage(config, timer, features, device, dtype, llm_layers)
     pruner["share_of_stc_vit"] = pruner["ms_per_frame"] / vit["stc_ms_per_frame"]
     result = {
         "config": dataclasses.asdict(config),

@@ -49,6 +49,9 @@ def bench(
     layers: Annotated[
         int | None, typer.Option(help="Cut both models to N layers. Default: full depth on CUDA, 2 on CPU.")
     ] = None,
+    llm_layers: Annotated[
+        int | None, typer.Option(help="Cut the LLM to N layers (default: --layers).")
+    ] = None,
     frames: Annotated[int, typer.Option(help="Timed frames per pass (even).")] = 8,
     warmup: Annotated[int, typer.Option(help="Untimed frames at the start of each pass.")] = 2,
     repeats: Annotated[int, typer.Option(help="Passes per setting; the median is reported.")] = 3,
@@ -76,6 +79,7 @@ def bench(
         vision=vision,
         llm=llm,
         layers=layers,
+        llm_layers=llm_layers,
         frames=frames,
         warmup=warmup,
         repeats=repeats,

@@ -5,7 +5,7 @@ temporal order. Chunk ``c`` (counted from 0 after ``reset()``) is a *reference* 
 ``c % interval == 0``: every layer runs stock and keeps, from the chunk's last frame, its key K, value V,
 attention branch A (after ``out_proj``) and MLP branch M, each ``[T, C]``. Any other chunk is
 *selective*: each layer recomputes only the tokens whose keys changed most against its reference and
-reuses the reference's V rows and branch deltas for the rest (``docs/stc-algorithm.md`` section 1).
+reuses the reference's V rows and branch deltas for the rest (``docs/stc-algorithm.md``, section 1).
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ class _LayerReference:
             and ref.dtype == hidden.dtype
             and ref.device == hidden.device
         )
+
+    def store(self, field: str, tensor: torch.Tensor) -> None:
+        kept = getattr(self, field)
+        if kept is not None and (kept.shape, kept.dtype, kept.device) == (
+            tensor.shape,
+            tensor.dtype,
+            tensor.device,
+        ):
+            kept.copy_(tensor)  # reuse the buffer: no allocation per reference chunk
+        else:
+            setattr(self, field, tensor.clone())
 
     def clear(self) -> None:
         for field in fields(self):
@@ -92,7 +103,8 @@ class STCCacher:
         self._chunk = 0
         self._selective_chunk = False
         self.selected: list[torch.Tensor | None] = []
-        """Per layer, the token indices ``[F, n]`` recomputed in the latest chunk (None if it ran stock)."""
+        """Per layer, the token indices ``[F, n]`` recomputed in the latest chunk, None if the layer ran
+        stock. With ``similarity_threshold`` a frame with fewer changed tokens repeats its first index."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -178,16 +190,7 @@ class STCCacher:
     def _capture_hook(self, ref: _LayerReference, field: str):
         def hook(_module: nn.Module, _args: tuple, output) -> None:
             if self._capturing is ref:
-                last = (output[0] if isinstance(output, tuple) else output)[-1].detach()
-                kept = getattr(ref, field)
-                if kept is not None and (kept.shape, kept.dtype, kept.device) == (
-                    last.shape,
-                    last.dtype,
-                    last.device,
-                ):
-                    kept.copy_(last)  # reuse the buffer: no allocation per reference chunk
-                else:
-                    setattr(ref, field, last.clone())
+                ref.store(field, (output[0] if isinstance(output, tuple) else output)[-1].detach())
 
         return hook
 

@@ -99,10 +99,11 @@ class STCPruner:
         z = x[..., scoring_channels]  # [F, P, D']
 
         chunk_mean = z.mean(dim=(0, 1))
-        if self.history and self.history[-1].shape != chunk_mean.shape:
+        last = self.history[-1] if self.history else chunk_mean
+        if (last.shape, last.device) != (chunk_mean.shape, chunk_mean.device):
             raise ValueError(
-                f"feature width changed from {self.history[-1].shape[0]} to {n_channels} scoring channels "
-                "within one stream; call reset() between videos"
+                f"features changed from {last.shape[0]} scoring channels on {last.device} to {n_channels} "
+                f"on {chunk_mean.device} within one stream; call reset() between videos"
             )
         # The memory averages chunk means taken in each chunk's own channel subset and order: the
         # released code does so, and the defaults keep its token choices.
