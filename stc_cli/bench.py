@@ -3,7 +3,7 @@
 Frames are streamed one chunk (one frame) at a time, as ReKV + STC does, through:
   ViT (SigLIP preset) stock vs with the cacher -> projector + 2x2 bilinear pool (not timed)
   -> pruner (timed) -> LLM prefill into a growing KV cache, all pooled tokens vs the kept ones.
-Every measured pair runs in the same process on the same frames, interleaved per repeat; the
+Every compared pair runs in one process on the same frames, interleaved frame by frame; the
 reported figure is the median over repeats of the mean over frames.
 """
 

@@ -39,24 +39,14 @@ class _LayerReference:
             and ref.device == hidden.device
         )
 
-    def store(self, field: str, tensor: torch.Tensor) -> None:
-        kept = getattr(self, field)
-        if kept is not None and (kept.shape, kept.dtype, kept.device) == (
-            tensor.shape,
-            tensor.dtype,
-            tensor.device,
-        ):
-            kept.copy_(tensor)  # reuse the buffer: no allocation per reference chunk
-        else:
-            setattr(self, field, tensor.clone())
-
     def clear(self) -> None:
         for field in fields(self):
             setattr(self, field.name, None)
 
     def nbytes(self) -> int:
+        """Bytes kept alive: the whole chunk's outputs, as the references are views of them."""
         tensors = (getattr(self, field.name) for field in fields(self))
-        return sum(t.nbytes for t in tensors if t is not None)
+        return sum(t.untyped_storage().nbytes() for t in tensors if t is not None)
 
 
 class STCCacher:
@@ -178,7 +168,8 @@ class STCCacher:
         self.selected = [None] * len(self._layers)
 
     def state_nbytes(self) -> int:
-        """Bytes held in reference tensors (bounded: four ``[T, C]`` tensors per layer)."""
+        """Bytes held by the references: four ``[F, T, C]`` chunk outputs per layer, F the reference
+        chunk's frames (bounded: they are replaced, not accumulated)."""
         return sum(ref.nbytes() for ref in self._references)
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -190,7 +181,8 @@ class STCCacher:
     def _capture_hook(self, ref: _LayerReference, field: str):
         def hook(_module: nn.Module, _args: tuple, output) -> None:
             if self._capturing is ref:
-                ref.store(field, (output[0] if isinstance(output, tuple) else output)[-1].detach())
+                # A view, not a copy: the stock layer never writes into these outputs again.
+                setattr(ref, field, (output[0] if isinstance(output, tuple) else output)[-1].detach())
 
         return hook
 
