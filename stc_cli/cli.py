@@ -128,12 +128,20 @@ def _bench_table(result: dict):
         f"{prefill['pruned_ms_per_frame']:.2f}",
         f"{prefill['ratio']:.3f}",
     )
-    for stage, mb in result["peak_memory_mb"].items():
-        table.add_row(f"peak memory MiB ({stage})", "", f"{mb:.0f}", "")
+    peaks = result["peak_memory_mb"]
+    if "process_rss" in peaks:  # CPU: one number for the whole process
+        table.add_row("process peak RSS MiB", "", f"{peaks['process_rss']:.0f}", "")
+    else:  # CUDA: per stage
+        for stage in ("vit", "prefill"):
+            off, on = peaks[f"{stage}_full"], peaks[f"{stage}_{'stc' if stage == 'vit' else 'pruned'}"]
+            table.add_row(f"{stage} peak MiB", f"{off:.0f}", f"{on:.0f}", f"{on / off:.3f}")
     table.add_row("cacher state bytes", "", f"{vit['cacher_state_bytes']:,}", "")
     if "state" in result:
         state = result["state"]
+        first, last = state["chunks"]
         for name, key in (("pruner", "pruner_bytes"), ("tiny cacher", "tiny_cacher_bytes")):
-            for chunks, nbytes in zip(state["chunks"], state[key], strict=True):
-                table.add_row(f"{name} state bytes after {chunks:,} chunks", "", f"{nbytes:,}", "")
+            before, after = state[key]
+            table.add_row(
+                f"{name} state bytes, {first:,} -> {last:,} chunks", "", f"{before:,} -> {after:,}", ""
+            )
     return table

@@ -76,3 +76,23 @@ def test_bench_bad_options_say_what_to_fix():
         result = runner.invoke(app, argv)
         assert result.exit_code == 2, flags
         assert message in result.stderr, (flags, result.stderr)
+
+
+def test_bench_table_shows_cuda_peaks_per_stage():
+    from rich.console import Console
+
+    from stc_cli.cli import _bench_table
+
+    report = json.loads(runner.invoke(app, [*TINY_BENCH, "--state-frames", "0", "--json"]).stdout)
+    report["peak_memory_mb"] = {
+        "vit_full": 900.0,
+        "vit_stc": 1000.0,
+        "pruner": 1000.0,
+        "prefill_full": 400.0,
+        "prefill_pruned": 300.0,
+    }
+    console = Console(width=200, record=True)
+    console.print(_bench_table(report))
+    rows = [[cell.strip() for cell in line.split("│")[1:5]] for line in console.export_text().splitlines()]
+    assert ["vit peak MiB", "900", "1000", "1.111"] in rows
+    assert ["prefill peak MiB", "400", "300", "0.750"] in rows
