@@ -15,35 +15,16 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from stc_cli.compress import STCCacher, STCPruner
+from stc_cli.configs import BenchConfig
 from stc_cli.models.presets import VISION_PRESETS, random_language_model, random_vision_tower
 
 CPU_DEFAULT_LAYERS = 2
 STATE_CHECK_AFTER = 100
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    vision: str = "siglip-so400m-384"
-    llm: str = "qwen2-7b"
-    layers: int | None = None  # cut both models to N layers; None: full depth on CUDA, 2 on CPU
-    llm_layers: int | None = None  # the LLM's depth when it should differ from ``layers``
-    frames: int = 8  # timed frames per pass (even, so reference and selective chunks are balanced)
-    warmup: int = 2
-    repeats: int = 3
-    update_ratio: float = 0.25
-    interval: int = 2
-    tokens_per_frame: int = 60
-    memory_window: int = 64  # for the state check
-    state_frames: int = 1_000  # chunks streamed through the pruner and a tiny cacher; 0 skips it
-    device: str = "auto"
-    dtype: str = "auto"  # float16 on CUDA, float32 on CPU
-    seed: int = 0
 
 
 def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None, int | None]:
@@ -51,7 +32,12 @@ def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None,
     if config.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(config.device)
+        try:
+            device = torch.device(config.device)
+        except RuntimeError:
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {config.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu")
     dtype_name = config.dtype
     if dtype_name == "auto":
         dtype_name = "float16" if device.type == "cuda" else "float32"
@@ -75,32 +61,37 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg
             f"pooled tokens per frame of the {config.vision} preset"
         )
     device, dtype, layers, llm_layers = resolve(config)
+    # Built before any model, so that a bad option fails at once.
+    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval)
+    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
+    state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
     timer = _Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
 
     progress("ViT: stock vs cacher")
-    vit, features = _vit_stage(config, timer, device, dtype, layers)
+    vit, features = _vit_stage(config, timer, cacher, device, dtype, layers)
     progress("pruner and LLM prefill")
-    pruner, prefill = _llm_stage(config, timer, features, device, dtype, llm_layers)
-    pruner["share_of_stc_vit"] = pruner["ms_per_frame"] / vit["stc_ms_per_frame"]
+    prune_ms, prefill = _llm_stage(config, timer, pruner, features, device, dtype, llm_layers)
     result = {
         "config": dataclasses.asdict(config),
         "environment": environment(device),
         "dtype": str(dtype).removeprefix("torch."),
         "vit": vit,
-        "pruner": pruner,
+        "pruner": {"ms_per_frame": prune_ms, "share_of_stc_vit": prune_ms / vit["stc_ms_per_frame"]},
         "prefill": prefill,
         "peak_memory_mb": timer.peak_mb(),
     }
     if config.state_frames:
         progress(f"state over {config.state_frames} chunks")
-        result["state"] = state_check(config, prefill["full_tokens"], prefill["width"], device)
+        result["state"] = state_check(config, state_pruner, prefill["full_tokens"], prefill["width"], device)
     return result
 
 
-def _vit_stage(config: BenchConfig, timer: _Timer, device, dtype, layers) -> tuple[dict, list[torch.Tensor]]:
+def _vit_stage(
+    config: BenchConfig, timer: _Timer, cacher: STCCacher, device, dtype, layers
+) -> tuple[dict, list[torch.Tensor]]:
     stock = random_vision_tower(config.vision, layers, dtype=dtype, device=device, seed=config.seed)
     patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
-    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval).attach(patched)
+    cacher.attach(patched)
     frames = synthetic_video(timer.chunks, stock.config.image_size, seed=config.seed).to(device, dtype)
     frames = frames.split(1)
     features: list[torch.Tensor] = []  # the STC pass's output, fed to the pruner
@@ -123,13 +114,15 @@ def _vit_stage(config: BenchConfig, timer: _Timer, device, dtype, layers) -> tup
         "ratio": ms["vit_stc"] / ms["vit_full"],
         "cacher_state_bytes": cacher.state_nbytes(),
     }
+    cacher.detach()  # lets the towers go before the LLM is built
     return summary, features
 
 
-def _llm_stage(config: BenchConfig, timer: _Timer, features, device, dtype, layers) -> tuple[dict, dict]:
+def _llm_stage(
+    config: BenchConfig, timer: _Timer, pruner: STCPruner, features, device, dtype, layers
+) -> tuple[float, dict]:
     llm = random_language_model(config.llm, layers, dtype=dtype, device=device, seed=config.seed)
     pooled = _project_and_pool(features, llm.config.hidden_size, seed=config.seed)
-    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
     kept: list[torch.Tensor] = []
 
     def prune_steps():
@@ -156,7 +149,7 @@ def _llm_stage(config: BenchConfig, timer: _Timer, features, device, dtype, laye
         "pruned_ms_per_frame": ms["prefill_pruned"],
         "ratio": ms["prefill_pruned"] / ms["prefill_full"],
     }
-    return {"ms_per_frame": prune_ms}, prefill
+    return prune_ms, prefill
 
 
 def pooled_tokens(vision_preset: str) -> int:
@@ -178,11 +171,12 @@ def synthetic_video(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return frames
 
 
-def state_check(config: BenchConfig, tokens: int, width: int, device: torch.device) -> dict:
+def state_check(
+    config: BenchConfig, pruner: STCPruner, tokens: int, width: int, device: torch.device
+) -> dict:
     """Bytes of pruner state (``[1, tokens, width]`` chunks, ``memory_window`` set) and of cacher state
     (on the tiny tower: a real-size ViT is too slow for 10,000 frames on a CPU) after 100 chunks and
     after ``state_frames`` chunks."""
-    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
     tiny = random_vision_tower("tiny", device=device)
     cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval).attach(tiny)
     g = torch.Generator(device=device).manual_seed(config.seed)

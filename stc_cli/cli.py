@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from stc_cli import __version__
+from stc_cli.configs import BenchConfig
 
 app = typer.Typer(
     help="Evaluate streaming video LLMs with STC token compression (STC-Cacher + STC-Pruner).",
@@ -40,32 +41,45 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+_BENCH = BenchConfig()
+
+
 @app.command()
 def bench(
     vision: Annotated[
         str, typer.Option(help="Vision tower preset: siglip-so400m-384 or tiny.")
-    ] = "siglip-so400m-384",
-    llm: Annotated[str, typer.Option(help="LLM width preset: qwen2-7b, qwen2-0.5b or tiny.")] = "qwen2-7b",
+    ] = _BENCH.vision,
+    llm: Annotated[str, typer.Option(help="LLM width preset: qwen2-7b, qwen2-0.5b or tiny.")] = _BENCH.llm,
     layers: Annotated[
         int | None, typer.Option(help="Cut both models to N layers. Default: full depth on CUDA, 2 on CPU.")
-    ] = None,
+    ] = _BENCH.layers,
     llm_layers: Annotated[
-        int | None, typer.Option(help="Cut the LLM to N layers (default: --layers).")
-    ] = None,
-    frames: Annotated[int, typer.Option(help="Timed frames per pass (even).")] = 8,
-    warmup: Annotated[int, typer.Option(help="Untimed frames at the start of each pass.")] = 2,
-    repeats: Annotated[int, typer.Option(help="Passes per setting; the median is reported.")] = 3,
-    update_ratio: Annotated[float, typer.Option(help="Cacher: share of tokens recomputed per layer.")] = 0.25,
-    interval: Annotated[int, typer.Option(help="Cacher: a reference chunk every N chunks.")] = 2,
-    tokens_per_frame: Annotated[int, typer.Option(help="Pruner: tokens kept per frame.")] = 60,
-    memory_window: Annotated[int, typer.Option(help="Pruner memory window for the state check.")] = 64,
+        int | None, typer.Option(help="Cut the LLM to N layers instead (default: --layers).")
+    ] = _BENCH.llm_layers,
+    frames: Annotated[int, typer.Option(help="Timed frames per pass (even).")] = _BENCH.frames,
+    warmup: Annotated[int, typer.Option(help="Untimed frames at the start of each pass.")] = _BENCH.warmup,
+    repeats: Annotated[
+        int, typer.Option(help="Passes per setting; the median is reported.")
+    ] = _BENCH.repeats,
+    update_ratio: Annotated[
+        float, typer.Option(help="Cacher: share of tokens recomputed per layer.")
+    ] = _BENCH.update_ratio,
+    interval: Annotated[
+        int, typer.Option(help="Cacher: a reference chunk every N chunks.")
+    ] = _BENCH.interval,
+    tokens_per_frame: Annotated[
+        int, typer.Option(help="Pruner: tokens kept per frame.")
+    ] = _BENCH.tokens_per_frame,
+    memory_window: Annotated[
+        int, typer.Option(help="Pruner memory window for the state check.")
+    ] = _BENCH.memory_window,
     state_frames: Annotated[
         int, typer.Option(help="Chunks streamed for the state check (0 skips it).")
-    ] = 1_000,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    ] = _BENCH.state_frames,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _BENCH.device,
     dtype: Annotated[
-        str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16.")
-    ] = "auto",
+        str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
+    ] = _BENCH.dtype,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of the table.")
     ] = False,
@@ -73,7 +87,7 @@ def bench(
     """Latency of STC on random-weight models at real sizes: STC on vs off, side by side, in one run."""
     from rich.console import Console
 
-    from stc_cli.bench import BenchConfig, run_bench
+    from stc_cli.bench import run_bench
 
     config = BenchConfig(
         vision=vision,
