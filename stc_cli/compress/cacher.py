@@ -60,6 +60,9 @@ class STCCacher:
             reference is below it (at least one per frame), so cost follows motion. Off by default,
             as in the authors' released code.
 
+    Selective layers compute attention for the selected queries only, so ``output_attentions`` yields
+    no weights for a selective chunk (the released code returned None there too).
+
     Example:
         >>> cacher = STCCacher(update_ratio=0.25, interval=2)
         >>> cacher.attach(vision_model)          # SiglipVisionModel or CLIPVisionModel
