@@ -109,7 +109,7 @@ class STCPruner:
         # released code does so, and the defaults keep its token choices.
         self.history.append(chunk_mean)
         if k == tokens:
-            idx = torch.arange(tokens, device=features.device).expand(frames, tokens)
+            idx = torch.arange(tokens, device=features.device).repeat(frames, 1)
             return features, idx
 
         memory = torch.stack(tuple(self.history)).mean(dim=0)

@@ -7,6 +7,8 @@ port; Qwen2-7B / Qwen2-0.5B language models), so latency measured on them is the
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 VISION_PRESETS = {
@@ -69,13 +71,21 @@ def _depth(spec: dict, layers: int | None) -> dict:
     return spec
 
 
+@contextmanager
+def _seeded(seed: int, device):
+    """Build on ``device`` from ``seed`` without moving the caller's random state."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
+        torch.manual_seed(seed)
+        yield
+
+
 def random_vision_tower(name: str, layers: int | None = None, *, dtype=torch.float32, device="cpu", seed=0):
     """A ``SiglipVisionModel`` with random weights at preset widths, cut to ``layers`` if given."""
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     config = SiglipVisionConfig(**_depth(_pick(VISION_PRESETS, name, "vision"), layers))
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with _seeded(seed, device):
         return SiglipVisionModel(config).to(dtype).eval()
 
 
@@ -89,6 +99,5 @@ def random_language_model(
     from transformers import Qwen2Config, Qwen2Model
 
     config = Qwen2Config(vocab_size=vocab_size, **_depth(_pick(LLM_PRESETS, name, "LLM"), layers))
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with _seeded(seed, device):
         return Qwen2Model(config).to(dtype).eval()

@@ -40,3 +40,11 @@ def test_unknown_preset_and_bad_depth():
         random_vision_tower("vit-h")
     with pytest.raises(ValueError, match="layers must be >= 1"):
         random_vision_tower("tiny", layers=0)
+
+
+def test_building_leaves_the_callers_random_state_alone():
+    torch.manual_seed(7)
+    want = torch.rand(3)
+    torch.manual_seed(7)
+    random_vision_tower("tiny", seed=1)
+    assert torch.equal(torch.rand(3), want)
