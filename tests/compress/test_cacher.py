@@ -137,8 +137,8 @@ def test_layers_found_under_vision_model():
 def test_two_cachers_on_two_models_do_not_interfere():
     a, b = tiny_siglip(seed=0), tiny_siglip(seed=1)
     alone_a, alone_b = tiny_siglip(seed=0), tiny_siglip(seed=1)
-    STCCacher(interval=2).attach(a), STCCacher(interval=3).attach(b)
-    STCCacher(interval=2).attach(alone_a), STCCacher(interval=3).attach(alone_b)
+    for model, interval in ((a, 2), (b, 3), (alone_a, 2), (alone_b, 3)):
+        STCCacher(interval=interval).attach(model)
     frames_a, frames_b = chunks(1, 5, seed=0), chunks(1, 5, seed=1)
     expected_a = [run(alone_a, p).last_hidden_state for p in frames_a]
     expected_b = [run(alone_b, p).last_hidden_state for p in frames_b]
@@ -163,7 +163,8 @@ def test_state_is_bounded():
     model = tiny_siglip()
     cacher = STCCacher(interval=2).attach(model)
     frames = chunks(1, 40)
-    run(model, frames[0]), run(model, frames[1])
+    run(model, frames[0])
+    run(model, frames[1])
     after_two = cacher.state_nbytes()
     for pixels in frames[2:]:
         run(model, pixels)
