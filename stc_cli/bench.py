@@ -51,9 +51,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg
     """Run the benchmark and return a JSON-ready dict (see ``docs/benchmarks.md`` for the fields)."""
     if config.frames < 2 or config.frames % 2:
         raise ValueError(f"--frames must be an even number >= 2, got {config.frames}")
-    if config.repeats < 1 or config.warmup < 0:
+    if config.repeats < 1 or config.warmup < 0 or config.state_frames < 0:
         raise ValueError(
-            f"--repeats must be >= 1 and --warmup >= 0, got {config.repeats} and {config.warmup}"
+            f"--repeats must be >= 1, --warmup and --state-frames >= 0; got {config.repeats}, "
+            f"{config.warmup} and {config.state_frames}"
         )
     if config.vision in VISION_PRESETS and config.tokens_per_frame > pooled_tokens(config.vision):
         raise ValueError(
