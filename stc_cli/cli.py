@@ -6,6 +6,7 @@ Heavy imports (torch, transformers) happen inside the commands, so `stc --help` 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -115,6 +116,116 @@ def bench(
         typer.echo(json.dumps(result, indent=2))
     else:
         Console().print(_bench_table(result))
+
+
+@app.command()
+def check(
+    bench: Annotated[str, typer.Option(help="Benchmark: ovo, streamingbench, mlvu, egoschema or videomme.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
+    ] = None,
+    metadata_only: Annotated[bool, typer.Option(help="Check the metadata only, not the videos.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Validate a benchmark's data directory: metadata, per-task counts, missing or broken videos.
+
+    Exit 0 when complete, 1 when something is missing, 2 when the metadata cannot be read.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from stc_cli.check import check as run_check
+    from stc_cli.datadir import resolve_data_dir
+
+    try:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("opening videos", total=None)
+            report = run_check(
+                bench,
+                resolve_data_dir(data_dir),
+                metadata_only,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except ValueError as error:  # MetadataError is a ValueError; so is an unknown benchmark
+        _fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{bench}: {report.folder}")
+        table.add_column("task")
+        table.add_column("queries", justify="right")
+        for name, count in report.tasks.items():
+            table.add_row(name, str(count))
+        table.add_row("all", str(report.n_queries), style="bold")
+        Console().print(table)
+        typer.echo(report.summary())
+    raise typer.Exit(0 if report.complete else 1)
+
+
+@app.command()
+def score(
+    path: Annotated[Path, typer.Argument(help="samples.jsonl, its run folder, or upstream result file(s).")],
+    bench: Annotated[
+        str | None, typer.Option(help="Benchmark, when it cannot be told from the content.")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="official (the benchmark's own scorer) or robust. Default: robust for samples.jsonl, "
+            "official for upstream files."
+        ),
+    ] = None,
+    response_key: Annotated[
+        str | None, typer.Option(help="StreamingBench: the key holding the model's answers.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score results with the official rules or the robust extractor, per task and category."""
+    from rich.console import Console
+
+    from stc_cli.scoring import Submission, score_results
+
+    try:
+        result = score_results(path, bench, mode, response_key)
+    except ValueError as error:
+        _fail(str(error))
+    if isinstance(result, Submission):
+        counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+        typer.echo(f"EgoSchema full set: answers are hidden, so no score. Wrote {result.path} ({counts}).")
+        typer.echo(result.help)
+        return
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    Console().print(_score_table(result))
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
+def _score_table(report):
+    from rich.table import Table
+
+    from stc_cli import benchmarks
+
+    table = Table(
+        title=f"{report.bench}, {report.mode} scoring",
+        caption=f"{report.n_total} records, {report.n_scored} scored, {report.n_unparsed} unparsed, "
+        f"{report.n_missing} missing, {report.n_errors} errors",
+    )
+    for column in ("category / task", "n", "accuracy %"):
+        table.add_column(column, justify="left" if column.startswith("category") else "right")
+    tasks_of = {}
+    for task, category in benchmarks.get(report.bench).TASKS.items():
+        tasks_of.setdefault(category, []).append(task)
+    for category, value in report.categories.items():
+        table.add_row(category, "", f"{value:.2f}", style="bold")
+        for task in tasks_of.get(category, []):
+            if task in report.tasks:
+                table.add_row(f"  {task}", str(report.task_counts.get(task, "")), f"{report.tasks[task]:.2f}")
+    table.add_row("overall", str(report.n_scored), f"{report.overall:.2f}", style="bold")
+    return table
 
 
 def _bench_table(result: dict):

@@ -1,0 +1,101 @@
+"""What every benchmark module shares: the query, the scored record, the report and the errors.
+
+A benchmark module (``ovo.py``, ``streamingbench.py``, ...) provides:
+
+- ``NAME`` (the ``--bench`` name), ``FOLDER`` (its folder under the data directory) and ``TASKS``
+  (task name -> category name, in display order);
+- ``load_queries(data_dir: Path, **options) -> list[Query]``: reads the metadata as upstream publishes
+  it; raises ``MetadataError`` naming the file and the record at fault;
+- ``score(records: list[dict], mode: str) -> ScoreReport``: ``mode`` is ``"official"`` (the upstream
+  scorer, quirks included) or ``"robust"`` (``extract.py``; missing, failed and unparsed count as wrong);
+- ``looks_like(obj) -> bool`` and ``records_from_upstream(obj, **options) -> list[dict]``: recognise and
+  convert the upstream harness's own result file (already parsed from JSON), where there is one.
+
+A *record* is one scored unit as a dict: the fields of ``Query.to_record()`` plus ``response`` (the raw
+model output: a string, a list as some upstream files store it, or None) and ``error`` (None or a
+message). This is one line of a run's ``samples.jsonl``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MODES = ("official", "robust")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One question the model answers, with what it may see and how it is scored.
+
+    ``id`` is stable across runs (``ovo/1558/2`` for probe 2 of OVO item 1558). ``video`` is relative to
+    the benchmark's folder in the data directory. ``window`` is the (start, end) in seconds of the video
+    the model may see; an end of ``math.inf`` means to the end of the video (``null`` in JSON).
+    ``target`` is what the scorer compares with: an option letter, a count, Yes/No.
+    """
+
+    id: str
+    bench: str
+    task: str
+    category: str
+    video: str
+    window: tuple[float, float]
+    prompt: str
+    options: tuple[str, ...]
+    target: str
+    extra: dict = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record["window"] = [None if math.isinf(t) else t for t in self.window]
+        record["options"] = list(self.options)
+        return record
+
+
+class MetadataError(ValueError):
+    """Metadata that cannot be read: names the file, the record when there is one, and what to do."""
+
+    def __init__(self, path: Path | str, message: str, record: object = None) -> None:
+        where = f"{path}" if record is None else f"{path}, record {record}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class ScoreReport:
+    """Accuracies in percent. ``n_total`` counts records; ``n_scored`` those that entered a denominator."""
+
+    bench: str
+    mode: str
+    overall: float
+    categories: dict[str, float]
+    tasks: dict[str, float]
+    n_total: int
+    n_scored: int
+    n_unparsed: int = 0
+    n_missing: int = 0
+    n_errors: int = 0
+    task_counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def response_status(record: dict) -> str:
+    """``"error"`` (the run failed on it), ``"missing"`` (no response) or ``"answered"``."""
+    if record.get("error"):
+        return "error"
+    response = record.get("response")
+    if response is None or (isinstance(response, str | list) and len(response) == 0):
+        return "missing"
+    return "answered"
+
+
+def percent(correct: float, total: int) -> float:
+    return 100.0 * correct / total if total else 0.0
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0

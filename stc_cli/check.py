@@ -1,0 +1,93 @@
+"""`stc check`: is a benchmark's data directory complete? Metadata, per-task counts, videos."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from stc_cli import benchmarks
+
+
+@dataclass
+class CheckReport:
+    bench: str
+    folder: str
+    n_queries: int
+    tasks: dict[str, int]
+    n_videos: int = 0
+    missing_videos: list[str] = field(default_factory=list)
+    unreadable_videos: list[str] = field(default_factory=list)
+    videos_checked: bool = True
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_videos and not self.unreadable_videos
+
+    def summary(self) -> str:
+        """One line: what is missing and where, or that the data is complete."""
+        if self.complete:
+            videos = f", {self.n_videos} videos" if self.videos_checked else " (videos not checked)"
+            return f"{self.bench}: complete: {self.n_queries} queries{videos} in {self.folder}"
+        parts = []
+        if self.missing_videos:
+            first = self.missing_videos[0]
+            parts.append(f"{len(self.missing_videos)} of {self.n_videos} videos missing (first: {first})")
+        if self.unreadable_videos:
+            parts.append(
+                f"{len(self.unreadable_videos)} cannot be opened (first: {self.unreadable_videos[0]})"
+            )
+        return (
+            f"{self.bench}: {'; '.join(parts)} under {self.folder}; `stc download {self.bench}` fetches them"
+        )
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "complete": self.complete}
+
+
+def check(
+    bench: str,
+    data_dir: Path,
+    metadata_only: bool = False,
+    progress: Callable[[int, int], None] = lambda _done, _total: None,
+) -> CheckReport:
+    """Load ``bench``'s metadata from ``data_dir`` and, unless ``metadata_only``, find its videos and
+    open each one. A query needs its ``video``; OVO-Bench queries are also served by their pre-cut
+    ``extra["clip"]``. Raises ``MetadataError`` when the metadata cannot be read."""
+    module = benchmarks.get(bench)
+    folder = data_dir / module.FOLDER
+    queries = module.load_queries(data_dir)
+    tasks = Counter(q.task for q in queries)
+    report = CheckReport(
+        bench=bench,
+        folder=str(folder),
+        n_queries=len(queries),
+        tasks={task: tasks[task] for task in module.TASKS if task in tasks},
+        videos_checked=not metadata_only,
+    )
+    if metadata_only:
+        return report
+    # The file each query would read: its video, else (OVO-Bench) its pre-cut clip.
+    chosen: dict[str, str | None] = {}
+    for q in queries:
+        candidates = [q.video, *([q.extra["clip"]] if "clip" in q.extra else [])]
+        chosen[q.id] = next((c for c in candidates if (folder / c).is_file()), None)
+    report.n_videos = len({q.video for q in queries})
+    report.missing_videos = sorted({q.video for q in queries if chosen[q.id] is None})
+    files = sorted({c for c in chosen.values() if c is not None})
+    for done, file in enumerate(files, start=1):
+        if not _opens(folder / file):
+            report.unreadable_videos.append(file)
+        progress(done, len(files))
+    return report
+
+
+def _opens(path: Path) -> bool:
+    """Whether decord can open the file and it has at least one frame."""
+    import decord
+
+    try:
+        return len(decord.VideoReader(str(path), num_threads=1)) > 0
+    except Exception:  # decord raises its own DECORDError and RuntimeError for broken files
+        return False
