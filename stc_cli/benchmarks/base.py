@@ -22,6 +22,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stc_cli.benchmarks.extract import extract_choice
+
 MODES = ("official", "robust")
 
 
@@ -80,6 +82,21 @@ class ScoreReport:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+
+
+def judge_choice(record: dict) -> tuple[bool, str]:
+    """Robust scoring of a multiple-choice record: (right, status), status ``answered``, ``unparsed``,
+    ``missing`` or ``error``; only a letter ``extract_choice`` reads that equals the target is right."""
+    status = response_status(record)
+    if status != "answered":
+        return False, status
+    choice = extract_choice(record["response"], record.get("options") or ())
+    return choice == record["target"], "answered" if choice else "unparsed"
 
 
 def response_status(record: dict) -> str:

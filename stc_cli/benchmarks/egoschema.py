@@ -22,10 +22,11 @@ from collections import Counter
 from pathlib import Path
 
 from stc_cli.benchmarks.base import (
-    MODES,
     MetadataError,
     Query,
     ScoreReport,
+    check_mode,
+    judge_choice,
     percent,
     response_status,
 )
@@ -154,8 +155,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     Raises:
         ValueError: a record has no target (full set): its answers are hidden.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    check_mode(mode)
     hidden = sum(1 for record in records if not record.get("target"))
     if hidden:
         raise ValueError(
@@ -202,10 +202,7 @@ def _judge(record: dict, mode: str) -> tuple[bool | None, str]:
         if status == "error" or text is None:
             return None, status
         return stc_choice(text) == record["target"], "answered"
-    if status != "answered":
-        return False, status
-    choice = extract_choice(record["response"], record["options"])
-    return choice == record["target"], "answered" if choice else "unparsed"
+    return judge_choice(record)
 
 
 def write_submission(records: list[dict], path: Path | str) -> dict:

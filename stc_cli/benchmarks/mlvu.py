@@ -18,15 +18,16 @@ from collections import Counter
 from pathlib import Path
 
 from stc_cli.benchmarks.base import (
-    MODES,
     MetadataError,
     Query,
     ScoreReport,
+    check_mode,
+    judge_choice,
     mean,
     percent,
     response_status,
 )
-from stc_cli.benchmarks.extract import extract_choice, first_text
+from stc_cli.benchmarks.extract import first_text
 
 NAME = "mlvu"
 FOLDER = "mlvu"
@@ -136,8 +137,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     M-Avg averages the tasks that have scored records, as upstream's ``final_res['Avg']`` averages
     the tasks it met; with all 7 present that is the 7-task macro. The micro accuracy is in the notes.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    check_mode(mode)
     right: dict[str, int] = {}
     counts: dict[str, int] = {}
     tally = Counter()
@@ -189,7 +189,4 @@ def _judge(record: dict, mode: str) -> tuple[bool | None, str]:
             return None, status
         # An empty string is still a prediction upstream: it scores wrong, it is not left out.
         return check_ans(text, record["target"]), "answered"
-    if status != "answered":
-        return False, status
-    choice = extract_choice(record["response"], record["options"])
-    return choice == record["target"], "answered" if choice else "unparsed"
+    return judge_choice(record)

@@ -21,7 +21,15 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from stc_cli.benchmarks.base import MODES, MetadataError, Query, ScoreReport, mean, percent, response_status
+from stc_cli.benchmarks.base import (
+    MetadataError,
+    Query,
+    ScoreReport,
+    check_mode,
+    mean,
+    percent,
+    response_status,
+)
 from stc_cli.benchmarks.extract import extract_choice, extract_number, extract_yes_no, first_text
 
 NAME = "ovo"
@@ -123,8 +131,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     ``official`` is OVO-Bench ``score.py`` / ``utils/OVOBenchScore.py`` (v2 averaging): a null response
     scores 0 and stays in the denominator. ``robust`` reads answers with ``extract.py``.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+    check_mode(mode)
     scores: dict[str, list[int]] = {}
     status = Counter(response_status(record) for record in records)
     n_unparsed = n_unknown = 0

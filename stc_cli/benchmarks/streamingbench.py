@@ -20,8 +20,15 @@ import re
 import warnings
 from pathlib import Path
 
-from stc_cli.benchmarks.base import MODES, MetadataError, Query, ScoreReport, percent, response_status
-from stc_cli.benchmarks.extract import extract_choice
+from stc_cli.benchmarks.base import (
+    MetadataError,
+    Query,
+    ScoreReport,
+    check_mode,
+    judge_choice,
+    percent,
+    response_status,
+)
 
 NAME = "streamingbench"
 FOLDER = "streamingbench"
@@ -137,8 +144,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     must equal the answer letter; questions without an answer leave the denominator. Robust: the letter
     ``extract_choice`` finds; every record counts, missing, failed and unparsed ones as wrong.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    check_mode(mode)
     judge = _judge_official if mode == "official" else _judge_robust
     statuses = {"answered": 0, "missing": 0, "error": 0, "unparsed": 0}
     tally: dict[str, list[int]] = {}  # task -> [right, scored]
@@ -183,11 +189,8 @@ def _judge_official(record: dict) -> tuple[str, bool | None]:
 
 
 def _judge_robust(record: dict) -> tuple[str, bool]:
-    status = response_status(record)
-    if status != "answered":
-        return status, False
-    choice = extract_choice(record["response"], record["options"])
-    return ("answered", choice == record["target"]) if choice else ("unparsed", False)
+    right, status = judge_choice(record)
+    return status, right
 
 
 def _official_notes(statuses: dict[str, int]) -> list[str]:

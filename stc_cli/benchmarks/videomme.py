@@ -22,7 +22,14 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from stc_cli.benchmarks.base import MODES, MetadataError, Query, ScoreReport, percent, response_status
+from stc_cli.benchmarks.base import (
+    MetadataError,
+    Query,
+    ScoreReport,
+    check_mode,
+    percent,
+    response_status,
+)
 from stc_cli.benchmarks.extract import LETTERS, extract_choice, first_text
 
 NAME = "videomme"
@@ -170,8 +177,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     ``official``: eval_your_results.py; answers it skips (no letter found), missing and failed responses
     leave the denominator. ``robust``: ``extract_choice``; every record counts, unanswered ones as wrong.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    check_mode(mode)
     by_duration, by_task = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     status_counts = {"answered": 0, "missing": 0, "error": 0}
     n_unparsed = 0
