@@ -38,6 +38,8 @@ def read_results(
     if path.is_dir() and (path / "samples.jsonl").is_file():
         path = path / "samples.jsonl"
     if path.is_file() and path.suffix == ".jsonl":
+        if response_key:
+            raise ValueError(f"--response-key applies to StreamingBench result files only, not to {path}")
         return _from_samples(path, bench)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     if not files:
@@ -127,7 +129,7 @@ def _from_upstream(path: Path, obj, bench: str | None, response_key: str | None)
             options = {"response_key": response_key} if response_key else {}
             unknown = set(options) - set(inspect.signature(convert).parameters)
             if unknown:
-                raise ValueError(f"--response-key applies to StreamingBench files only, not to {path}")
+                raise ValueError(f"--response-key applies to StreamingBench result files only, not to {path}")
             return name, convert(obj, **options)
     what = f"a {bench} result file" if bench else "a result file stc knows"
     raise ValueError(f"{path}: not {what}; stc score reads {SHAPES}")

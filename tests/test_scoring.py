@@ -116,3 +116,60 @@ def test_bad_inputs_say_what_is_wrong(tmp_path, samples):
         result = score(*args)
         assert result.exit_code == 2, args
         assert message in result.stderr, (args, result.stderr)
+
+
+@pytest.mark.filterwarnings("ignore:.*as upstream does")  # the fixture's odd time stamps
+def test_streamingbench_annotated_json_is_detected(tmp_path):
+    from tests.benchmarks.test_streamingbench import MODEL, SEGMENTS
+
+    path = tmp_path / "questions_real_output_MyModel.json"
+    path.write_text(json.dumps(SEGMENTS))
+    report = json.loads(score(str(path), "--json").stdout)
+    # The scorer's own test works this file out by hand: 3 right of 5 answered.
+    assert (report["bench"], report["mode"], report["overall"], report["n_scored"]) == (
+        "streamingbench",
+        "official",
+        60.0,
+        5,
+    )
+    two_models = [{**s, "questions": [{**q, "Other": "A"} for q in s["questions"]]} for s in SEGMENTS]
+    path.write_text(json.dumps(two_models))
+    result = score(str(path))
+    assert result.exit_code == 2 and "response_key" in result.stderr
+    report = json.loads(score(str(path), "--response-key", MODEL, "--json").stdout)
+    assert report["overall"] == 60.0
+    for other in (samples_of(tmp_path), tmp_path / "ovo.json"):
+        (tmp_path / "ovo.json").write_text(json.dumps(upstream_result()))
+        result = score(str(other), "--response-key", MODEL)
+        assert result.exit_code == 2
+        assert f"--response-key applies to StreamingBench result files only, not to {other}" in result.stderr
+
+
+def samples_of(tmp_path):
+    queries = benchmarks.get("ovo").load_queries(write_ovo(tmp_path / "data").parent)
+    path = tmp_path / "samples.jsonl"
+    path.write_text(
+        "".join(json.dumps({**q.to_record(), "response": "A", "error": None}) + "\n" for q in queries)
+    )
+    return path
+
+
+def test_egoschema_full_set_writes_a_submission_not_a_score(tmp_path):
+    from tests.benchmarks.test_egoschema import _write
+
+    queries = benchmarks.get("egoschema").load_queries(
+        _write(tmp_path, split="MC", answers={"v0": "", "v1": ""}), split="full"
+    )
+    path = tmp_path / "run" / "samples.jsonl"
+    path.parent.mkdir()
+    responses = {"v0": "B", "v1": "no idea"}
+    path.write_text(
+        "".join(
+            json.dumps({**q.to_record(), "response": responses[q.extra["q_uid"]], "error": None}) + "\n"
+            for q in queries
+        )
+    )
+    result = score(str(path))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "egoschema_submission.json").read_text()) == {"v0": 1}
+    assert "no score" in result.stdout and "written 1, unparsed 1, missing 0" in result.stdout
