@@ -38,9 +38,8 @@ class CheckReport:
             parts.append(
                 f"{len(self.unreadable_videos)} cannot be opened (first: {self.unreadable_videos[0]})"
             )
-        return (
-            f"{self.bench}: {'; '.join(parts)} under {self.folder}; `stc download {self.bench}` fetches them"
-        )
+        where = f"under {self.folder}; the README lists the layout each benchmark needs"
+        return f"{self.bench}: {'; '.join(parts)} {where}"
 
     def to_json(self) -> dict:
         return {**asdict(self), "complete": self.complete}
