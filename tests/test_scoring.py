@@ -173,3 +173,32 @@ def test_egoschema_full_set_writes_a_submission_not_a_score(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "egoschema_submission.json").read_text()) == {"v0": 1}
     assert "no score" in result.stdout and "written 1, unparsed 1, missing 0" in result.stdout
+
+
+def test_table_lists_tasks_that_cut_across_categories(tmp_path):
+    # Video-MME's categories are durations and every task occurs in each: tasks get their own section.
+    from rich.console import Console
+
+    from stc_cli.benchmarks.base import ScoreReport
+    from stc_cli.cli import _score_table
+
+    report = ScoreReport(
+        "videomme",
+        "robust",
+        50.0,
+        {"short": 100.0, "long": 0.0},
+        {"Counting Problem": 50.0},
+        2,
+        2,
+        task_counts={"Counting Problem": 2},
+    )
+    console = Console(width=120, record=True)
+    console.print(_score_table(report))
+    rows = [[c.strip() for c in line.split("│")[1:4]] for line in console.export_text().splitlines()]
+    assert [row for row in rows if len(row) == 3][1:] == [
+        ["short", "", "100.00"],
+        ["long", "", "0.00"],
+        ["tasks", "", ""],
+        ["Counting Problem", "2", "50.00"],
+        ["overall", "2", "50.00"],
+    ]
