@@ -37,9 +37,9 @@ def main(
     """Evaluate streaming video LLMs with STC token compression."""
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 _BENCH = BenchConfig()
@@ -116,6 +116,79 @@ def bench(
         typer.echo(json.dumps(result, indent=2))
     else:
         Console().print(_bench_table(result))
+
+
+@app.command()
+def download(
+    benches: Annotated[
+        list[str], typer.Argument(help="Benchmarks: ovo, streamingbench, mlvu, egoschema, videomme.")
+    ],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
+    ] = None,
+    videos: Annotated[bool, typer.Option(help="Fetch the videos too, not only the metadata.")] = True,
+    ovo_videos: Annotated[
+        str,
+        typer.Option(help="OVO-Bench: src (source videos, ~44 GB), chunked (pre-cut clips, ~144 GB), both."),
+    ] = "src",
+    revision: Annotated[str | None, typer.Option(help="Dataset revision (branch, tag or commit).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Hub token for gated datasets (default: $HF_TOKEN, else your hub login)."),
+    ] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Hub endpoint, e.g. a mirror.")] = None,
+    keep_archives: Annotated[bool, typer.Option(help="Keep the archives after unpacking them.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="List what would be fetched, and its size; fetch nothing.")
+    ] = False,
+) -> None:
+    """Bring benchmarks into the data directory, in the layout `stc check` and `stc eval` read.
+
+    Resumable: running the same command again continues where it stopped, and is a no-op once complete.
+    """
+    from rich.console import Console
+
+    from stc_cli import archives, hub
+    from stc_cli.datadir import resolve_data_dir
+    from stc_cli.download import DownloadError, fetch, plan
+
+    console = Console(stderr=True)
+    root = resolve_data_dir(data_dir)
+    try:
+        token = hub.resolve_token(token)
+        for bench in benches:
+            todo = plan(
+                bench,
+                root,
+                videos=videos,
+                ovo_videos=ovo_videos,
+                revision=revision,
+                token=token,
+                endpoint=endpoint,
+            )
+            if todo.note:
+                typer.echo(f"{bench}: note: {todo.note}")
+            if todo.complete:
+                typer.echo(
+                    f"{bench}: complete in {todo.folder} ({todo.repo_id}@{todo.revision[:8]}); nothing to do"
+                )
+                continue
+            typer.echo(todo.summary())
+            if dry_run:
+                for item in todo.pending:
+                    typer.echo(f"  {item.source.kind:9} {item.size / 1e6:10.1f} MB  {', '.join(item.paths)}")
+                continue
+            with console.status(f"stc download {bench}") as status:
+                fetch(
+                    todo,
+                    token=token,
+                    endpoint=endpoint,
+                    keep_archives=keep_archives,
+                    progress=lambda message: status.update(message),
+                )
+            typer.echo(f"{bench}: complete in {todo.folder}")
+    except (DownloadError, hub.HubError, archives.ArchiveError) as error:
+        _fail(str(error), code=1)
 
 
 @app.command()

@@ -1,0 +1,309 @@
+"""`stc download`: benchmark data from the Hugging Face hub, in the layout ``stc check`` reads.
+
+Each benchmark has a manifest: its dataset repository and the sources to fetch from it, each a glob over
+the repository's files: metadata files copied to a path under the benchmark folder, zip archives, or the
+parts of a split tar, unpacked through a ``rename`` that maps an archive member to its place in the
+layout (or skips it). Per benchmark:
+
+1. list the repository at the revision; match the sources; compare with the free disk space;
+2. fetch and unpack one source at a time (split tar parts in sorted order, streamed into one tar reader,
+   never joined); an unpacked source leaves a marker under ``.stc-download/done/``, so an interrupted run
+   resumes where it stopped and a half-extracted archive is never taken for a complete one; archives are
+   deleted once unpacked unless ``keep_archives``;
+3. write ``.stc-download/complete.json`` (revision, files, sizes): running again is then a no-op.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stc_cli import archives, hub
+
+STATE = ".stc-download"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Files of a repository that become part of a benchmark folder.
+
+    ``kind`` is ``file`` (copied to its repository path less the ``strip`` prefix), ``zip`` (each
+    matching archive unpacked) or ``tar-parts`` (the matching parts are one split tar). ``rename``
+    maps an archive member to its path under the benchmark folder, or None to skip it.
+    """
+
+    pattern: str
+    kind: str = "file"
+    videos: bool = False
+    strip: str = ""
+    rename: Callable[[str], str | None] | None = None
+    choice: str | None = None  # OVO-Bench: which --ovo-videos value selects it
+
+
+@dataclass(frozen=True)
+class Manifest:
+    bench: str
+    repo_id: str
+    sources: tuple[Source, ...]
+    note: str = ""  # what cannot come from the hub, said before the transfer
+
+
+def _under(folder: str, pattern: str) -> Callable[[str], str | None]:
+    """A rename keeping members whose file name matches ``pattern`` as ``folder/<file name>``."""
+    regex = re.compile(pattern, re.IGNORECASE)
+
+    def rename(member: str) -> str | None:
+        name = member.rsplit("/", 1)[-1]
+        return f"{folder}/{name}" if regex.fullmatch(name) else None
+
+    return rename
+
+
+def _streamingbench_video(member: str) -> str | None:
+    # Zip members are `<folder>/sample_<N>/video.mp4`; the loader reads videos/sample_<N>/video.mp4.
+    match = re.search(r"(?:^|/)(sample_\d+)/video\.mp4$", member)
+    return f"videos/{match.group(1)}/video.mp4" if match else None
+
+
+def _top_folder_as(folder: str) -> Callable[[str], str | None]:
+    # OVO-Bench tars hold one top-level folder (whatever its name): it becomes ``folder``.
+    def rename(member: str) -> str | None:
+        parts = member.removeprefix("./").strip("/").split("/", 1)
+        return f"{folder}/{parts[1]}" if len(parts) == 2 and parts[1] else None
+
+    return rename
+
+
+MANIFESTS = {
+    "ovo": Manifest(
+        "ovo",
+        "JoeLeelyf/OVO-Bench",
+        (
+            Source(
+                "src_videos.tar.parta*", "tar-parts", True, rename=_top_folder_as("src_videos"), choice="src"
+            ),
+            Source(
+                "chunked_videos.tar.parta*",
+                "tar-parts",
+                True,
+                rename=_top_folder_as("chunked_videos"),
+                choice="chunked",
+            ),
+        ),
+        note="OVO-Bench's metadata ovo_bench_new.json is published in the GitHub repository "
+        "JoeLeelyf/OVO-Bench (data/ovo_bench_new.json), not on the hub: place it in {folder}.",
+    ),
+    "streamingbench": Manifest(
+        "streamingbench",
+        "mjuicem/StreamingBench",
+        (
+            Source("StreamingBench/Real_Time_Visual_Understanding.csv", strip="StreamingBench/"),
+            Source("Real-Time Visual Understanding_*.zip", "zip", True, rename=_streamingbench_video),
+        ),
+    ),
+    "mlvu": Manifest(
+        "mlvu",
+        "MLVU/MVLU",
+        (
+            Source("MLVU/json/[1-7]_*.json", strip="MLVU/"),
+            Source("MLVU/video/[1-7]_*/*", videos=True, strip="MLVU/"),
+        ),
+    ),
+    "egoschema": Manifest(
+        "egoschema",
+        "lmms-lab/egoschema",
+        (
+            Source("Subset/test-00000-of-00001.parquet"),
+            Source("MC/test-00000-of-00001.parquet"),
+            Source("videos_chunked_*.zip", "zip", True, rename=_under("videos", r".+\.mp4")),
+        ),
+    ),
+    "videomme": Manifest(
+        "videomme",
+        "lmms-lab/Video-MME",
+        (
+            Source("videomme/test-00000-of-00001.parquet"),
+            Source("subtitle.zip", "zip", rename=_under("subtitle", r".+\.srt")),
+            Source("videos_chunked_*.zip", "zip", True, rename=_under("data", r".+\.(mp4|mkv)")),
+        ),
+    ),
+}
+
+
+class DownloadError(RuntimeError):
+    """A download that cannot go on: one sentence saying what happened and what to do."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: a file, a zip, or all the parts of a split tar (repository paths, sorted)."""
+
+    source: Source
+    paths: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def key(self) -> str:
+        """The name of its done marker."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.paths[0])
+
+
+@dataclass
+class Plan:
+    """What a benchmark needs from its repository at one revision, and what is already done."""
+
+    bench: str
+    repo_id: str
+    revision: str
+    folder: Path
+    items: list[Item]
+    done: set[str] = field(default_factory=set)
+    note: str = ""
+
+    @property
+    def pending(self) -> list[Item]:
+        return [item for item in self.items if item.key not in self.done]
+
+    @property
+    def files(self) -> dict[str, int]:
+        return {path: size for item in self.items for path, size in zip(item.paths, item.sizes, strict=True)}
+
+    @property
+    def complete(self) -> bool:
+        marker = _read_json(self.folder / STATE / "complete.json")
+        return marker.get("revision") == self.revision and marker.get("files") == self.files
+
+    @property
+    def needed_bytes(self) -> int:
+        """Room for every pending transfer plus the unpacked copy of the largest archive."""
+        pending = self.pending
+        largest = max((item.size for item in pending if item.source.kind != "file"), default=0)
+        return sum(item.size for item in pending) + largest
+
+    def summary(self) -> str:
+        """One line: what is left to fetch, its size, and the room it needs and has."""
+        pending = self.pending
+        return (
+            f"{self.bench}: {self.repo_id}@{self.revision[:8]}: {len(pending)} of {len(self.items)} items to "
+            f"fetch, {sum(i.size for i in pending) / 1e9:.2f} GB; needs {self.needed_bytes / 1e9:.2f} GB "
+            f"free, {free_bytes(self.folder) / 1e9:.2f} GB free under {self.folder}"
+        )
+
+
+def plan(
+    bench: str,
+    data_dir: Path,
+    *,
+    videos: bool = True,
+    ovo_videos: str = "src",
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> Plan:
+    """List ``bench``'s repository and work out what to fetch. Raises HubError, DownloadError."""
+    if bench not in MANIFESTS:
+        raise DownloadError(f"unknown benchmark {bench!r}; stc download knows: {', '.join(MANIFESTS)}")
+    if ovo_videos not in ("src", "chunked", "both"):
+        raise DownloadError(f"--ovo-videos must be src, chunked or both, got {ovo_videos!r}")
+    manifest = MANIFESTS[bench]
+    sha, sizes = hub.list_files(manifest.repo_id, revision=revision, token=token, endpoint=endpoint)
+    items = []
+    for source in manifest.sources:
+        if (source.videos and not videos) or (source.choice and ovo_videos not in (source.choice, "both")):
+            continue
+        matched = sorted(path for path in sizes if fnmatch.fnmatchcase(path, source.pattern))
+        if not matched:
+            raise DownloadError(
+                f"{manifest.repo_id}@{sha[:8]} has no file matching {source.pattern!r}; "
+                "the repository changed: pass --revision to pin the one stc knows, or report it"
+            )
+        groups = [matched] if source.kind == "tar-parts" else [[path] for path in matched]
+        items += [Item(source, tuple(g), tuple(sizes[p] for p in g)) for g in groups]
+    folder = Path(data_dir) / manifest.bench
+    done = (
+        {p.name for p in (folder / STATE / "done").glob("*")} if (folder / STATE / "done").is_dir() else set()
+    )
+    return Plan(bench, manifest.repo_id, sha, folder, items, done, manifest.note.format(folder=folder))
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk that holds ``folder`` (or its nearest existing parent)."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+def fetch(
+    plan: Plan,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    keep_archives: bool = False,
+    progress: Callable[[str], None] = lambda _message: None,
+) -> None:
+    """Fetch and unpack every pending item of ``plan``, one at a time, then mark it complete.
+
+    Raises DownloadError (no room), HubError (the transfer), ArchiveError (a corrupt or unsafe archive,
+    deleted so that running again fetches it afresh).
+    """
+    if plan.complete:
+        return
+    free = free_bytes(plan.folder)
+    if plan.needed_bytes > free:
+        raise DownloadError(
+            f"{plan.bench} needs about {plan.needed_bytes / 1e9:.1f} GB free under {plan.folder} but the "
+            f"disk has {free / 1e9:.1f} GB: free some space or pass --data-dir on a larger disk"
+        )
+    staging = plan.folder / STATE / "files"
+    (plan.folder / STATE / "done").mkdir(parents=True, exist_ok=True)
+    for number, item in enumerate(plan.pending, start=1):
+        progress(f"{plan.bench}: {number}/{len(plan.pending)} {item.paths[0]} ({item.size / 1e6:.1f} MB)")
+        local = [
+            hub.download_file(
+                plan.repo_id, path, staging, revision=plan.revision, token=token, endpoint=endpoint
+            )
+            for path in item.paths
+        ]
+        _unpack(item, local, plan.folder)
+        (plan.folder / STATE / "done" / item.key).write_text(
+            json.dumps({"paths": item.paths, "size": item.size})
+        )
+        if item.source.kind != "file" and not keep_archives:
+            for path in local:
+                path.unlink()
+    marker = {"repo": plan.repo_id, "revision": plan.revision, "files": plan.files}
+    (plan.folder / STATE / "complete.json").write_text(json.dumps(marker, indent=1))
+
+
+def _unpack(item: Item, local: list[Path], folder: Path) -> None:
+    source = item.source
+    try:
+        if source.kind == "file":
+            target = folder / item.paths[0].removeprefix(source.strip)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(local[0], target)
+        elif source.kind == "zip":
+            archives.extract_zip(local[0], folder, source.rename)
+        else:
+            archives.extract_tar_parts(local, folder, source.rename)
+    except archives.ArchiveError:
+        for path in local:  # corrupt: never reuse it
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
