@@ -38,7 +38,7 @@ class CheckReport:
             parts.append(
                 f"{len(self.unreadable_videos)} cannot be opened (first: {self.unreadable_videos[0]})"
             )
-        where = f"under {self.folder}; the README lists the layout each benchmark needs"
+        where = f"under {self.folder}; `stc download {self.bench}` fetches them"
         return f"{self.bench}: {'; '.join(parts)} {where}"
 
     def to_json(self) -> dict:

@@ -229,9 +229,14 @@ def plan(
         groups = [matched] if source.kind == "tar-parts" else [[path] for path in matched]
         items += [Item(source, tuple(g), tuple(sizes[p] for p in g)) for g in groups]
     folder = Path(data_dir) / manifest.bench
-    done = (
-        {p.name for p in (folder / STATE / "done").glob("*")} if (folder / STATE / "done").is_dir() else set()
-    )
+    # An item is done when its marker records the same files with the same sizes (a new revision
+    # that changed an archive makes it pending again).
+    done = {
+        item.key
+        for item in items
+        if _read_json(folder / STATE / "done" / item.key)
+        == {"paths": list(item.paths), "sizes": list(item.sizes)}
+    }
     return Plan(bench, manifest.repo_id, sha, folder, items, done, manifest.note.format(folder=folder))
 
 
@@ -275,9 +280,8 @@ def fetch(
             for path in item.paths
         ]
         _unpack(item, local, plan.folder)
-        (plan.folder / STATE / "done" / item.key).write_text(
-            json.dumps({"paths": item.paths, "size": item.size})
-        )
+        marker = {"paths": list(item.paths), "sizes": list(item.sizes)}
+        (plan.folder / STATE / "done" / item.key).write_text(json.dumps(marker))
         if item.source.kind != "file" and not keep_archives:
             for path in local:
                 path.unlink()

@@ -43,8 +43,7 @@ def test_missing_and_broken_videos_exit_1(tmp_path):
     summary = check("--bench", "ovo", "--data-dir", str(tmp_path)).stdout.strip().splitlines()[-1]
     assert summary == (
         f"ovo: 1 of 3 videos missing (first: src_videos/perception_test/c.mp4); 1 cannot be opened "
-        f"(first: src_videos/Ego4D/b.mp4) under {tmp_path / 'ovo'}; "
-        "the README lists the layout each benchmark needs"
+        f"(first: src_videos/Ego4D/b.mp4) under {tmp_path / 'ovo'}; `stc download ovo` fetches them"
     )
 
 
