@@ -83,7 +83,7 @@ def test_bench_bad_options_say_what_to_fix():
 def test_bench_table_shows_cuda_peaks_per_stage():
     from rich.console import Console
 
-    from stc_cli.cli import _bench_table
+    from stc_cli.tables import bench_table
 
     report = json.loads(runner.invoke(app, [*TINY_BENCH, "--state-frames", "0", "--json"]).stdout)
     report["peak_memory_mb"] = {
@@ -94,7 +94,7 @@ def test_bench_table_shows_cuda_peaks_per_stage():
         "prefill_pruned": 300.0,
     }
     console = Console(width=200, record=True)
-    console.print(_bench_table(report))
+    console.print(bench_table(report))
     rows = [[cell.strip() for cell in line.split("│")[1:5]] for line in console.export_text().splitlines()]
     assert ["vit peak MiB", "900", "1000", "1.111"] in rows
     assert ["prefill peak MiB", "400", "300", "0.750"] in rows

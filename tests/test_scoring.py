@@ -180,7 +180,7 @@ def test_table_lists_tasks_that_cut_across_categories(tmp_path):
     from rich.console import Console
 
     from stc_cli.benchmarks.base import ScoreReport
-    from stc_cli.cli import _score_table
+    from stc_cli.tables import score_table
 
     report = ScoreReport(
         "videomme",
@@ -193,7 +193,7 @@ def test_table_lists_tasks_that_cut_across_categories(tmp_path):
         task_counts={"Counting Problem": 2},
     )
     console = Console(width=120, record=True)
-    console.print(_score_table(report))
+    console.print(score_table(report))
     rows = [[c.strip() for c in line.split("│")[1:4]] for line in console.export_text().splitlines()]
     assert [row for row in rows if len(row) == 3] == [
         ["short", "", "100.00"],

@@ -1,0 +1,93 @@
+"""The rich tables the CLI prints: `stc bench`, `stc check` and `stc score` results."""
+
+from __future__ import annotations
+
+
+def check_table(report):
+    """Queries per task of a ``CheckReport``."""
+    from rich.table import Table
+
+    table = Table(title=f"{report.bench}: {report.folder}")
+    table.add_column("task")
+    table.add_column("queries", justify="right")
+    for name, count in report.tasks.items():
+        table.add_row(name, str(count))
+    table.add_row("all", str(report.n_queries), style="bold")
+    return table
+
+
+def score_table(report):
+    from rich.table import Table
+
+    from stc_cli import benchmarks
+
+    table = Table(
+        title=f"{report.bench}, {report.mode} scoring",
+        caption=f"{report.n_total} records, {report.n_scored} scored, {report.n_unparsed} unparsed, "
+        f"{report.n_missing} missing, {report.n_errors} errors",
+    )
+    for column in ("category / task", "n", "accuracy %"):
+        table.add_column(column, justify="left" if column.startswith("category") else "right")
+    tasks_of = {}
+    for task, category in benchmarks.get(report.bench).TASKS.items():
+        tasks_of.setdefault(category, []).append(task)
+    shown = set()
+
+    def task_rows(tasks):
+        for task in tasks:
+            table.add_row(f"  {task}", str(report.task_counts.get(task, "")), f"{report.tasks[task]:.2f}")
+            shown.add(task)
+
+    for category, value in report.categories.items():
+        table.add_row(category, "", f"{value:.2f}", style="bold")
+        task_rows([task for task in tasks_of.get(category, []) if task in report.tasks])
+    rest = [task for task in report.tasks if task not in shown]  # Video-MME: tasks cut across durations
+    if rest:
+        table.add_row("tasks", "", "", style="bold")
+        task_rows(rest)
+    table.add_row("overall", str(report.n_scored), f"{report.overall:.2f}", style="bold")
+    return table
+
+
+def bench_table(result: dict):
+    from rich.table import Table
+
+    vit, prune, prefill, cfg = result["vit"], result["pruner"], result["prefill"], result["config"]
+    table = Table(
+        title=f"STC latency, random weights: {vit['preset']} x{vit['layers']} layers, {prefill['preset']} "
+        f"x{prefill['layers']} layers, {result['dtype']}, {result['environment']['device']}",
+        caption=f"update_ratio {cfg['update_ratio']}, interval {cfg['interval']}, "
+        f"{vit['tokens_per_frame']} ViT tokens, k {prefill['kept_tokens']}; "
+        f"median of {cfg['repeats']} repeats of {cfg['frames']} frames",
+    )
+    for column in ("per frame", "STC off", "STC on", "on / off"):
+        table.add_column(column, justify="left" if column == "per frame" else "right")
+    table.add_row(
+        "ViT ms", f"{vit['full_ms_per_frame']:.2f}", f"{vit['stc_ms_per_frame']:.2f}", f"{vit['ratio']:.3f}"
+    )
+    table.add_row(
+        "pruner ms", "", f"{prune['ms_per_frame']:.3f}", f"{100 * prune['share_of_stc_vit']:.2f}% of STC ViT"
+    )
+    table.add_row(
+        f"prefill ms ({prefill['full_tokens']} vs {prefill['kept_tokens']} tokens)",
+        f"{prefill['full_ms_per_frame']:.2f}",
+        f"{prefill['pruned_ms_per_frame']:.2f}",
+        f"{prefill['ratio']:.3f}",
+    )
+    peaks = result["peak_memory_mb"]
+    if "process_rss" in peaks:  # CPU: one number for the whole process
+        table.add_row("process peak RSS MiB", "", f"{peaks['process_rss']:.0f}", "")
+    else:  # CUDA: per stage
+        for stage in ("vit", "prefill"):
+            off, on = peaks[f"{stage}_full"], peaks[f"{stage}_{'stc' if stage == 'vit' else 'pruned'}"]
+            table.add_row(f"{stage} peak MiB", f"{off:.0f}", f"{on:.0f}", f"{on / off:.3f}")
+    table.add_row("cacher state bytes", "", f"{vit['cacher_state_bytes']:,}", "")
+    if "state" in result:
+        state = result["state"]
+        first, last = state["chunks"]
+        for name, key in (("pruner", "pruner_bytes"), ("tiny cacher", "tiny_cacher_bytes")):
+            before, after = state[key]
+            table.add_row(
+                f"{name} state bytes, {first:,} -> {last:,} chunks", "", f"{before:,} -> {after:,}", ""
+            )
+    return table
