@@ -146,13 +146,10 @@ def download(
 
     Resumable: running the same command again continues where it stopped, and is a no-op once complete.
     """
-    from rich.console import Console
-
     from stc_cli import archives, hub
     from stc_cli.datadir import resolve_data_dir
     from stc_cli.download import DownloadError, fetch, plan
 
-    console = Console(stderr=True)
     root = resolve_data_dir(data_dir)
     try:
         token = hub.resolve_token(token)
@@ -178,14 +175,8 @@ def download(
                 for item in todo.pending:
                     typer.echo(f"  {item.source.kind:9} {item.size / 1e6:10.1f} MB  {', '.join(item.paths)}")
                 continue
-            with console.status(f"stc download {bench}") as status:
-                fetch(
-                    todo,
-                    token=token,
-                    endpoint=endpoint,
-                    keep_archives=keep_archives,
-                    progress=lambda message: status.update(message),
-                )
+            # One line per item; huggingface_hub draws each file's own progress bar under it.
+            fetch(todo, token=token, endpoint=endpoint, keep_archives=keep_archives, progress=typer.echo)
             typer.echo(f"{bench}: complete in {todo.folder}")
     except (DownloadError, hub.HubError, archives.ArchiveError) as error:
         _fail(str(error), code=1)
