@@ -121,7 +121,7 @@ def bench(
 @app.command()
 def download(
     benches: Annotated[
-        list[str], typer.Argument(help="Benchmarks: ovo, streamingbench, mlvu, egoschema, videomme.")
+        list[str], typer.Argument(help="Benchmarks: ovo, streamingbench, mlvu, egoschema, videomme, demo.")
     ],
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
@@ -148,12 +148,15 @@ def download(
     """
     from stc_cli import archives, hub
     from stc_cli.datadir import resolve_data_dir
-    from stc_cli.download import DownloadError, fetch, plan
+    from stc_cli.download import DownloadError, fetch, install_demo, plan
 
     root = resolve_data_dir(data_dir)
     try:
         token = hub.resolve_token(token)
         for bench in benches:
+            if bench == "demo":
+                typer.echo(f"demo: copied from the stc package into {install_demo(root)}")
+                continue
             todo = plan(
                 bench,
                 root,
@@ -184,7 +187,9 @@ def download(
 
 @app.command()
 def check(
-    bench: Annotated[str, typer.Option(help="Benchmark: ovo, streamingbench, mlvu, egoschema or videomme.")],
+    bench: Annotated[
+        str, typer.Option(help="Benchmark: ovo, streamingbench, mlvu, egoschema, videomme or demo.")
+    ],
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
     ] = None,

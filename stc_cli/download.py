@@ -211,7 +211,8 @@ def plan(
 ) -> Plan:
     """List ``bench``'s repository and work out what to fetch. Raises HubError, DownloadError."""
     if bench not in MANIFESTS:
-        raise DownloadError(f"unknown benchmark {bench!r}; stc download knows: {', '.join(MANIFESTS)}")
+        known = ", ".join([*MANIFESTS, "demo"])
+        raise DownloadError(f"unknown benchmark {bench!r}; stc download knows: {known}")
     if ovo_videos not in ("src", "chunked", "both"):
         raise DownloadError(f"--ovo-videos must be src, chunked or both, got {ovo_videos!r}")
     manifest = MANIFESTS[bench]
@@ -238,6 +239,21 @@ def plan(
         == {"paths": list(item.paths), "sizes": list(item.sizes)}
     }
     return Plan(bench, manifest.repo_id, sha, folder, items, done, manifest.note.format(folder=folder))
+
+
+def install_demo(data_dir: Path) -> Path:
+    """Copy the demo benchmark shipped in the package into ``<data_dir>/demo``; no network needed."""
+    from stc_cli.benchmarks import demo
+
+    folder = Path(data_dir) / demo.FOLDER
+    files = sorted(p.relative_to(demo.PACKAGED) for p in demo.PACKAGED.rglob("*") if p.is_file())
+    for relative in files:
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(demo.PACKAGED / relative, folder / relative)
+    marker = {"repo": "stc package", "files": {str(p): (demo.PACKAGED / p).stat().st_size for p in files}}
+    (folder / STATE).mkdir(exist_ok=True)
+    (folder / STATE / "complete.json").write_text(json.dumps(marker, indent=1))
+    return folder
 
 
 def free_bytes(folder: Path) -> int:

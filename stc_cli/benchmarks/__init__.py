@@ -11,6 +11,7 @@ _MODULES = {
     "mlvu": "stc_cli.benchmarks.mlvu",
     "egoschema": "stc_cli.benchmarks.egoschema",
     "videomme": "stc_cli.benchmarks.videomme",
+    "demo": "stc_cli.benchmarks.demo",
 }
 
 
