@@ -19,10 +19,11 @@ message). This is one line of a run's ``samples.jsonl``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stc_cli.benchmarks.extract import extract_choice
+from stc_cli.benchmarks.extract import extract_choice, first_text
 
 MODES = ("official", "robust")
 
@@ -97,6 +98,22 @@ def judge_choice(record: dict) -> tuple[bool, str]:
         return False, status
     choice = extract_choice(record["response"], record.get("options") or ())
     return choice == record["target"], "answered" if choice else "unparsed"
+
+
+def judge(record: dict, mode: str, official: Callable[[str, str], bool]) -> tuple[bool | None, str]:
+    """Score one multiple-choice record: (right, or None where official mode leaves it out; status).
+
+    Official: ``official(text, target)`` on the response text (a list is read through its first
+    element); a failed or missing response is left out, as the upstream scorers cannot take it.
+    Robust: ``judge_choice``.
+    """
+    if mode != "official":
+        return judge_choice(record)
+    status = response_status(record)
+    text = first_text(record.get("response"))
+    if status == "error" or text is None:
+        return None, status
+    return official(text, record["target"]), "answered"
 
 
 def response_status(record: dict) -> str:

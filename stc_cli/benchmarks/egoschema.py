@@ -26,11 +26,11 @@ from stc_cli.benchmarks.base import (
     Query,
     ScoreReport,
     check_mode,
-    judge_choice,
+    judge,
     percent,
     response_status,
 )
-from stc_cli.benchmarks.extract import LETTERS, extract_choice, first_text
+from stc_cli.benchmarks.extract import LETTERS, extract_choice
 
 NAME = "egoschema"
 FOLDER = "egoschema"
@@ -165,7 +165,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     right = scored = 0
     tally = Counter()
     for record in records:
-        correct, status = _judge(record, mode)
+        correct, status = judge(record, mode, _official)
         tally[status] += 1
         if correct is not None:
             scored += 1
@@ -193,16 +193,8 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     )
 
 
-def _judge(record: dict, mode: str) -> tuple[bool | None, str]:
-    """(whether it is right, or None where official mode leaves it out; its status: answered,
-    missing, error or unparsed)."""
-    status = response_status(record)
-    if mode == "official":
-        text = first_text(record.get("response"))
-        if status == "error" or text is None:
-            return None, status
-        return stc_choice(text) == record["target"], "answered"
-    return judge_choice(record)
+def _official(text: str, target: str) -> bool:
+    return stc_choice(text) == target
 
 
 def write_submission(records: list[dict], path: Path | str) -> dict:

@@ -22,12 +22,10 @@ from stc_cli.benchmarks.base import (
     Query,
     ScoreReport,
     check_mode,
-    judge_choice,
+    judge,
     mean,
     percent,
-    response_status,
 )
-from stc_cli.benchmarks.extract import first_text
 
 NAME = "mlvu"
 FOLDER = "mlvu"
@@ -142,7 +140,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     counts: dict[str, int] = {}
     tally = Counter()
     for record in records:
-        correct, status = _judge(record, mode)
+        correct, status = judge(record, mode, check_ans)
         tally[status] += 1
         if correct is None:
             continue
@@ -177,16 +175,3 @@ def score(records: list[dict], mode: str) -> ScoreReport:
         task_counts={t: counts[t] for t in order},
         notes=notes,
     )
-
-
-def _judge(record: dict, mode: str) -> tuple[bool | None, str]:
-    """(whether it is right, or None where official mode leaves it out; its status: answered,
-    missing, error or unparsed)."""
-    status = response_status(record)
-    if mode == "official":
-        text = first_text(record.get("response"))
-        if status == "error" or text is None:
-            return None, status
-        # An empty string is still a prediction upstream: it scores wrong, it is not left out.
-        return check_ans(text, record["target"]), "answered"
-    return judge_choice(record)
