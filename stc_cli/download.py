@@ -50,7 +50,8 @@ class Manifest:
     bench: str
     repo_id: str
     sources: tuple[Source, ...]
-    note: str = ""  # what cannot come from the hub, said before the transfer
+    by_hand: tuple[str, ...] = ()  # files the hub does not have, placed by the user...
+    note: str = ""  # ...and where they come from, said while one is missing
 
 
 def _under(folder: str, pattern: str) -> Callable[[str], str | None]:
@@ -95,6 +96,7 @@ MANIFESTS = {
                 choice="chunked",
             ),
         ),
+        by_hand=("ovo_bench_new.json",),
         note="OVO-Bench's metadata ovo_bench_new.json is published in the GitHub repository "
         "JoeLeelyf/OVO-Bench (data/ovo_bench_new.json), not on the hub: place it in {folder}.",
     ),
@@ -238,7 +240,9 @@ def plan(
         if _read_json(folder / STATE / "done" / item.key)
         == {"paths": list(item.paths), "sizes": list(item.sizes)}
     }
-    return Plan(bench, manifest.repo_id, sha, folder, items, done, manifest.note.format(folder=folder))
+    missing = [name for name in manifest.by_hand if not (folder / name).is_file()]
+    note = manifest.note.format(folder=folder) if missing else ""
+    return Plan(bench, manifest.repo_id, sha, folder, items, done, note)
 
 
 def install_demo(data_dir: Path) -> Path:

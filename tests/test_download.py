@@ -196,3 +196,12 @@ def test_unknown_benchmark_and_missing_repository(fake_hub, tmp_path):
     )
     missing = download(fake_hub, tmp_path, "videomme")
     assert missing.exit_code == 1 and "lmms-lab/Video-MME" in missing.stderr
+
+
+def test_ovo_note_goes_once_the_metadata_is_in_place(fake_hub, tmp_path):
+    fake_hub.add_repo("JoeLeelyf/OVO-Bench", {"src_videos.tar.partaa": b""})
+    (tmp_path / "ovo").mkdir()
+    (tmp_path / "ovo" / "ovo_bench_new.json").write_text("[]")
+    result = download(fake_hub, tmp_path, "ovo", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "note" not in result.stdout
