@@ -204,4 +204,4 @@ def test_ovo_note_goes_once_the_metadata_is_in_place(fake_hub, tmp_path):
     (tmp_path / "ovo" / "ovo_bench_new.json").write_text("[]")
     result = download(fake_hub, tmp_path, "ovo", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "note" not in result.stdout
+    assert "ovo: note:" not in result.stdout
