@@ -83,10 +83,11 @@ def check(
 
 
 def _opens(path: Path) -> bool:
-    """Whether decord can open the file and it has at least one frame."""
-    import decord
+    """Whether the video opens and its first frame decodes."""
+    from stc_cli.video import VideoError, read_frames
 
     try:
-        return len(decord.VideoReader(str(path), num_threads=1)) > 0
-    except Exception:  # decord raises its own DECORDError and RuntimeError for broken files
+        read_frames(path, fps=1.0, window=(0.0, 0.0))  # no frame kept; the first is decoded for its size
+        return True
+    except VideoError:
         return False
