@@ -1,0 +1,41 @@
+"""The interface every base system implements for the runner (``stc_cli/runner.py``).
+
+A model keeps the memory of one video: ``reset()`` empties it, ``add_frames`` appends frames to it
+(encoding them, STC included), ``answer`` answers a query from it without changing it, so that the
+queries of one video can be answered in time order on a growing memory (the stream protocol) or each
+on a fresh memory of its own window (the clip protocol) with the same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from stc_cli.benchmarks.base import Query
+
+
+@dataclass
+class Step:
+    """What one call cost: per-stage wall times in ms (``vit``, ``compress``, ``prefill``, ``answer``)
+    and counts (``visual_tokens_in``, ``visual_tokens_kept``, ``new_tokens``)."""
+
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Answer(Step):
+    text: str = ""
+
+
+class VideoModel(Protocol):
+    def reset(self) -> None:
+        """Forget the current video (KV cache, STC cacher and pruner state)."""
+
+    def add_frames(self, frames: torch.Tensor, times: tuple[float, ...]) -> Step:
+        """Append ``frames`` (uint8 ``[N, H, W, 3]``, RGB) taken at ``times`` (seconds) to the memory."""
+
+    def answer(self, query: Query) -> Answer:
+        """Answer ``query`` from the memory, leaving the memory as it was."""

@@ -1,0 +1,142 @@
+import json
+
+import pytest
+
+from stc_cli.benchmarks import demo
+from stc_cli.download import install_demo
+from stc_cli.models.base import Answer, Step
+from stc_cli.runner import finished_ids, run
+
+
+class RecordingModel:
+    """A stand-in model that answers from its memory alone: how many frames it holds, the last one's time
+    and the sum of their mean pixel values. It records every call."""
+
+    def __init__(self, fail_answer_on=(), fail_add_after=None):
+        self.calls, self.memory = [], []
+        self.fail_answer_on, self.fail_add_after = set(fail_answer_on), fail_add_after
+
+    def reset(self):
+        self.calls.append(("reset",))
+        self.memory = []
+
+    def add_frames(self, frames, times):
+        self.calls.append(("add", times))
+        if self.fail_add_after is not None and len(self.memory) >= self.fail_add_after:
+            raise RuntimeError("CUDA out of memory")
+        self.memory += [(t, int(frame.float().mean())) for frame, t in zip(frames, times, strict=True)]
+        return Step({"vit": 1.0}, {"visual_tokens_in": 196 * len(times)})
+
+    def answer(self, query):
+        if query.id in self.fail_answer_on:
+            raise RuntimeError("CUDA out of memory")
+        memory = self.memory
+        text = f"{len(memory)} frames, last at {memory[-1][0]}, sum {sum(m for _, m in memory)}"
+        return Answer({"answer": 2.0}, {"new_tokens": 3}, text=text)
+
+
+@pytest.fixture
+def data(tmp_path):
+    folder = install_demo(tmp_path)
+    return folder, demo.load_queries(tmp_path)
+
+
+def records(output):
+    return [json.loads(line) for line in (output / "samples.jsonl").read_text().splitlines()]
+
+
+def test_stream_and_clip_give_the_same_answers(data, tmp_path):
+    folder, queries = data
+    stream_model, clip_model = RecordingModel(), RecordingModel()
+    run(stream_model, queries, folder, tmp_path / "stream", fps=2.0)
+    run(clip_model, queries, folder, tmp_path / "clip", protocol="clip", fps=2.0)
+    stream = {r["id"]: r["response"] for r in records(tmp_path / "stream")}
+    clip = {r["id"]: r["response"] for r in records(tmp_path / "clip")}
+    assert stream == clip and len(stream) == 12
+    assert stream["demo/clip_0/2"].startswith("2 frames, last at 0.5")  # t < 1 s at 2 fps: 0 and 0.5
+    # 12 frames per 6 s clip at 2 fps. Stream: each encoded once, 36. Clip: per video 12 + 12 + 2 + 12 = 38.
+    added = lambda model: sum(len(call[1]) for call in model.calls if call[0] == "add")  # noqa: E731
+    assert (added(stream_model), added(clip_model)) == (36, 114)
+
+
+def test_stream_encodes_each_video_once_in_time_order(data, tmp_path):
+    folder, queries = data
+    model = RecordingModel()
+    run(model, [q for q in queries if q.video == "videos/clip_1.mp4"], folder, tmp_path / "run", fps=2.0)
+    assert model.calls == [("reset",), ("add", (0.0, 0.5)), ("add", tuple(t / 2 for t in range(2, 12)))]
+    written = records(tmp_path / "run")
+    assert [r["id"] for r in written] == ["demo/clip_1/2", "demo/clip_1/0", "demo/clip_1/1", "demo/clip_1/3"]
+    first, second = written[0], written[1]
+    assert (
+        set(first["timings_ms"]) == {"decode", "vit", "answer"} and first["counts"]["visual_tokens_in"] == 392
+    )
+    assert set(second["timings_ms"]) == {"vit", "answer"} and second["counts"]["visual_tokens_in"] == 1960
+    assert written[2]["counts"] == {"new_tokens": 3} and [r["frames"] for r in written] == [2, 12, 12, 12]
+
+
+def test_resume_after_a_crash_equals_one_run(data, tmp_path):
+    folder, queries = data
+    run(RecordingModel(), queries, folder, tmp_path / "whole", fps=2.0)
+    output = tmp_path / "resumed"
+    run(RecordingModel(), queries[:5], folder, output, fps=2.0)
+    with open(output / "samples.jsonl", "a") as sink:
+        sink.write('{"id": "demo/clip_1/3", "resp')  # killed in the middle of a write
+    summary = run(RecordingModel(), queries, folder, output, fps=2.0)
+    assert (summary.n_skipped, summary.n_written, summary.n_errors) == (5, 7, 0)
+    by_id = lambda rows: {r["id"]: r["response"] for r in rows}  # noqa: E731
+    assert by_id(records(output)) == by_id(records(tmp_path / "whole")) and len(records(output)) == 12
+
+
+def test_other_settings_are_refused_unless_overwrite(data, tmp_path):
+    folder, queries = data
+    run(RecordingModel(), queries[:2], folder, tmp_path / "run", fps=2.0, settings={"stc": True})
+    with pytest.raises(ValueError, match="holds a run with other settings.*--overwrite"):
+        run(RecordingModel(), queries, folder, tmp_path / "run", fps=2.0, settings={"stc": False})
+    summary = run(
+        RecordingModel(), queries, folder, tmp_path / "run", fps=2.0, settings={"stc": False}, overwrite=True
+    )
+    assert summary.n_skipped == 0 and len(records(tmp_path / "run")) == 12
+
+
+def test_failures_are_recorded_and_the_run_goes_on(data, tmp_path):
+    folder, queries = data
+    (folder / "videos/clip_2.mp4").unlink()
+    model = RecordingModel(fail_answer_on={"demo/clip_0/1"})
+    summary = run(model, queries, folder, tmp_path / "run", fps=2.0)
+    errors = {r["id"]: r["error"] for r in records(tmp_path / "run") if r["error"]}
+    assert summary.n_errors == 5 and set(errors) == {"demo/clip_0/1"} | {f"demo/clip_2/{k}" for k in range(4)}
+    assert errors["demo/clip_0/1"] == "answering failed: RuntimeError: CUDA out of memory"
+    assert "clip_2.mp4: no such video" in errors["demo/clip_2/0"]
+    # A failed add leaves the memory unknown: the video's later queries are errors too, others go on.
+    broken = RecordingModel(fail_add_after=2)
+    run(broken, [q for q in queries if q.video == "videos/clip_0.mp4"], folder, tmp_path / "broken", fps=2.0)
+    assert [bool(r["error"]) for r in records(tmp_path / "broken")] == [False, True, True, True]
+
+
+def test_bad_runs_are_refused(data, tmp_path):
+    folder, queries = data
+    with pytest.raises(ValueError, match="--protocol must be one of stream, clip"):
+        run(RecordingModel(), queries, folder, tmp_path / "a", protocol="batch")
+    late = [q.__class__(**{**q.__dict__, "window": (2.0, 6.0)}) for q in queries[:1]]
+    with pytest.raises(ValueError, match="stream protocol needs windows that start at 0"):
+        run(RecordingModel(), late, folder, tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "samples.jsonl").write_text('oops\n{"id": "x"}\n')
+    with pytest.raises(ValueError, match="line 1: not a record"):
+        finished_ids(tmp_path / "c" / "samples.jsonl")
+
+
+def test_stc_score_reads_the_run_folder(data, tmp_path):
+    from stc_cli.scoring import score_results
+
+    folder, queries = data
+    run(RecordingModel(), queries, folder, tmp_path / "run", fps=2.0)
+    report = score_results(tmp_path / "run")
+    # "12 frames, last at 5.5, sum ..." commits to no option letter: all 12 unparsed, so wrong.
+    assert (report.bench, report.mode, report.n_total, report.n_unparsed, report.overall) == (
+        "demo",
+        "robust",
+        12,
+        12,
+        0.0,
+    )
