@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.configs import BenchConfig
+from stc_cli.devices import resolve_device, resolve_dtype
 from stc_cli.models.presets import VISION_PRESETS, random_language_model, random_vision_tower
 
 CPU_DEFAULT_LAYERS = 2
@@ -29,22 +30,10 @@ STATE_CHECK_AFTER = 100
 
 def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None, int | None]:
     """The device, dtype, ViT depth and LLM depth that ``auto`` and ``None`` stand for here."""
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(config.device)
-        except RuntimeError:
-            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {config.device!r}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu")
-    dtype_name = config.dtype
-    if dtype_name == "auto":
-        dtype_name = "float16" if device.type == "cuda" else "float32"
-    if dtype_name not in ("float32", "float16", "bfloat16"):
-        raise ValueError(f"--dtype must be auto, float32, float16 or bfloat16, got {dtype_name!r}")
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
     layers = config.layers if config.layers is not None or device.type == "cuda" else CPU_DEFAULT_LAYERS
-    return device, getattr(torch, dtype_name), layers, config.llm_layers or layers
+    return device, dtype, layers, config.llm_layers or layers
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg: None) -> dict:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from stc_cli import __version__, tables
-from stc_cli.configs import BenchConfig
+from stc_cli.configs import BenchConfig, EvalConfig
 
 app = typer.Typer(
     help="Evaluate streaming video LLMs with STC token compression (STC-Cacher + STC-Pruner).",
@@ -118,6 +118,106 @@ def bench(
         Console().print(tables.bench_table(result))
 
 
+_EVAL = EvalConfig()
+
+
+@app.command("eval")
+def eval_(
+    bench: Annotated[str, typer.Option(help="ovo, streamingbench, mlvu, egoschema, videomme or demo.")],
+    model: Annotated[str, typer.Option(help="Base system: rekv.")] = _EVAL.model,
+    model_path: Annotated[
+        str | None,
+        typer.Option(help="Hub id, checkpoint folder, or random:tiny / random:full (random weights)."),
+    ] = _EVAL.model_path,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
+    ] = None,
+    tasks: Annotated[
+        list[str] | None, typer.Option(help="Only these tasks (repeat the option or separate by commas).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N queries.")] = _EVAL.limit,
+    fps: Annotated[float, typer.Option(help="Frames per second read from the videos.")] = _EVAL.fps,
+    protocol: Annotated[
+        str,
+        typer.Option(help="stream (one pass per video), clip (one per query) or auto (stream where it can)."),
+    ] = _EVAL.protocol,
+    output: Annotated[
+        Path | None, typer.Option(help="Run folder (default: runs/<model>-<bench>-<stc|cacher|pruner|base>).")
+    ] = None,
+    stc: Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")] = _EVAL.stc,
+    cacher: Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")] = _EVAL.cacher,
+    pruner: Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")] = _EVAL.pruner,
+    update_ratio: Annotated[
+        float, typer.Option(help="Cacher: share of tokens recomputed per layer.")
+    ] = _EVAL.update_ratio,
+    cache_interval: Annotated[
+        int, typer.Option(help="Cacher: a reference frame every N frames.")
+    ] = _EVAL.cache_interval,
+    tokens_per_frame: Annotated[
+        int | None, typer.Option(help="Pruner: tokens kept per frame (default: 60 of 196, or that share).")
+    ] = _EVAL.tokens_per_frame,
+    n_local: Annotated[int, typer.Option(help="ReKV: sliding-window length in tokens.")] = _EVAL.n_local,
+    topk: Annotated[int, typer.Option(help="ReKV: frames retrieved per question.")] = _EVAL.topk,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = _EVAL.max_new_tokens,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _EVAL.device,
+    dtype: Annotated[
+        str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
+    ] = _EVAL.dtype,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start the run folder afresh instead of resuming it.")
+    ] = _EVAL.overwrite,
+) -> None:
+    """Run a model with STC on (default) or off over a benchmark; resumable, one record per query."""
+    from stc_cli.benchmarks.base import MetadataError
+    from stc_cli.distributed import Shard
+    from stc_cli.evaluate import evaluate, plan
+    from stc_cli.progress import EvalProgress
+    from stc_cli.runner import finished_ids
+
+    config = EvalConfig(
+        model=model,
+        bench=bench,
+        model_path=model_path,
+        data_dir=str(data_dir) if data_dir else None,
+        tasks=tuple(t.strip() for given in tasks or [] for t in given.split(",") if t.strip()),
+        limit=limit,
+        fps=fps,
+        protocol=protocol,
+        output=str(output) if output else None,
+        stc=stc,
+        cacher=cacher,
+        pruner=pruner,
+        update_ratio=update_ratio,
+        cache_interval=cache_interval,
+        tokens_per_frame=tokens_per_frame,
+        n_local=n_local,
+        topk=topk,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        dtype=dtype,
+        overwrite=overwrite,
+    )
+    try:
+        shard = Shard.from_env()
+        the_plan = plan(config)
+        if the_plan.note and shard.rank == 0:
+            typer.echo(the_plan.note, err=True)
+        done = set() if overwrite else finished_ids(shard.samples(the_plan.output))
+        total = len(the_plan.queries) - len(done) if shard.world == 1 else None
+        with EvalProgress(total) as progress:
+            summary = evaluate(config, progress=progress, shard=shard)
+    except (ValueError, MetadataError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to continue where it stopped", code=130)
+    failed = f", {summary.n_errors} failed (see their error field)" if summary.n_errors else ""
+    typer.echo(
+        f"{summary.n_written} samples written, {summary.n_skipped} already there{failed}: "
+        f"{summary.output / 'samples.jsonl'}"
+    )
+    typer.echo(f"score it: stc score {summary.output}")
+
+
 @app.command()
 def download(
     benches: Annotated[
@@ -137,6 +237,10 @@ def download(
         typer.Option(help="Hub token for gated datasets (default: $HF_TOKEN, else your hub login)."),
     ] = None,
     endpoint: Annotated[str | None, typer.Option(help="Hub endpoint, e.g. a mirror.")] = None,
+    github_url: Annotated[
+        str | None,
+        typer.Option(help="Base URL for files published on GitHub (https://raw.githubusercontent.com)."),
+    ] = None,
     keep_archives: Annotated[bool, typer.Option(help="Keep the archives after unpacking them.")] = False,
     dry_run: Annotated[
         bool, typer.Option(help="List what would be fetched, and its size; fetch nothing.")
@@ -179,7 +283,14 @@ def download(
                     typer.echo(f"  {item.source.kind:9} {item.size / 1e6:10.1f} MB  {', '.join(item.paths)}")
                 continue
             # One line per item; huggingface_hub draws each file's own progress bar under it.
-            fetch(todo, token=token, endpoint=endpoint, keep_archives=keep_archives, progress=typer.echo)
+            fetch(
+                todo,
+                token=token,
+                endpoint=endpoint,
+                keep_archives=keep_archives,
+                github_url=github_url,
+                progress=typer.echo,
+            )
             typer.echo(f"{bench}: complete in {todo.folder}")
     except (DownloadError, hub.HubError, archives.ArchiveError) as error:
         _fail(str(error), code=1)
@@ -227,7 +338,12 @@ def check(
 
 @app.command()
 def score(
-    path: Annotated[Path, typer.Argument(help="samples.jsonl, its run folder, or upstream result file(s).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="samples.jsonl, its run folder, or upstream result file(s); several side by side."
+        ),
+    ],
     bench: Annotated[
         str | None, typer.Option(help="Benchmark, when it cannot be told from the content.")
     ] = None,
@@ -241,25 +357,48 @@ def score(
     response_key: Annotated[
         str | None, typer.Option(help="StreamingBench: the key holding the model's answers.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list for several paths).")] = False,
 ) -> None:
-    """Score results with the official rules or the robust extractor, per task and category."""
+    """Score results with the official rules or the robust extractor, per task and category; with
+    several runs, their accuracy and timings side by side."""
     from rich.console import Console
 
-    from stc_cli.scoring import Submission, score_results
+    from stc_cli.scoring import Submission, read_results, score_results
+    from stc_cli.timings import summarize
 
-    try:
-        result = score_results(path, bench, mode, response_key)
-    except ValueError as error:
-        _fail(str(error))
-    if isinstance(result, Submission):
-        counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
-        typer.echo(f"EgoSchema full set: answers are hidden, so no score. Wrote {result.path} ({counts}).")
-        typer.echo(result.help)
+    reports, timings = [], []
+    for path in paths:
+        try:
+            result = score_results(path, bench, mode, response_key)
+            _bench, records, _source = read_results(path, bench, response_key)
+        except ValueError as error:
+            _fail(str(error))
+        if isinstance(result, Submission):
+            counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+            typer.echo(
+                f"EgoSchema full set: answers are hidden, so no score. Wrote {result.path} ({counts})."
+            )
+            typer.echo(result.help)
+            continue
+        reports.append(result)
+        timings.append(summarize(records))
+    if not reports:
         return
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        pairs = zip(reports, timings, strict=True)
+        rows = [{**report.to_json(), "timings": t.to_json() if t else None} for report, t in pairs]
+        typer.echo(json.dumps(rows[0] if len(paths) == 1 else rows, indent=2))
         return
-    Console().print(tables.score_table(result))
-    for note in result.notes:
-        typer.echo(f"note: {note}")
+    if len(reports) == 1:
+        Console().print(tables.score_table(reports[0]))
+    else:
+        Console().print(tables.compare_table([_run_name(p) for p in paths], reports, timings))
+    if len(reports) == 1 and timings[0]:
+        Console().print(tables.compare_table([_run_name(paths[0])], reports, timings, accuracy=False))
+    for report in reports:
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+
+
+def _run_name(path: Path) -> str:
+    return path.parent.name if path.name == "samples.jsonl" else path.name

@@ -25,3 +25,36 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"  # float16 on CUDA, float32 on CPU
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str = "rekv"
+    bench: str = "demo"
+    model_path: str | None = None  # hub id, folder or random:<preset>; None: the model's released checkpoint
+    data_dir: str | None = None  # None: $STC_DATA_DIR, else ~/.cache/stc
+    tasks: tuple[str, ...] = ()  # empty: all of the benchmark's tasks
+    limit: int | None = None  # the first N queries (after --tasks)
+    fps: float = 0.5
+    protocol: str = "auto"  # stream where every window starts at 0, else clip
+    output: str | None = None  # None: runs/<model>-<bench>-<variant>
+    stc: bool = True  # False turns both parts off
+    cacher: bool = True
+    pruner: bool = True
+    update_ratio: float = 0.25
+    cache_interval: int = 2
+    tokens_per_frame: int | None = None  # None: the model's default (60 of LLaVA-OV's 196)
+    n_local: int = 15000  # ReKV sliding window, tokens
+    topk: int = 64  # ReKV frames retrieved per question
+    max_new_tokens: int = 16
+    device: str = "auto"
+    dtype: str = "auto"
+    overwrite: bool = False
+
+    @property
+    def variant(self) -> str:
+        """stc, cacher, pruner or base: which STC parts are on."""
+        cacher, pruner = self.stc and self.cacher, self.stc and self.pruner
+        return {(True, True): "stc", (True, False): "cacher", (False, True): "pruner"}.get(
+            (cacher, pruner), "base"
+        )

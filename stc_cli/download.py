@@ -3,22 +3,31 @@
 Each benchmark has a manifest: its dataset repository and the sources to fetch from it, each a glob over
 the repository's files: metadata files copied to a path under the benchmark folder, zip archives, or the
 parts of a split tar, unpacked through a ``rename`` that maps an archive member to its place in the
-layout (or skips it). Per benchmark:
+layout (or skips it). A file the hub lacks (OVO-Bench's metadata) is a :class:`GithubFile`, fetched from a
+pinned commit of its GitHub repository and checked, or validated when the user placed it by hand.
+Per benchmark:
 
 1. list the repository at the revision; match the sources; compare with the free disk space;
 2. fetch and unpack one source at a time (split tar parts in sorted order, streamed into one tar reader,
    never joined); an unpacked source leaves a marker under ``.stc-download/done/``, so an interrupted run
    resumes where it stopped and a half-extracted archive is never taken for a complete one; archives are
    deleted once unpacked unless ``keep_archives``;
-3. write ``.stc-download/complete.json`` (revision, files, sizes): running again is then a no-op.
+3. write ``.stc-download/complete.json`` (revision, files, sizes, the sha256 of GitHub files): running
+   again is then a no-op.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import http.client
 import json
+import os
 import re
 import shutil
+import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +35,8 @@ from pathlib import Path
 from stc_cli import archives, hub
 
 STATE = ".stc-download"
+GITHUB_URL = "https://raw.githubusercontent.com"  # serves <owner>/<repo>/<commit>/<path>
+GITHUB_TIMEOUT = 60  # seconds without an answer before a GitHub fetch gives up
 
 
 @dataclass(frozen=True)
@@ -46,12 +57,25 @@ class Source:
 
 
 @dataclass(frozen=True)
+class GithubFile(Source):
+    """A JSON file published in GitHub repository ``repo`` at ``pattern`` (a path, not a glob), not on the
+    hub: fetched from ``commit`` to its path less ``strip``, and accepted only when it has ``size`` bytes,
+    is a JSON list of ``records`` objects and, once ``sha256`` is known, has that digest.
+    """
+
+    kind: str = "github"
+    repo: str = ""
+    commit: str = ""
+    size: int = 0
+    records: int = 0
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     bench: str
     repo_id: str
     sources: tuple[Source, ...]
-    by_hand: tuple[str, ...] = ()  # files the hub does not have, placed by the user...
-    note: str = ""  # ...and where they come from, said while one is missing
 
 
 def _under(folder: str, pattern: str) -> Callable[[str], str | None]:
@@ -85,6 +109,16 @@ MANIFESTS = {
         "ovo",
         "JoeLeelyf/OVO-Bench",
         (
+            GithubFile(
+                "data/ovo_bench_new.json",
+                strip="data/",
+                repo="JoeLeelyf/OVO-Bench",
+                commit="c34093f",  # 2025-07-24; only the short sha is known
+                size=918_443,
+                records=1640,
+                # Not known yet: fill in from the first verified download (complete.json records it).
+                sha256=None,
+            ),
             Source(
                 "src_videos.tar.parta*", "tar-parts", True, rename=_top_folder_as("src_videos"), choice="src"
             ),
@@ -96,9 +130,6 @@ MANIFESTS = {
                 choice="chunked",
             ),
         ),
-        by_hand=("ovo_bench_new.json",),
-        note="OVO-Bench's metadata ovo_bench_new.json is published in the GitHub repository "
-        "JoeLeelyf/OVO-Bench (data/ovo_bench_new.json), not on the hub: place it in {folder}.",
     ),
     "streamingbench": Manifest(
         "streamingbench",
@@ -223,6 +254,9 @@ def plan(
     for source in manifest.sources:
         if (source.videos and not videos) or (source.choice and ovo_videos not in (source.choice, "both")):
             continue
+        if isinstance(source, GithubFile):
+            items.append(Item(source, (source.pattern,), (source.size,)))
+            continue
         matched = sorted(path for path in sizes if fnmatch.fnmatchcase(path, source.pattern))
         if not matched:
             raise DownloadError(
@@ -234,15 +268,13 @@ def plan(
     folder = Path(data_dir) / manifest.bench
     # An item is done when its marker records the same files with the same sizes (a new revision
     # that changed an archive makes it pending again).
+    markers = {item.key: _read_json(folder / STATE / "done" / item.key) for item in items}
     done = {
         item.key
         for item in items
-        if _read_json(folder / STATE / "done" / item.key)
-        == {"paths": list(item.paths), "sizes": list(item.sizes)}
+        if [markers[item.key].get(k) for k in ("paths", "sizes")] == [list(item.paths), list(item.sizes)]
     }
-    missing = [name for name in manifest.by_hand if not (folder / name).is_file()]
-    note = manifest.note.format(folder=folder) if missing else ""
-    return Plan(bench, manifest.repo_id, sha, folder, items, done, note)
+    return Plan(bench, manifest.repo_id, sha, folder, items, done)
 
 
 def install_demo(data_dir: Path) -> Path:
@@ -274,12 +306,15 @@ def fetch(
     token: str | None = None,
     endpoint: str | None = None,
     keep_archives: bool = False,
+    github_url: str | None = None,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> None:
     """Fetch and unpack every pending item of ``plan``, one at a time, then mark it complete.
 
-    Raises DownloadError (no room), HubError (the transfer), ArchiveError (a corrupt or unsafe archive,
-    deleted so that running again fetches it afresh).
+    ``github_url`` replaces :data:`GITHUB_URL` (a mirror, a test server). ``complete.json`` records the
+    sha256 of each GitHub file. Raises DownloadError (no room, a GitHub file that cannot be fetched or is
+    not the expected one), HubError (the transfer), ArchiveError (a corrupt or unsafe archive, deleted so
+    that running again fetches it afresh).
     """
     if plan.complete:
         return
@@ -293,6 +328,11 @@ def fetch(
     (plan.folder / STATE / "done").mkdir(parents=True, exist_ok=True)
     for number, item in enumerate(plan.pending, start=1):
         progress(f"{plan.bench}: {number}/{len(plan.pending)} {item.paths[0]} ({item.size / 1e6:.1f} MB)")
+        marker = {"paths": list(item.paths), "sizes": list(item.sizes)}
+        if isinstance(item.source, GithubFile):
+            marker["sha256"] = _github_file(item.source, plan.folder, staging, github_url)
+            (plan.folder / STATE / "done" / item.key).write_text(json.dumps(marker))
+            continue
         local = [
             hub.download_file(
                 plan.repo_id, path, staging, revision=plan.revision, token=token, endpoint=endpoint
@@ -300,13 +340,77 @@ def fetch(
             for path in item.paths
         ]
         _unpack(item, local, plan.folder)
-        marker = {"paths": list(item.paths), "sizes": list(item.sizes)}
         (plan.folder / STATE / "done" / item.key).write_text(json.dumps(marker))
         if item.source.kind != "file" and not keep_archives:
             for path in local:
                 path.unlink()
     marker = {"repo": plan.repo_id, "revision": plan.revision, "files": plan.files}
+    sha256 = {
+        item.paths[0]: _read_json(plan.folder / STATE / "done" / item.key).get("sha256")
+        for item in plan.items
+        if isinstance(item.source, GithubFile)
+    }
+    if sha256:
+        marker["sha256"] = sha256
     (plan.folder / STATE / "complete.json").write_text(json.dumps(marker, indent=1))
+
+
+def _github_file(source: GithubFile, folder: Path, staging: Path, base_url: str | None) -> str:
+    """Put ``source`` in place under ``folder`` and return its sha256; a file already there (placed by
+    hand) is checked, not fetched. Else it is streamed into ``staging`` and moved into place only once
+    checked, so the target never holds a partial or wrong file. Raises DownloadError."""
+    target = folder / source.pattern.removeprefix(source.strip)
+    url = f"{(base_url or GITHUB_URL).rstrip('/')}/{source.repo}/{source.commit}/{source.pattern}"
+    by_hand = (
+        f"place {source.pattern} of the GitHub repository {source.repo} (commit {source.commit}, "
+        f"{source.size:,} bytes) at {target} by hand, then run the same command again"
+    )
+    if target.is_file():
+        sha, problem = _check(source, target.read_bytes())
+        if problem:
+            raise DownloadError(f"{target} is not the expected file: {problem}; replace it: {by_hand}")
+        return sha
+    staging.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=staging, suffix=".part")
+    part = Path(name)
+    try:
+        try:
+            with (
+                os.fdopen(handle, "wb") as out,
+                urllib.request.urlopen(url, timeout=GITHUB_TIMEOUT) as answer,
+            ):
+                shutil.copyfileobj(answer, out)
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(f"Could not fetch {url} (HTTP {exc.code} {exc.reason}); {by_hand}") from exc
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            raise DownloadError(f"Could not fetch {url} ({reason}); {by_hand}") from exc
+        sha, problem = _check(source, part.read_bytes())
+        if problem:
+            raise DownloadError(f"{url} is not the expected file: {problem}; {by_hand}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+    return sha
+
+
+def _check(source: GithubFile, data: bytes) -> tuple[str, str | None]:
+    """``data``'s sha256, and what is wrong with it as ``source`` (None: nothing)."""
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) != source.size:
+        return sha, f"{len(data):,} bytes, not {source.size:,}"
+    if source.sha256 and sha != source.sha256:
+        return sha, f"sha256 {sha}, not {source.sha256}"
+    try:
+        records = json.loads(data)
+    except ValueError:
+        return sha, "not valid JSON"
+    if not isinstance(records, list) or len(records) != source.records:
+        return sha, f"not a JSON list of {source.records} records"
+    if not all(isinstance(record, dict) for record in records):
+        return sha, "a record is not a JSON object"
+    return sha, None
 
 
 def _unpack(item: Item, local: list[Path], folder: Path) -> None:

@@ -9,19 +9,27 @@ A model that answers from its memory alone gives both the same answers.
 The run folder holds ``samples.jsonl`` (the resume state: a rerun skips the ids already written) and
 ``run.json`` (the settings; a rerun with other settings is refused unless ``overwrite``). A query whose
 video is missing or broken, or whose model call fails, is written with its ``error``; the run goes on.
+
+Under torchrun each rank answers its share of the videos into ``shards/`` (each shard resumes on its
+own) and rank 0 merges them into ``samples.jsonl``, the same file a one-process run writes: see
+``distributed.py``. The number of processes is a setting: a run resumes only with as many.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from stc_cli import distributed
 from stc_cli.benchmarks.base import Query
+from stc_cli.distributed import Shard
 from stc_cli.models.base import Answer, Step, VideoModel
 from stc_cli.video import VideoError, read_frames
 
@@ -46,28 +54,64 @@ def run(
     protocol: str = "stream",
     fps: float = 0.5,
     settings: dict | None = None,
+    environment: dict | None = None,
     overwrite: bool = False,
     progress: Callable[[dict], None] = lambda _record: None,
+    shard: Shard = Shard(),  # noqa: B008 (frozen)
 ) -> RunSummary:
     """Answer every query not yet in ``output/samples.jsonl``; videos are read under ``video_root``.
+    ``settings`` must match on a rerun; ``environment`` (versions, machine) is recorded, not checked.
+
+    With ``shard.world > 1`` this process answers the queries of its share of the videos and its summary
+    covers them; rank 0 then waits for the other ranks, merges, and its summary covers the whole run.
 
     Raises ValueError for an unknown protocol, a stream run over windows that do not start at 0, or an
-    output folder written with other settings.
+    output folder written with other settings; TimeoutError (rank 0) when another rank stops writing.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol == "stream" and any(q.window[0] > 0 for q in queries):
         raise ValueError("the stream protocol needs windows that start at 0: use --protocol clip")
     output.mkdir(parents=True, exist_ok=True)
-    header = {"settings": settings or {}, "protocol": protocol, "fps": fps}
-    _claim(output, header, overwrite)
-    done = finished_ids(output / "samples.jsonl")
+    header = {"settings": settings or {}, "protocol": protocol, "fps": fps, "world": shard.world}
+    resuming = _claim(output, header, overwrite, shard)
+    if shard.rank == 0 and environment is not None:  # this launch's
+        _write_json(output / "run.json", {**_read_json(output / "run.json"), "environment": environment})
+    by_video: dict[str, list[Query]] = {}
+    for query in queries:
+        by_video.setdefault(query.video, []).append(query)
+    videos = list(by_video)
+    shares = [
+        [q for v in Shard(r, shard.world).take(videos) for q in by_video[v]] for r in range(shard.world)
+    ]
+    done = finished_ids(shard.samples(output)) | (_ids_elsewhere(output, shard) if resuming else set())
+    counts = _answer(
+        model, shares[shard.rank], video_root, shard.samples(output), done, protocol, fps, progress
+    )
+    if shard.world > 1:
+        counts = _gather(output, shard, header, shares, videos, counts)
+    if shard.rank == 0:
+        _write_json(output / "run.json", {**_read_json(output / "run.json"), "finished": _now()})
+    return RunSummary(output, len(queries) if shard.rank == 0 else len(shares[shard.rank]), **counts)
+
+
+def _answer(
+    model: VideoModel,
+    queries: list[Query],
+    video_root: Path,
+    samples: Path,
+    done: set[str],
+    protocol: str,
+    fps: float,
+    progress: Callable[[dict], None],
+) -> dict[str, int]:
+    """Append a record to ``samples`` for each query not in ``done``; return RunSummary's counts."""
     by_video: dict[str, list[Query]] = {}
     for query in queries:
         by_video.setdefault(query.video, []).append(query)
     answer_all = _stream if protocol == "stream" else _clip
     written = errors = 0
-    with open(output / "samples.jsonl", "a", encoding="utf-8") as sink:
+    with open(samples, "a", encoding="utf-8") as sink:
         for video, group in by_video.items():
             if all(q.id in done for q in group):
                 continue
@@ -77,9 +121,34 @@ def run(
                 written += 1
                 errors += record["error"] is not None
                 progress(record)
-    _write_json(output / "run.json", {**_read_json(output / "run.json"), "finished": _now()})
-    skipped = sum(q.id in done for q in queries)
-    return RunSummary(output, len(queries), skipped, written, errors)
+    return {"n_skipped": sum(q.id in done for q in queries), "n_written": written, "n_errors": errors}
+
+
+def _ids_elsewhere(output: Path, shard: Shard) -> set[str]:
+    """Ids in the other ranks' shards, read as they are written (a cut last line is passed over): a rerun
+    over other queries can give a video to another rank than the one that answered it before."""
+    ids = set()
+    others = [Shard(rank, shard.world).samples(output) for rank in range(shard.world) if rank != shard.rank]
+    for path in (path for path in others if path.is_file()):
+        for line in path.read_text("utf-8").splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                ids.add(json.loads(line)["id"])
+    return ids
+
+
+def _gather(
+    output: Path, shard: Shard, header: dict, shares: list[list[Query]], videos: list[str], counts: dict
+) -> dict[str, int]:
+    """Mark this shard done; on rank 0, wait for every rank's, merge the shards in the order of
+    ``videos``, and return the counts of all ranks added up."""
+    keys = [distributed.done_key(shard.launch, header, [q.id for q in share]) for share in shares]
+    distributed.mark_done(shard, output, keys[shard.rank], counts)
+    if shard.rank != 0:
+        return counts
+    markers = distributed.wait_for_ranks(output, keys)
+    parts = [Shard(r, shard.world).samples(output) for r in range(shard.world)]
+    distributed.merge(parts, output / "samples.jsonl", videos)
+    return {name: sum(marker[name] for marker in markers) for name in counts}
 
 
 def finished_ids(samples: Path) -> set[str]:
@@ -181,19 +250,48 @@ def _add(total: Step, step: Step) -> None:
         total.counts[key] = total.counts.get(key, 0) + value
 
 
-def _claim(output: Path, header: dict, overwrite: bool) -> None:
-    """Write run.json, or check that a rerun in the same folder uses the same settings."""
+def _claim(output: Path, header: dict, overwrite: bool, shard: Shard) -> bool:
+    """Write run.json (rank 0), or check that a rerun in the same folder uses the same settings; whether
+    it resumes. Each rank clears only its own files: the others may already be writing theirs."""
     previous = _read_json(output / "run.json")
+    header = json.loads(json.dumps(header))  # as run.json holds it: tuples become lists
+    shard.samples(output).parent.mkdir(exist_ok=True)
+    shard.marker(output).unlink(missing_ok=True)
     if previous and not overwrite:
         old = {key: previous.get(key) for key in header}
-        if old != header:
+        old["world"] = previous.get("world", 1)  # a run.json from before sharding
+        if old == header:
+            return True
+        if {**old, "world": header["world"]} == header:
             raise ValueError(
-                f"{output} holds a run with other settings ({old} vs {header}): "
-                "pass --overwrite to start it afresh, or choose another --output"
+                f"{output} holds a run split over {old['world']} processes, not {header['world']}: resume it "
+                f"with as many (torchrun --nproc-per-node {old['world']}), or pass --overwrite"
             )
+        changed = "; ".join(
+            f"{key}: {was!r} there, {now!r} now" for key, was, now in _differences(old, header)
+        )
+        raise ValueError(
+            f"{output} holds a run with other settings ({changed}): "
+            "pass --overwrite to start it afresh, or choose another --output"
+        )
+    shard.samples(output).unlink(missing_ok=True)
+    if shard.rank == 0:
+        (output / "samples.jsonl").unlink(missing_ok=True)
+        for path in (output / "shards").glob("*rank*"):  # left by a run over more processes
+            if shard.world == 1 or int(re.search(r"rank(\d+)", path.name)[1]) >= shard.world:
+                path.unlink()
+        _write_json(output / "run.json", {**header, "started": _now()})
+    return False
+
+
+def _differences(old, new, prefix: str = ""):
+    """``(dotted key, old value, new value)`` for each leaf where two nested dicts differ."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        yield prefix, old, new
         return
-    (output / "samples.jsonl").unlink(missing_ok=True)
-    _write_json(output / "run.json", {**header, "started": _now()})
+    for key in dict.fromkeys([*old, *new]):
+        if old.get(key) != new.get(key):
+            yield from _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
 
 
 def _now() -> str:
@@ -208,4 +306,4 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    distributed.write_atomic(path, json.dumps(data, indent=1) + "\n")  # other ranks may be reading it

@@ -91,3 +91,48 @@ def bench_table(result: dict):
                 f"{name} state bytes, {first:,} -> {last:,} chunks", "", f"{before:,} -> {after:,}", ""
             )
     return table
+
+
+_TIMING_ROWS = (
+    ("decode ms / frame", lambda t: t.ms_per_frame["decode"]),
+    ("ViT ms / frame", lambda t: t.ms_per_frame["vit"]),
+    ("compress ms / frame", lambda t: t.ms_per_frame["compress"]),
+    ("prefill ms / frame", lambda t: t.ms_per_frame["prefill"]),
+    ("answer ms / query", lambda t: t.answer_ms),
+    ("visual tokens / frame in", lambda t: t.tokens_in_per_frame),
+    ("visual tokens / frame kept", lambda t: t.tokens_kept_per_frame),
+)
+
+
+def compare_table(names: list[str], reports: list, timings: list, accuracy: bool = True):
+    """Runs side by side: accuracy per task and overall (unless not ``accuracy``), then where the time
+    went (``TimingSummary``, None for upstream files). With two runs a last column gives second / first."""
+    from rich.table import Table
+
+    title = "runs side by side" if len(names) > 1 else "where the time went"
+    table = Table(title=title, caption=f"{reports[0].bench}, {reports[0].mode} scoring" if accuracy else None)
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    ratio = len(names) == 2
+    if ratio:
+        table.add_column("ratio", justify="right")
+
+    def row(label, values, style=None, digits=2):
+        cells = [f"{v:.{digits}f}" if v is not None else "" for v in values]
+        if ratio:
+            a, b = values
+            cells.append(f"{b / a:.3f}" if a and b is not None else "")
+        table.add_row(label, *cells, style=style)
+
+    if accuracy:
+        for task in dict.fromkeys(task for report in reports for task in report.tasks):
+            row(f"  {task}", [report.tasks.get(task) for report in reports])
+        row("accuracy %", [report.overall for report in reports], style="bold")
+    if any(timings):
+        if accuracy:
+            table.add_section()
+        for label, read in _TIMING_ROWS:
+            row(label, [read(t) if t else None for t in timings], digits=1)
+        row("frames encoded", [t.frames if t else None for t in timings], digits=0)
+    return table

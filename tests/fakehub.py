@@ -3,6 +3,7 @@
 It serves dataset repos (``{repo_id: {path: bytes}}``) on ``http://127.0.0.1:<free port>`` with the endpoints
 that ``hf_hub_download``, ``HfApi.dataset_info`` and ``HfApi.list_repo_tree`` call (checked against
 huggingface_hub 2.4): repo info, tree listing, and HEAD/GET of ``resolve`` URLs with ``Range`` support.
+It also serves plain files at fixed URL paths (``raw``), standing in for raw.githubusercontent.com.
 Pass ``endpoint=hub.url`` to the client explicitly (``HF_ENDPOINT`` is read at import time).
 """
 
@@ -35,12 +36,15 @@ class FakeHub:
 
     ``gets[path]`` counts the file GETs per repo-relative path, ``requests`` logs ``"METHOD /url"`` of
     every request, and ``fail_next(path)`` makes the next GET of ``path`` send half its body, then hang up.
+    ``raw[url_path] = bytes`` serves a file as-is at that URL path (e.g. ``/owner/repo/<commit>/<path>``, the
+    layout of raw.githubusercontent.com); its GETs are counted in ``gets[url_path]``.
     """
 
     token = "hf_fakehub_SECRET_token_0123456789"
 
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, bytes]] = {}
+        self.raw: dict[str, bytes] = {}
         self.shas: dict[str, str] = {}
         self.gated: set[str] = set()
         self.gets: Counter[str] = Counter()
@@ -123,6 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
         hub.requests.append(f"{self.command} {self.path}")
         split = urlsplit(self.path)
         url, query = unquote(split.path), parse_qs(split.query)
+        if url in hub.raw:
+            hub.gets[url] += not head
+            return self._send(200, hub.raw[url], head=head)
         m = _TREE.fullmatch(url) or _INFO.fullmatch(url) or _RESOLVE.fullmatch(url)
         if m is None:
             return self._error(404, "NotFound", f"No route for {url}", head)

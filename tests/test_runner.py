@@ -98,6 +98,14 @@ def test_other_settings_are_refused_unless_overwrite(data, tmp_path):
     assert summary.n_skipped == 0 and len(records(tmp_path / "run")) == 12
 
 
+def test_the_environment_is_recorded_not_checked(data, tmp_path):
+    folder, queries = data
+    run(RecordingModel(), queries[:2], folder, tmp_path / "run", fps=2.0, environment={"torch": "2.4"})
+    summary = run(RecordingModel(), queries, folder, tmp_path / "run", fps=2.0, environment={"torch": "2.13"})
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary.n_skipped == 2 and saved["environment"] == {"torch": "2.13"} and saved["world"] == 1
+
+
 def test_failures_are_recorded_and_the_run_goes_on(data, tmp_path):
     folder, queries = data
     (folder / "videos/clip_2.mp4").unlink()

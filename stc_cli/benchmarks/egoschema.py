@@ -76,7 +76,7 @@ def load_queries(data_dir: Path, split: str = "subset") -> list[Query]:
         raise ValueError(f"unknown EgoSchema split {split!r}; use one of {', '.join(SPLITS)}")
     path = Path(data_dir) / FOLDER / SPLITS[split]
     if not path.is_file():
-        raise MetadataError(path, "not found; download it from the HF dataset lmms-lab/egoschema")
+        raise MetadataError(path, "not found; `stc download egoschema` fetches it from lmms-lab/egoschema")
     import pandas as pd
 
     try:

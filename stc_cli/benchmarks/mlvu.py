@@ -77,7 +77,7 @@ def load_queries(data_dir: Path) -> list[Query]:
 
 def _task_queries(path: Path, stem: str) -> list[Query]:
     if not path.is_file():
-        raise MetadataError(path, "MLVU task file not found; put the official json/ annotation files there")
+        raise MetadataError(path, "MLVU task file not found; `stc download mlvu` fetches the json/ files")
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -108,8 +108,8 @@ def load_queries(data_dir: Path, tasks=None) -> list[Query]:
     if not path.is_file():
         raise MetadataError(
             path,
-            "OVO-Bench metadata not found; put data/ovo_bench_new.json of the GitHub "
-            "repository JoeLeelyf/OVO-Bench there",
+            "OVO-Bench metadata not found; `stc download ovo` fetches it (data/ovo_bench_new.json of "
+            "the GitHub repository JoeLeelyf/OVO-Bench)",
         )
     try:
         items = json.loads(path.read_text(encoding="utf-8"))

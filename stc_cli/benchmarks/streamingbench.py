@@ -99,8 +99,9 @@ def load_queries(
     else:
         raise MetadataError(
             csv_path,
-            f"not found, and neither is {json_path}; put StreamingBench/{CSV_FILE} from the Hugging Face "
-            f"dataset mjuicem/StreamingBench (or src/data/{JSON_FILE} from THUNLP-MT/StreamingBench) there",
+            f"not found, and neither is {json_path}; `stc download streamingbench` fetches StreamingBench/"
+            f"{CSV_FILE} from the Hugging Face dataset mjuicem/StreamingBench (or put src/data/{JSON_FILE} "
+            "from THUNLP-MT/StreamingBench there)",
         )
     if tasks is None:
         return queries

@@ -112,7 +112,7 @@ def load_queries(data_dir: Path, subtitles: bool = False, tasks=None) -> list[Qu
     path = root / METADATA
     if not path.is_file():
         raise MetadataError(
-            path, "Video-MME metadata not found; download it from the Hugging Face dataset lmms-lab/Video-MME"
+            path, "Video-MME metadata not found; `stc download videomme` fetches it from lmms-lab/Video-MME"
         )
     unknown = sorted(set(tasks or ()) - set(TASKS))
     if unknown:

@@ -8,6 +8,8 @@ on a fresh memory of its own window (the clip protocol) with the same result.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,3 +41,20 @@ class VideoModel(Protocol):
 
     def answer(self, query: Query) -> Answer:
         """Answer ``query`` from the memory, leaving the memory as it was."""
+
+
+@contextmanager
+def timed(step: Step, stage: str, device: torch.device):
+    """Add the wall time of the block to ``step.timings_ms[stage]``; waits for CUDA work on both ends so
+    that the time is the stage's own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    step.timings_ms[stage] = step.timings_ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+
+def count(step: Step, name: str, value: int) -> None:
+    step.counts[name] = step.counts.get(name, 0) + value

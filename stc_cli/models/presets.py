@@ -72,7 +72,7 @@ def _depth(spec: dict, layers: int | None) -> dict:
 
 
 @contextmanager
-def _seeded(seed: int, device):
+def seeded(seed: int, device):
     """Build on ``device`` from ``seed`` without moving the caller's random state."""
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
@@ -85,7 +85,7 @@ def random_vision_tower(name: str, layers: int | None = None, *, dtype=torch.flo
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     config = SiglipVisionConfig(**_depth(_pick(VISION_PRESETS, name, "vision"), layers))
-    with _seeded(seed, device):
+    with seeded(seed, device):
         return SiglipVisionModel(config).to(dtype).eval()
 
 
@@ -99,5 +99,5 @@ def random_language_model(
     from transformers import Qwen2Config, Qwen2Model
 
     config = Qwen2Config(vocab_size=vocab_size, **_depth(_pick(LLM_PRESETS, name, "LLM"), layers))
-    with _seeded(seed, device):
+    with seeded(seed, device):
         return Qwen2Model(config).to(dtype).eval()

@@ -1,0 +1,129 @@
+"""LLaVA-OneVision from stock transformers classes: a checkpoint (hub id or local folder), or the same
+architecture with random weights (``random:tiny`` for tests and demos, ``random:full`` for latency work).
+
+Random models come with a byte-level tokenizer (256 byte tokens plus the chat special tokens), so they
+need no download; ``save`` writes any loaded model as a checkpoint folder that ``load`` reads back
+through the same path a downloaded checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stc_cli.models.frames import FrameTransform
+from stc_cli.models.presets import LLM_PRESETS, VISION_PRESETS, seeded
+
+DEFAULT_CHECKPOINT = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+# random:<name> -> (vision preset + overrides, LLM preset, vocabulary size)
+RANDOM_PRESETS = {
+    # 56 px / patch 8 = 7 x 7 patches, pooled to 4 x 4 = 16 tokens per frame
+    "tiny": (("tiny", {"image_size": 56}), "tiny", None),
+    # the 7B checkpoint's shapes: 729 patches pooled to 196 tokens, Qwen2-7B with its 152,064-row vocabulary
+    "full": (("siglip-so400m-384", {}), "qwen2-7b", 152064),
+}
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+
+
+@dataclass
+class LlavaOV:
+    model: torch.nn.Module  # LlavaOnevisionForConditionalGeneration
+    tokenizer: object
+    transform: FrameTransform
+    source: str
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame after the 2x2 pooling (196 for the released checkpoints)."""
+        side = self.model.config.vision_config.image_size // self.model.config.vision_config.patch_size
+        return math.ceil(side / 2) ** 2
+
+
+def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None = None) -> LlavaOV:
+    """``random:<preset>``, a local checkpoint folder, or a hub id (downloaded into the hub cache)."""
+    if source.startswith("random:"):
+        return build_random(source.removeprefix("random:"), device=device, dtype=dtype)
+    from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
+
+    folder = Path(source)
+    if not folder.is_dir():
+        folder = _download(source, revision)
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return LlavaOV(model.to(device).eval(), tokenizer, FrameTransform.from_pretrained(folder), source)
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_FILES))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"--model-path {repo_id!r} is neither a folder nor a reachable hub model ({reason}); "
+            "pass a checkpoint folder, a hub id, or random:tiny / random:full"
+        ) from None
+
+
+def build_random(preset: str, *, device="cpu", dtype=torch.float32, seed: int = 0) -> LlavaOV:
+    """The LLaVA-OneVision architecture at ``preset`` widths with seeded random weights."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    if preset not in RANDOM_PRESETS:
+        raise ValueError(
+            f"unknown preset random:{preset}; choose random:{' or random:'.join(RANDOM_PRESETS)}"
+        )
+    (vision_name, overrides), llm_name, vocab_size = RANDOM_PRESETS[preset]
+    tokenizer = byte_tokenizer()
+    video_token, image_token = (tokenizer.convert_tokens_to_ids(t) for t in ("<video>", "<image>"))
+    config = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(**{**VISION_PRESETS[vision_name], **overrides}),
+        text_config=Qwen2Config(
+            vocab_size=vocab_size or len(tokenizer),
+            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            **LLM_PRESETS[llm_name],
+        ),
+        image_token_id=image_token,
+        video_token_id=video_token,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    with seeded(seed, device):
+        model = LlavaOnevisionForConditionalGeneration(config).to(dtype).eval()
+    side = config.vision_config.image_size
+    return LlavaOV(model, tokenizer, FrameTransform(size=(side, side)), f"random:{preset}")
+
+
+def byte_tokenizer():
+    """A byte-level BPE tokenizer with no merges: every byte is a token, plus the chat special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS),
+    )
+
+
+def save(llava: LlavaOV, folder: Path) -> None:
+    """Write weights, config, tokenizer and preprocessing config, loadable with ``load(folder)``."""
+    llava.model.save_pretrained(folder)
+    llava.tokenizer.save_pretrained(folder)
+    llava.transform.save_pretrained(folder)

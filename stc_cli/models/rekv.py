@@ -1,0 +1,157 @@
+"""ReKV on LLaVA-OneVision, with STC: the ``VideoModel`` behind ``stc eval --model rekv``.
+
+Per frame (one frame per chunk, so that the cacher alternates reference and selective chunks, as STC
+runs it): SigLIP (STC-Cacher on every layer) -> projector -> 2x2 bilinear pooling (196 tokens, no
+newline token) -> STC-Pruner (k tokens) -> the LLM, whose attention is ReKV's memory
+(``rekv_lm.py``, ``rekv_memory.py``), one block per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from stc_cli.benchmarks.base import Query
+from stc_cli.compress import STCCacher, STCPruner
+from stc_cli.models import llava_ov
+from stc_cli.models.base import Answer, Step, count, timed
+from stc_cli.models.llava_ov import LlavaOV
+from stc_cli.models.rekv_lm import ReKVLanguageModel
+
+INIT_PROMPT = "<|im_start|>system \nYou are a helpful assistant.<|im_end|><|im_start|>user "
+ANSWER_PROMPT = "\n{prompt}<|im_end|><|im_start|>assistant\n"
+CHOICE_PREFILL = "Best option: ("  # ReKV's assistant prefill for multiple choice
+
+
+@dataclass(frozen=True)
+class STCSettings:
+    cacher: bool = True
+    pruner: bool = True
+    update_ratio: float = 0.25
+    cache_interval: int = 2
+    tokens_per_frame: int = 60  # of LLaVA-OV's 196, STC's default
+
+
+@dataclass(frozen=True)
+class ReKVSettings:
+    n_local: int = 15000  # tokens of the sliding window
+    topk: int = 64  # frames retrieved per layer for a question
+    max_new_tokens: int = 16
+
+
+class ReKV:
+    def __init__(self, llava: LlavaOV, stc: STCSettings = STCSettings(), rekv: ReKVSettings = ReKVSettings()):
+        self.llava, self.stc, self.settings = llava, stc, rekv
+        model = llava.model
+        self.vision, self.lm = model.model.vision_tower, model.model.language_model
+        self.device = next(model.parameters()).device
+        pooled = llava.tokens_per_frame
+        if stc.pruner and not 1 <= stc.tokens_per_frame <= pooled:
+            raise ValueError(f"--tokens-per-frame must be between 1 and {pooled}, got {stc.tokens_per_frame}")
+        self.block = stc.tokens_per_frame if stc.pruner else pooled
+        self.cacher = (
+            STCCacher(stc.update_ratio, stc.cache_interval).attach(self.vision) if stc.cacher else None
+        )
+        self.pruner = STCPruner(stc.tokens_per_frame) if stc.pruner else None
+        self.stop_ids = {llava.tokenizer.eos_token_id, llava.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        self.llm = ReKVLanguageModel(
+            self.lm,
+            model.lm_head,
+            n_local=rekv.n_local,
+            block=self.block,
+            topk=rekv.topk,
+            source=llava.source,
+        )
+        self.reset()
+
+    def describe(self) -> dict:
+        """Every knob that moves a score or a timing, for run.json."""
+        return {
+            "model": "rekv",
+            "model_path": self.llava.source,
+            "dtype": str(self.lm.dtype).removeprefix("torch."),
+            "frame_size": list(self.llava.transform.size),
+            "tokens_per_frame": self.block,
+            "stc": asdict(self.stc),
+            "rekv": asdict(self.settings),
+        }
+
+    @torch.inference_mode()
+    def reset(self) -> None:
+        self.llm.reset()
+        if self.cacher:
+            self.cacher.reset()
+        if self.pruner:
+            self.pruner.reset()
+        self.llm.encode(self._embed(INIT_PROMPT))
+
+    @torch.inference_mode()
+    def add_frames(self, frames: torch.Tensor, times: tuple[float, ...]) -> Step:
+        step = Step()
+        for frame in frames:
+            with timed(step, "vit", self.device):
+                features = self._encode_frame(frame[None])  # [1, 196, hidden]
+            if self.pruner:
+                with timed(step, "compress", self.device):
+                    features, _ = self.pruner.compress(features)
+            with timed(step, "prefill", self.device):
+                self.llm.encode(features.reshape(1, -1, features.shape[-1]))
+            count(step, "frames_encoded", 1)
+            count(step, "visual_tokens_in", self.llava.tokens_per_frame)
+            count(step, "visual_tokens_kept", features.shape[1])
+        return step
+
+    def _encode_frame(self, frame: torch.Tensor) -> torch.Tensor:
+        config = self.llava.model.config
+        pixels = self.llava.transform(frame, dtype=self.lm.dtype, device=self.device)
+        hidden = self.vision(pixels, output_hidden_states=True).hidden_states[config.vision_feature_layer]
+        if config.vision_feature_select_strategy == "default":
+            hidden = hidden[:, 1:]
+        return self.llava.model.model.apply_pooling(self.llava.model.model.multi_modal_projector(hidden))
+
+    @torch.inference_mode()
+    def answer(self, query: Query) -> Answer:
+        """Retrieve frames with the bare question, prefill the chat-closed prompt, decode greedily."""
+        answer = Answer()
+        tokens: list[int] = []
+        try:
+            with timed(answer, "answer", self.device):
+                self.llm.retrieve(self._embed(query.prompt))
+                prompt = ANSWER_PROMPT.format(prompt=query.prompt) + (CHOICE_PREFILL if query.options else "")
+                logits = self.llm.extend(self._embed(prompt))
+                while len(tokens) < self.settings.max_new_tokens:
+                    ranked = logits.topk(2).indices.tolist()
+                    # STC's tweak of ReKV: an end-of-turn as the very first token is skipped
+                    token = ranked[1] if not tokens and ranked[0] in self.stop_ids else ranked[0]
+                    if token in self.stop_ids:
+                        break
+                    tokens.append(token)
+                    logits = self.llm.extend(self.lm.embed_tokens(self._ids([token])))
+        finally:
+            self.llm.end_answer()
+        answer.text = self.llava.tokenizer.decode(tokens, skip_special_tokens=True)
+        count(answer, "new_tokens", len(tokens))
+        return answer
+
+    def _ids(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], device=self.device)
+
+    def _embed(self, text: str) -> torch.Tensor:
+        ids = self.llava.tokenizer(text, add_special_tokens=False).input_ids
+        return self.lm.embed_tokens(self._ids(ids))
+
+
+def build(config, device, dtype) -> ReKV:
+    """``stc eval --model rekv``: the LLaVA-OneVision checkpoint of ``config.model_path`` with ReKV."""
+    llava = llava_ov.load(config.model_path or llava_ov.DEFAULT_CHECKPOINT, device=device, dtype=dtype)
+    # STC keeps 60 of LLaVA-OV's 196 tokens per frame; other grids (random:tiny's 16) keep the same share
+    default_k = round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196)
+    stc = STCSettings(
+        cacher=config.stc and config.cacher,
+        pruner=config.stc and config.pruner,
+        update_ratio=config.update_ratio,
+        cache_interval=config.cache_interval,
+        tokens_per_frame=config.tokens_per_frame or default_k,
+    )
+    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, config.max_new_tokens))

@@ -1,0 +1,186 @@
+"""ReKV's video memory for one decoder layer: a sliding-window KV store with per-frame blocks that the
+question retrieves (``../shared/docs/upstream-models.md`` section 5, in this project's own formulation).
+
+Keys and values are kept *before* RoPE, so that a key can be attended at whatever position the phase
+gives it: while encoding, a token sees the last ``n_local`` tokens of the stream at their relative
+positions, plus the init prompt (the first ``n_init`` tokens, the attention sink) at one fixed angle
+once it has slid out of the window, in one joint softmax. Every token after the init prompt also lands
+in a block of ``block`` tokens (one frame) with a representative key (the mean of its GQA-expanded
+pre-RoPE keys); blocks live on ``offload`` (the CPU by default).
+
+Answering: each layer scores the blocks against the question's mean query (a raw dot product, as
+upstream does, though it is called a cosine there), keeps the ``topk`` best in temporal order, and then
+attends ``[init ; chosen blocks ; prompt ; generated tokens]`` at contiguous positions (with the same
+window rule, should that exceed ``n_local``). That answer cache is separate from the video memory,
+which answering leaves untouched.
+
+One deliberate simplification: an init token is attended in the window while it is inside the query's
+window, and through the init stage once it is outside, never both. Upstream also moves init tokens out
+gradually and may attend one twice for the one or two sub-chunks around the moment the stream first
+outgrows the window.
+
+Shapes (batch 1, dropped): ``q`` is ``[H, L, D]``, ``k`` and ``v`` are ``[Hkv, L, D]``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """RoPE (rotate-half convention, as Qwen2) of ``x [*, L, D]`` at integer ``positions [L]``, in fp32."""
+    dim = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim))
+    angles = positions.to(device=x.device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    angles = torch.cat((angles, angles), dim=-1)
+    x32 = x.float()
+    half = dim // 2
+    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    return (x32 * angles.cos() + rotated * angles.sin()).to(x.dtype)
+
+
+def attend(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Softmax attention of ``q [H, Lq, D]`` over ``keys``/``values [Hkv, Lk, D]`` (GQA) where
+    ``allowed [Lq, Lk]``; softmax in fp32 as the stock eager attention does. Returns ``[H, Lq, D]``."""
+    groups = q.shape[0] // keys.shape[0]
+    keys = keys.repeat_interleave(groups, dim=0)
+    values = values.repeat_interleave(groups, dim=0)
+    logits = torch.matmul(q, keys.transpose(-1, -2)) * scale
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    return torch.matmul(torch.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype), values)
+
+
+class LayerMemory:
+    """The KV memory of one decoder layer for one video (see the module docstring)."""
+
+    def __init__(self, *, n_local: int, block: int, theta: float, scale: float, offload="cpu"):
+        if n_local < 1 or block < 1:
+            raise ValueError(f"n_local and block must be >= 1, got {n_local} and {block}")
+        self.n_local, self.block, self.theta, self.scale = n_local, block, theta, scale
+        self.offload = torch.device(offload)
+        self.init_k = self.init_v = None  # [Hkv, n_init, D]
+        self.local_k = self.local_v = None  # the last <= n_local tokens of the stream
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []  # one (k, v) per frame, on offload
+        self.block_repr: torch.Tensor | None = None  # [n_blocks, H * D]
+        self.length = 0  # tokens in the stream, init included
+        self.answer_k = self.answer_v = None  # the answer cache: [init ; chosen blocks ; prompt ...]
+
+    # -- encoding --------------------------------------------------------------------------------
+    def encode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Append a chunk to the stream and return its attention output ``[H, L, D]``.
+
+        The first call is the init prompt, taken whole; every later call must bring whole blocks
+        (frames), each attended as one sub-chunk, as upstream's ``exc_block_size = block`` does.
+        """
+        if self.init_k is None:
+            self.init_k, self.init_v = k, v
+            return self._encode_span(q, k, v)
+        if k.shape[1] % self.block:
+            raise ValueError(f"video chunks must hold whole blocks of {self.block} tokens, got {k.shape[1]}")
+        outputs = []
+        for start in range(0, k.shape[1], self.block):
+            span = slice(start, start + self.block)
+            outputs.append(self._encode_span(q[:, span], k[:, span], v[:, span]))
+            self._store_block(k[:, span], v[:, span], heads=q.shape[0])
+        return torch.cat(outputs, dim=1)
+
+    def _encode_span(self, q, k, v) -> torch.Tensor:
+        first = self.length  # stream index of the span's first token
+        if self.local_k is None:
+            keys, values = k, v
+        else:
+            keys, values = torch.cat((self.local_k, k), dim=1), torch.cat((self.local_v, v), dim=1)
+        out = self._window_attend(q, keys, values, first, window_start=first + k.shape[1] - keys.shape[1])
+        self.length += q.shape[1]
+        self.local_k, self.local_v = keys[:, -self.n_local :], values[:, -self.n_local :]
+        return out
+
+    def _window_attend(self, q, keys, values, first: int, window_start: int) -> torch.Tensor:
+        """Queries at stream indices ``first...`` see the keys ``window_start...`` that lie within
+        ``n_local`` of them, at window-relative RoPE positions, and the init tokens outside that window
+        at one fixed angle (query at ``n_local - 1``, keys un-rotated), in one softmax."""
+        span, device = q.shape[1], q.device
+        query_at = torch.arange(first, first + span, device=device)
+        key_at = torch.arange(window_start, window_start + keys.shape[1], device=device)
+        distance = query_at[:, None] - key_at[None, :]
+        in_window = (distance >= 0) & (distance < self.n_local)
+        q_local = rotate(q, query_at - window_start, self.theta)
+        k_local = rotate(keys, key_at - window_start, self.theta)
+        init_at = torch.arange(self.init_k.shape[1], device=device)
+        outside = init_at[None, :] <= query_at[:, None] - self.n_local
+        if not outside.any():
+            return attend(q_local, k_local, values, in_window, self.scale)
+        q_init = rotate(q, torch.full((span,), self.n_local - 1, device=device), self.theta)
+        return self._joint(q_init, q_local, k_local, values, outside, in_window)
+
+    def _joint(self, q_init, q_local, k_local, v_local, init_allowed, local_allowed) -> torch.Tensor:
+        """One softmax over the init keys (seen from ``q_init``) and the window (seen from ``q_local``)."""
+        groups = q_local.shape[0] // k_local.shape[0]
+        init_k = self.init_k.repeat_interleave(groups, dim=0)
+        init_v = self.init_v.repeat_interleave(groups, dim=0)
+        k_local, v_local = k_local.repeat_interleave(groups, 0), v_local.repeat_interleave(groups, 0)
+        logits = torch.cat(
+            (
+                (q_init @ init_k.transpose(-1, -2)).masked_fill(~init_allowed, float("-inf")),
+                (q_local @ k_local.transpose(-1, -2)).masked_fill(~local_allowed, float("-inf")),
+            ),
+            dim=-1,
+        )
+        weights = torch.softmax(logits * self.scale, dim=-1, dtype=torch.float32).to(q_local.dtype)
+        return weights @ torch.cat((init_v, v_local), dim=1)
+
+    def _store_block(self, k: torch.Tensor, v: torch.Tensor, heads: int) -> None:
+        expanded = k.repeat_interleave(heads // k.shape[0], dim=0)  # [H, block, D], GQA-expanded
+        representative = expanded.mean(dim=1).reshape(1, -1)  # [1, H * D]
+        self.block_repr = (
+            representative if self.block_repr is None else torch.cat((self.block_repr, representative))
+        )
+        self.blocks.append((k.to(self.offload), v.to(self.offload)))
+
+    # -- answering -------------------------------------------------------------------------------
+    def retrieve(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
+        """Choose this layer's ``topk`` blocks for question ``q`` and start the answer cache with them.
+
+        The question attends ``[init ; chosen ; question]``; its own keys are not kept.
+        """
+        self.answer_k = self.answer_v = None
+        chosen = self.choose(q, topk)
+        device = self.init_k.device
+        picked = [self.blocks[i] for i in chosen]
+        self.answer_k = torch.cat([self.init_k, *(b[0].to(device) for b in picked)], dim=1)
+        self.answer_v = torch.cat([self.init_v, *(b[1].to(device) for b in picked)], dim=1)
+        return self._attend_answer(q, k, v, keep=False)
+
+    def choose(self, q: torch.Tensor, topk: int) -> list[int]:
+        """Indices of the ``topk`` blocks whose representative key has the largest dot product with the
+        mean query, in temporal order; all blocks when there are no more than ``topk``."""
+        count = len(self.blocks)
+        if count <= topk:
+            return list(range(count))
+        query = q.float().mean(dim=1).reshape(-1)  # [H * D]
+        scores = self.block_repr.float() @ query
+        return sorted(scores.topk(topk).indices.tolist())
+
+    def extend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Prompt or generated tokens: attend the answer cache, then join it."""
+        return self._attend_answer(q, k, v, keep=True)
+
+    def _attend_answer(self, q, k, v, *, keep: bool) -> torch.Tensor:
+        """The answer cache sits at positions 0.. and the new tokens right after it; past ``n_local``
+        tokens the same window-plus-init rule as in encoding applies."""
+        keys, values = torch.cat((self.answer_k, k), dim=1), torch.cat((self.answer_v, v), dim=1)
+        out = self._window_attend(q, keys, values, first=keys.shape[1] - q.shape[1], window_start=0)
+        if keep:
+            self.answer_k, self.answer_v = keys, values
+        return out
+
+    def end_answer(self) -> None:
+        self.answer_k = self.answer_v = None
+
+    def nbytes(self) -> int:
+        """Bytes held: init, window and blocks (the answer cache is transient)."""
+        held = [self.init_k, self.init_v, self.local_k, self.local_v, self.block_repr]
+        held += [t for pair in self.blocks for t in pair]
+        return sum(t.numel() * t.element_size() for t in held if t is not None)

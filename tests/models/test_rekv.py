@@ -1,0 +1,152 @@
+"""ReKV on a tiny random LLaVA-OneVision: against the stock transformers forward, STC wiring, resets."""
+
+import pytest
+import torch
+
+from stc_cli.benchmarks.base import Query
+from stc_cli.models import llava_ov
+from stc_cli.models.rekv import ANSWER_PROMPT, INIT_PROMPT, ReKV, ReKVSettings, STCSettings
+
+OFF = STCSettings(cacher=False, pruner=False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return llava_ov.build_random("tiny")
+
+
+def frames(count, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, 40, 48, 3), dtype=torch.uint8, generator=generator)
+
+
+def query(prompt="Which colour? A. red B. blue", options=("red", "blue")):
+    return Query(
+        id="q", bench="demo", task="t", category="c", video="v.mp4", window=(0.0, 9.0),
+        prompt=prompt, options=options, target="A", extra={},
+    )  # fmt: skip
+
+
+def stock_logits(llava, video, text):
+    """The stock model over [init prompt ; video features without the newline token ; text]."""
+    model, tokenizer = llava.model, llava.tokenizer
+    pixels = llava.transform(video)[None]
+    features = model.get_video_features(pixels).pooler_output[:, :-1]
+    embed = model.model.language_model.embed_tokens
+
+    def ids(s):
+        return torch.tensor([tokenizer(s, add_special_tokens=False).input_ids])
+
+    sequence = torch.cat((embed(ids(INIT_PROMPT)), features, embed(ids(text))), dim=1)
+    hidden = model.model.language_model(inputs_embeds=sequence).last_hidden_state
+    return model.lm_head(hidden[0, -1])
+
+
+def rekv_logits(rekv, text):
+    rekv.llm.retrieve(rekv._embed(query().prompt))
+    logits = rekv.llm.extend(rekv._embed(text))
+    rekv.llm.end_answer()
+    return logits
+
+
+@torch.inference_mode()
+def test_retrieving_every_frame_within_the_window_equals_the_stock_forward(tiny):
+    rekv = ReKV(tiny, OFF, ReKVSettings(n_local=4096, topk=64))
+    video = frames(5)
+    rekv.add_frames(video[:2], (0.0, 2.0))
+    rekv.add_frames(video[2:], (4.0, 6.0, 8.0))
+    text = ANSWER_PROMPT.format(prompt=query().prompt)
+    torch.testing.assert_close(rekv_logits(rekv, text), stock_logits(tiny, video, text), rtol=1e-4, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_retrieval_keeps_only_topk_frames_per_layer_and_overflow_offloads(tiny):
+    init = len(tiny.tokenizer(INIT_PROMPT, add_special_tokens=False).input_ids)
+    rekv = ReKV(tiny, OFF, ReKVSettings(n_local=init + 3 * 16, topk=2))
+    rekv.add_frames(frames(6), tuple(range(6)))
+    layer = rekv.llm.memory[0]
+    assert layer.length == init + 6 * 16 and len(layer.blocks) == 6
+    assert layer.local_k.shape[1] == init + 3 * 16  # the window slid past the init prompt
+    assert all(block[0].device.type == "cpu" for block in layer.blocks)
+    rekv.llm.retrieve(rekv._embed("a question"))
+    assert [m.answer_k.shape[1] for m in rekv.llm.memory] == [init + 2 * 16] * len(rekv.llm.memory)
+    assert len(set(tuple(m.choose(m.answer_k[:, :1].repeat(2, 1, 1), 2)) for m in rekv.llm.memory)) >= 1
+
+
+@torch.inference_mode()
+def test_stc_prunes_each_frame_to_one_block_of_k_tokens(tiny):
+    rekv = ReKV(tiny, STCSettings(tokens_per_frame=5), ReKVSettings(n_local=4096))
+    step = rekv.add_frames(frames(4), (0.0, 1.0, 2.0, 3.0))
+    assert step.counts == {"frames_encoded": 4, "visual_tokens_in": 64, "visual_tokens_kept": 20}
+    assert set(step.timings_ms) == {"vit", "compress", "prefill"}
+    assert rekv.block == 5 and [b[0].shape[1] for b in rekv.llm.memory[0].blocks] == [5, 5, 5, 5]
+    assert rekv.cacher is not None and rekv.cacher.selected  # the second frame was a selective chunk
+    rekv.cacher.detach()
+
+
+@torch.inference_mode()
+def test_reset_forgets_the_video_and_the_stc_state(tiny):
+    first = ReKV(tiny, STCSettings(tokens_per_frame=8))
+    first.add_frames(frames(3, seed=1), (0.0, 1.0, 2.0))
+    first.reset()
+    first.add_frames(frames(3), (0.0, 1.0, 2.0))
+    answer = first.answer(query())
+    first.cacher.detach()
+    fresh = ReKV(tiny, STCSettings(tokens_per_frame=8))
+    fresh.add_frames(frames(3), (0.0, 1.0, 2.0))
+    assert fresh.answer(query()).text == answer.text
+    torch.testing.assert_close(first.llm.memory[1].local_k, fresh.llm.memory[1].local_k, rtol=0, atol=0)
+    fresh.cacher.detach()
+
+
+@torch.inference_mode()
+def test_answers_do_not_change_the_memory_and_count_their_tokens(tiny):
+    rekv = ReKV(tiny, OFF, ReKVSettings(max_new_tokens=4))
+    rekv.add_frames(frames(2), (0.0, 1.0))
+    first, second = rekv.answer(query()), rekv.answer(query())
+    assert first.text == second.text
+    assert 1 <= first.counts["new_tokens"] <= 4 and set(first.timings_ms) == {"answer"}
+    assert all(m.answer_k is None for m in rekv.llm.memory)
+
+
+def test_tokens_per_frame_beyond_the_pooled_grid_is_refused(tiny):
+    with pytest.raises(ValueError, match="--tokens-per-frame must be between 1 and 16, got 17"):
+        ReKV(tiny, STCSettings(cacher=False, tokens_per_frame=17))
+
+
+def test_describe_lists_the_knobs(tiny):
+    described = ReKV(tiny, STCSettings(cacher=False, tokens_per_frame=8)).describe()
+    assert described["model_path"] == "random:tiny" and described["tokens_per_frame"] == 8
+    assert described["stc"]["pruner"] is True and described["rekv"]["topk"] == 64
+
+
+@torch.inference_mode()
+def test_a_saved_checkpoint_folder_loads_through_model_path(tiny, tmp_path):
+    """The path a downloaded checkpoint takes: weights, config, tokenizer, preprocessing config."""
+    llava_ov.save(tiny, tmp_path)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    loaded = llava_ov.load(str(tmp_path))
+    assert loaded.transform == tiny.transform and loaded.source == str(tmp_path)
+    assert loaded.tokenizer("<|im_start|>hi").input_ids == tiny.tokenizer("<|im_start|>hi").input_ids
+    answers = []
+    for llava in (tiny, loaded):
+        rekv = ReKV(llava, OFF, ReKVSettings(max_new_tokens=6))
+        rekv.add_frames(frames(3), (0.0, 1.0, 2.0))
+        answers.append(rekv.answer(query()).text)
+    assert answers[0] == answers[1]
+
+
+def test_the_saved_preprocessing_config_is_the_hub_processors(tiny, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("PIL")
+    tiny.transform.save_pretrained(tmp_path)
+    processor = transformers.LlavaOnevisionImageProcessor.from_pretrained(tmp_path)
+    assert processor.size == {"height": 56, "width": 56} and processor.resample == 3
+    assert list(processor.image_mean) == list(tiny.transform.mean)
+
+
+def test_an_unreachable_model_path_says_what_to_pass():
+    with pytest.raises(ValueError, match="--model-path 'nobody/nothing' is neither a folder nor a reachable"):
+        llava_ov.load("nobody/nothing")

@@ -1,0 +1,139 @@
+"""ReKV's layer memory against a per-query transcription of the spec (upstream-models.md section 5),
+and its retrieval on hand-made keys."""
+
+import pytest
+import torch
+
+from stc_cli.models.rekv_memory import LayerMemory, rotate
+
+THETA, HEADS, KV_HEADS, DIM = 100.0, 4, 2, 8
+SCALE = DIM**-0.5
+
+
+def reference_outputs(q, k, v, n_init, n_local):
+    """Token by token: query p sees keys j with 0 <= p - j < n_local at their absolute positions, and
+    the init tokens j < n_init with p - j >= n_local from the single angle n_local - 1, in one softmax."""
+    k = k.repeat_interleave(HEADS // KV_HEADS, 0)
+    v = v.repeat_interleave(HEADS // KV_HEADS, 0)
+    length = q.shape[1]
+    positions = torch.arange(length)
+    q_abs, k_abs = rotate(q, positions, THETA), rotate(k, positions, THETA)
+    q_sink = rotate(q, torch.full((length,), n_local - 1), THETA)
+    out = torch.zeros_like(q)
+    for p in range(length):
+        window = [j for j in range(length) if 0 <= p - j < n_local]
+        sink = [j for j in range(n_init) if p - j >= n_local]
+        logits = torch.cat(
+            (
+                q_sink[:, p : p + 1] @ k[:, sink].transpose(1, 2),
+                q_abs[:, p : p + 1] @ k_abs[:, window].transpose(1, 2),
+            ),
+            dim=-1,
+        )
+        weights = torch.softmax(logits * SCALE, dim=-1)
+        out[:, p] = (weights @ torch.cat((v[:, sink], v[:, window]), dim=1))[:, 0]
+    return out
+
+
+def stream(n_init, blocks, block, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    length = n_init + blocks * block
+    q = torch.randn(HEADS, length, DIM, generator=generator)
+    k = torch.randn(KV_HEADS, length, DIM, generator=generator)
+    v = torch.randn(KV_HEADS, length, DIM, generator=generator)
+    return q, k, v
+
+
+def memory(n_local, block):
+    return LayerMemory(n_local=n_local, block=block, theta=THETA, scale=SCALE)
+
+
+@pytest.mark.parametrize(
+    ("n_init", "n_local", "block", "chunks"),
+    [
+        (3, 100, 4, [1, 1, 1, 1, 1, 1]),  # never outgrows the window: plain causal attention
+        (3, 9, 4, [1, 1, 1, 1, 1, 1]),  # outgrows it at the second frame: the sink path
+        (5, 6, 2, [2, 1, 3, 1]),  # several frames per call, window shorter than the init prompt + a frame
+    ],
+)
+def test_encoding_matches_the_spec_token_by_token(n_init, n_local, block, chunks):
+    q, k, v = stream(n_init, sum(chunks), block)
+    mem = memory(n_local, block)
+    outputs = [mem.encode(q[:, :n_init], k[:, :n_init], v[:, :n_init])]
+    start = n_init
+    for frames in chunks:
+        end = start + frames * block
+        outputs.append(mem.encode(q[:, start:end], k[:, start:end], v[:, start:end]))
+        start = end
+    expected = reference_outputs(q, k, v, n_init, n_local)
+    torch.testing.assert_close(torch.cat(outputs, dim=1), expected, rtol=1e-5, atol=1e-5)
+    assert mem.length == start
+    assert mem.local_k.shape[1] == min(n_local, start)
+    assert len(mem.blocks) == sum(chunks)  # one block per frame, init excluded
+    torch.testing.assert_close(mem.blocks[-1][0], k[:, start - block : start])
+
+
+def test_a_chunk_of_partial_blocks_is_refused():
+    q, k, v = stream(2, 1, 4)
+    mem = memory(50, 4)
+    mem.encode(q[:, :2], k[:, :2], v[:, :2])
+    with pytest.raises(ValueError, match="whole blocks of 4 tokens, got 3"):
+        mem.encode(q[:, 2:5], k[:, 2:5], v[:, 2:5])
+
+
+def test_blocks_are_chosen_by_dot_product_with_the_mean_query_in_temporal_order():
+    # one KV head, two query heads, D = 2: a block's representative is its mean key repeated per head
+    mem = LayerMemory(n_local=50, block=1, theta=THETA, scale=1.0)
+    one = torch.ones(2, 1, 2)
+    mem.encode(one, torch.zeros(1, 1, 2), torch.zeros(1, 1, 2))  # init prompt of one token
+    keys = [[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [-1.0, 2.0]]
+    for key in keys:
+        mem.encode(one, torch.tensor([[key]]), torch.zeros(1, 1, 2))
+    # mean query over two tokens: head 0 -> (1, 0), head 1 -> (0.5, 0.5); score = k.(1, 0) + k.(0.5, 0.5)
+    # blocks: 1 + 0.5 = 1.5, 0 + 0.5 = 0.5, 3 + 1.5 = 4.5, -1 + 0.5 = -0.5 -> top 2 = blocks 2 and 0
+    question = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    assert mem.choose(question, topk=2) == [0, 2]
+    assert mem.choose(question, topk=3) == [0, 1, 2]
+    assert mem.choose(question, topk=4) == [0, 1, 2, 3]  # all blocks, no scoring
+
+
+def test_answering_leaves_the_video_memory_as_it_was():
+    n_init, block = 3, 2
+    q, k, v = stream(n_init, 4, block)
+    mem = memory(7, block)
+    mem.encode(q[:, :n_init], k[:, :n_init], v[:, :n_init])
+    mem.encode(q[:, n_init:], k[:, n_init:], v[:, n_init:])
+    before = (mem.length, len(mem.blocks), mem.local_k.clone(), mem.block_repr.clone(), mem.nbytes())
+    question = torch.randn(HEADS, 3, DIM)
+    mem.retrieve(question, torch.randn(KV_HEADS, 3, DIM), torch.randn(KV_HEADS, 3, DIM), topk=2)
+    assert mem.answer_k.shape[1] == n_init + 2 * block  # init + 2 chosen blocks; the question is not kept
+    mem.extend(question[:, :2], torch.randn(KV_HEADS, 2, DIM), torch.randn(KV_HEADS, 2, DIM))
+    assert mem.answer_k.shape[1] == n_init + 2 * block + 2
+    mem.end_answer()
+    assert mem.answer_k is None
+    after = (mem.length, len(mem.blocks), mem.local_k, mem.block_repr, mem.nbytes())
+    assert after[:2] == before[:2] and after[4] == before[4]
+    assert torch.equal(after[2], before[2]) and torch.equal(after[3], before[3])
+
+
+def test_the_answer_cache_is_attended_like_the_stream_it_would_be():
+    """Retrieving every block, the answer cache is the stream itself: a prompt token appended to it
+    gets the output the encoder would give the same token at the end of the stream."""
+    n_init, block, n_local = 3, 2, 6
+    q, k, v = stream(n_init, 3, block)
+    extra_q, extra_k, extra_v = (
+        torch.randn(HEADS, 1, DIM),
+        torch.randn(KV_HEADS, 1, DIM),
+        torch.randn(KV_HEADS, 1, DIM),
+    )
+    mem = memory(n_local, block)
+    mem.encode(q[:, :n_init], k[:, :n_init], v[:, :n_init])
+    mem.encode(q[:, n_init:], k[:, n_init:], v[:, n_init:])
+    mem.retrieve(
+        torch.randn(HEADS, 2, DIM), torch.randn(KV_HEADS, 2, DIM), torch.randn(KV_HEADS, 2, DIM), topk=3
+    )
+    got = mem.extend(extra_q, extra_k, extra_v)
+    expected = reference_outputs(
+        torch.cat((q, extra_q), 1), torch.cat((k, extra_k), 1), torch.cat((v, extra_v), 1), n_init, n_local
+    )[:, -1:]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

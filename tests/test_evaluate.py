@@ -1,0 +1,152 @@
+"""`stc eval` end to end with ReKV on a tiny random LLaVA-OneVision over the demo benchmark."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from stc_cli.benchmarks import demo
+from stc_cli.cli import app
+from stc_cli.configs import EvalConfig
+from stc_cli.evaluate import plan
+from tests.toy_model import answers, torchrun, untimed
+from tests.videos import write_video
+
+TINY = ["--model-path", "random:tiny", "--bench", "demo"]
+
+
+def stc_eval(*args):
+    result = CliRunner().invoke(app, ["eval", *TINY, *args])
+    return result
+
+
+def records(output):
+    return [json.loads(line) for line in (output / "samples.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A copy of the shipped demo benchmark that a test may break."""
+    shutil.copytree(demo.PACKAGED, tmp_path / "data" / "demo")
+    return tmp_path / "data"
+
+
+def test_a_run_writes_a_record_per_query_with_timings_and_counts(tmp_path):
+    result = stc_eval("--output", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "12 samples written, 0 already there" in result.stdout
+    written = records(tmp_path / "run")
+    assert [r["id"] for r in written] == [q.id for q in sorted_by_video_and_time()]
+    first = written[0]
+    assert first["error"] is None and isinstance(first["response"], str)
+    assert set(first["timings_ms"]) == {"decode", "vit", "compress", "prefill", "answer"}
+    assert first["counts"]["visual_tokens_in"] == 16 * first["counts"]["frames_encoded"]
+    assert first["counts"]["visual_tokens_kept"] == 5 * first["counts"]["frames_encoded"]  # 60/196 of 16
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["protocol"] == "stream" and run["settings"]["model"]["stc"]["tokens_per_frame"] == 5
+    assert run["environment"]["torch"] and "finished" in run
+
+
+def sorted_by_video_and_time():
+    queries = demo.load_queries(demo.PACKAGED.parent)
+    order = list(dict.fromkeys(q.video for q in queries))
+    return sorted(queries, key=lambda q: (order.index(q.video), q.window[1]))
+
+
+def test_no_stc_is_the_baseline_and_names_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert stc_eval("--no-stc", "--limit", "2").exit_code == 0
+    written = records(tmp_path / "runs" / "rekv-demo-base")
+    assert all("compress" not in r["timings_ms"] for r in written)
+    counts = [r["counts"] for r in written]
+    assert sum(c.get("frames_encoded", 0) for c in counts) > 0
+    assert all(c.get("visual_tokens_kept") == c.get("visual_tokens_in") for c in counts)
+
+
+def test_stream_and_clip_protocols_give_the_same_answers(tmp_path):
+    assert stc_eval("--output", str(tmp_path / "stream"), "--protocol", "stream").exit_code == 0
+    assert stc_eval("--output", str(tmp_path / "clip"), "--protocol", "clip").exit_code == 0
+    stream = {r["id"]: (r["response"], r["frames"]) for r in records(tmp_path / "stream")}
+    clip = {r["id"]: (r["response"], r["frames"]) for r in records(tmp_path / "clip")}
+    assert stream == clip
+    frames = lambda out: sum(r["counts"].get("frames_encoded", 0) for r in records(out))  # noqa: E731
+    assert frames(tmp_path / "stream") == 9 < frames(tmp_path / "clip")  # each video encoded once
+
+
+def test_an_interrupted_run_resumes_to_the_same_records(tmp_path):
+    assert stc_eval("--output", str(tmp_path / "whole")).exit_code == 0
+    assert stc_eval("--output", str(tmp_path / "cut")).exit_code == 0
+    samples = tmp_path / "cut" / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[:5]) + lines[5][:40])  # killed while writing the sixth record
+    result = stc_eval("--output", str(tmp_path / "cut"))
+    assert result.exit_code == 0 and "7 samples written, 5 already there" in result.stdout
+    assert answers(tmp_path / "cut") == answers(tmp_path / "whole")
+    again = stc_eval("--output", str(tmp_path / "cut"))
+    assert "0 samples written, 12 already there" in again.stdout
+
+
+def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(tmp_path):
+    out = str(tmp_path / "run")
+    assert stc_eval("--output", out, "--limit", "2").exit_code == 0
+    refused = stc_eval("--output", out, "--limit", "2", "--update-ratio", "0.5")
+    assert refused.exit_code == 2 and "pass --overwrite" in refused.stderr
+    assert len(records(tmp_path / "run")) == 2  # nothing lost
+    assert stc_eval("--output", out, "--limit", "2", "--update-ratio", "0.5", "--overwrite").exit_code == 0
+
+
+def test_a_corrupt_video_becomes_error_records_and_the_run_goes_on(tmp_path, data_dir):
+    (data_dir / "demo" / "videos" / "clip_1.mp4").write_bytes(b"not a video")
+    result = stc_eval("--data-dir", str(data_dir), "--output", str(tmp_path / "run"))
+    assert result.exit_code == 0 and "12 samples written, 0 already there, 4 failed" in result.stdout
+    broken = [r for r in records(tmp_path / "run") if r["error"]]
+    assert {r["video"] for r in broken} == {"videos/clip_1.mp4"} and len(broken) == 4
+    assert all(r["response"] is None and "clip_1.mp4" in r["error"] for r in broken)
+
+
+def test_bad_options_fail_before_any_model_is_built(tmp_path):
+    cases = {
+        ("--tasks", "colour"): "--tasks: demo has no task colour; known: color, direction, position",
+        ("--limit", "0"): "--limit must be >= 1, got 0",
+        ("--fps", "0"): "--fps must be > 0, got 0.0",
+        ("--protocol", "live"): "--protocol must be auto, stream or clip, got 'live'",
+        ("--model", "gpt"): "unknown --model 'gpt'; known: rekv",
+        ("--tokens-per-frame", "17"): "--tokens-per-frame must be between 1 and 16, got 17",
+    }
+    for flags, message in cases.items():
+        result = stc_eval("--output", str(tmp_path / "run"), *flags)
+        assert result.exit_code == 2, (flags, result.output)
+        assert message in result.stderr, (flags, result.stderr)
+
+
+def test_missing_metadata_names_the_file_and_the_fix(tmp_path):
+    result = CliRunner().invoke(app, ["eval", "--bench", "mlvu", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "stc download mlvu" in result.stderr
+
+
+def test_tasks_and_limit_choose_the_queries(data_dir):
+    config = EvalConfig(bench="demo", data_dir=str(data_dir), tasks=("color", "direction"), limit=3)
+    chosen = plan(config)
+    assert [q.task for q in chosen.queries] == ["color", "direction", "color"][: len(chosen.queries)]
+    assert len(chosen.queries) == 3 and chosen.protocol == "stream"
+    assert str(chosen.output) == "runs/rekv-demo-stc"
+
+
+def test_two_processes_under_torchrun_write_what_one_process_writes(tmp_path):
+    one = stc_eval("--output", str(tmp_path / "one"))
+    assert one.exit_code == 0
+    two = torchrun(2, "-m", "stc_cli", "eval", *TINY, "--output", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr
+    assert untimed(tmp_path / "two") == untimed(tmp_path / "one")
+
+
+def test_the_clip_protocol_reads_ovo_pre_cut_clips_where_downloaded(tmp_path):
+    from tests.ovo_fixture import write_ovo  # the OVO-Bench fixture of the benchmark tests
+
+    folder = write_ovo(tmp_path)
+    queries = plan(EvalConfig(bench="ovo", data_dir=str(tmp_path), protocol="clip")).queries
+    clip = queries[0].extra["clip"]
+    write_video(folder / clip, frames=2, fps=1)
+    again = plan(EvalConfig(bench="ovo", data_dir=str(tmp_path), protocol="clip")).queries
+    assert again[0].video == clip and queries[0].video != clip
