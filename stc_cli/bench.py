@@ -25,6 +25,7 @@ from stc_cli.devices import resolve_device, resolve_dtype
 from stc_cli.models.presets import VISION_PRESETS, random_language_model, random_vision_tower
 
 CPU_DEFAULT_LAYERS = 2
+REKV_N_LOCAL, REKV_TOPK, REKV_INIT_TOKENS = 15000, 64, 16  # ReKV's defaults; its init prompt is ~16 tokens
 STATE_CHECK_AFTER = 100
 
 
@@ -122,9 +123,12 @@ def _llm_stage(
 
     def prefill_steps():
         full_stream, pruned_stream = _prefill_stream(llm), _prefill_stream(llm)
+        full_rekv, pruned_rekv = _rekv_stream(llm, pooled[0].shape[1]), _rekv_stream(llm, kept[0].shape[1])
         return {
             "prefill_full": lambda i: full_stream(pooled[i]),
             "prefill_pruned": lambda i: pruned_stream(kept[i]),
+            "rekv_full": lambda i: full_rekv(pooled[i]),
+            "rekv_pruned": lambda i: pruned_rekv(kept[i]),
         }
 
     prune_ms = timer.compare(prune_steps)["pruner"]
@@ -138,6 +142,9 @@ def _llm_stage(
         "full_ms_per_frame": ms["prefill_full"],
         "pruned_ms_per_frame": ms["prefill_pruned"],
         "ratio": ms["prefill_pruned"] / ms["prefill_full"],
+        "rekv_full_ms_per_frame": ms["rekv_full"],
+        "rekv_pruned_ms_per_frame": ms["rekv_pruned"],
+        "rekv_ratio": ms["rekv_pruned"] / ms["rekv_full"],
     }
     return prune_ms, prefill
 
@@ -270,6 +277,17 @@ def _project_and_pool(features: list[torch.Tensor], width: int, seed: int) -> li
             pooled = F.interpolate(grid, size=(-(-side // 2),) * 2, mode="bilinear")
             out.append(pooled.flatten(2).transpose(1, 2).contiguous())
     return out
+
+
+def _rekv_stream(llm, block: int) -> Callable:
+    """The same through ReKV's memory (``stc eval --model rekv``'s LLM), one block per frame, after an
+    init prompt of ``REKV_INIT_TOKENS`` tokens."""
+    from stc_cli.models.rekv_lm import ReKVLanguageModel
+
+    rekv = ReKVLanguageModel(llm, n_local=REKV_N_LOCAL, block=block, topk=REKV_TOPK)
+    init_ids = torch.arange(REKV_INIT_TOKENS, device=llm.device)[None] % llm.config.vocab_size
+    rekv.encode(llm.embed_tokens(init_ids))
+    return rekv.encode
 
 
 def _prefill_stream(llm) -> Callable:

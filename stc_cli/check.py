@@ -20,6 +20,7 @@ class CheckReport:
     missing_videos: list[str] = field(default_factory=list)
     unreadable_videos: list[str] = field(default_factory=list)
     videos_checked: bool = True
+    video_seconds: dict[str, float] = field(default_factory=dict)  # see protocol_seconds
 
     @property
     def complete(self) -> bool:
@@ -64,6 +65,7 @@ def check(
         n_queries=len(queries),
         tasks={task: tasks[task] for task in module.TASKS if task in tasks},
         videos_checked=not metadata_only,
+        video_seconds=protocol_seconds(queries),
     )
     if metadata_only:
         return report
@@ -80,6 +82,21 @@ def check(
             report.unreadable_videos.append(file)
         progress(done, len(files))
     return report
+
+
+def protocol_seconds(queries) -> dict[str, float]:
+    """Video-seconds each protocol encodes for these queries, from the metadata alone: ``stream`` reads
+    each video once up to its last query, ``clip`` each query's window afresh. Queries that run to the
+    end of their video (an unknown length until decoded) are left out and counted in ``open_ended``."""
+    finite = [q for q in queries if q.window[1] != float("inf")]
+    last: dict[str, float] = {}
+    for q in finite:
+        last[q.video] = max(last.get(q.video, 0.0), q.window[1])
+    return {
+        "stream": sum(last.values()),
+        "clip": sum(q.window[1] - q.window[0] for q in finite),
+        "open_ended": len(queries) - len(finite),
+    }
 
 
 def _opens(path: Path) -> bool:

@@ -13,6 +13,14 @@ def check_table(report):
     for name, count in report.tasks.items():
         table.add_row(name, str(count))
     table.add_row("all", str(report.n_queries), style="bold")
+    seconds = report.video_seconds
+    if seconds.get("stream"):
+        table.add_section()
+        table.add_row("video-seconds encoded, stream protocol", f"{seconds['stream']:,.0f}")
+        ratio = seconds["clip"] / seconds["stream"]
+        table.add_row("video-seconds encoded, clip protocol", f"{seconds['clip']:,.0f} ({ratio:.2f}x)")
+        if seconds["open_ended"]:
+            table.add_row("queries up to the video's end (left out)", str(seconds["open_ended"]))
     return table
 
 
@@ -73,6 +81,12 @@ def bench_table(result: dict):
         f"{prefill['full_ms_per_frame']:.2f}",
         f"{prefill['pruned_ms_per_frame']:.2f}",
         f"{prefill['ratio']:.3f}",
+    )
+    table.add_row(
+        "  through ReKV's memory",
+        f"{prefill['rekv_full_ms_per_frame']:.2f}",
+        f"{prefill['rekv_pruned_ms_per_frame']:.2f}",
+        f"{prefill['rekv_ratio']:.3f}",
     )
     peaks = result["peak_memory_mb"]
     if "process_rss" in peaks:  # CPU: one number for the whole process

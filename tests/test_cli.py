@@ -43,6 +43,8 @@ def test_bench_json_on_tiny_presets():
     report = json.loads(result.stdout)
     assert report["vit"]["tokens_per_frame"] == 16 and report["vit"]["layers"] == 2  # CPU default depth
     assert report["prefill"]["full_tokens"] == 4 and report["prefill"]["kept_tokens"] == 2
+    prefill = report["prefill"]
+    assert prefill["rekv_ratio"] == prefill["rekv_pruned_ms_per_frame"] / prefill["rekv_full_ms_per_frame"]
     assert report["vit"]["ratio"] == report["vit"]["stc_ms_per_frame"] / report["vit"]["full_ms_per_frame"]
     assert report["vit"]["cacher_state_bytes"] == 2 * 4 * 16 * 32 * 4  # layers x K,V,A,M x [16, 32] float32
     assert report["state"] == {
@@ -57,7 +59,13 @@ def test_bench_json_on_tiny_presets():
 def test_bench_table():
     result = runner.invoke(app, [*TINY_BENCH, "--state-frames", "0"])
     assert result.exit_code == 0, result.output
-    for row in ("ViT ms", "pruner ms", "prefill ms (4 vs 2 tokens)", "cacher state bytes"):
+    for row in (
+        "ViT ms",
+        "pruner ms",
+        "prefill ms (4 vs 2 tokens)",
+        "through ReKV's memory",
+        "cacher state bytes",
+    ):
         assert row in result.stdout
 
 

@@ -17,8 +17,8 @@ TINY = ["--model-path", "random:tiny", "--bench", "demo"]
 
 
 def stc_eval(*args):
-    result = CliRunner().invoke(app, ["eval", *TINY, *args])
-    return result
+    """``stc eval`` on the tiny random model and the shipped demo; a later --model-path wins."""
+    return CliRunner().invoke(app, ["eval", *TINY, *args])
 
 
 def records(output):
@@ -150,3 +150,17 @@ def test_the_clip_protocol_reads_ovo_pre_cut_clips_where_downloaded(tmp_path):
     write_video(folder / clip, frames=2, fps=1)
     again = plan(EvalConfig(bench="ovo", data_dir=str(tmp_path), protocol="clip")).queries
     assert again[0].video == clip and queries[0].video != clip
+
+
+def test_model_path_takes_a_saved_checkpoint_folder(tmp_path):
+    from stc_cli.models import llava_ov
+
+    llava_ov.save(llava_ov.build_random("tiny"), tmp_path / "ckpt")
+    from_folder = stc_eval(
+        "--model-path", str(tmp_path / "ckpt"), "--limit", "3", "--output", str(tmp_path / "a")
+    )
+    assert from_folder.exit_code == 0, from_folder.output
+    assert stc_eval("--limit", "3", "--output", str(tmp_path / "b")).exit_code == 0
+    assert answers(tmp_path / "a") == answers(tmp_path / "b")  # the same weights, read back
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["settings"]["model"]["model_path"] == str(tmp_path / "ckpt")

@@ -35,7 +35,7 @@ def stock_logits(llava, video, text):
     embed = model.model.language_model.embed_tokens
 
     def ids(s):
-        return torch.tensor([tokenizer(s, add_special_tokens=False).input_ids])
+        return torch.tensor([tokenizer(s, add_special_tokens=False).input_ids], device=model.device)
 
     sequence = torch.cat((embed(ids(INIT_PROMPT)), features, embed(ids(text))), dim=1)
     hidden = model.model.language_model(inputs_embeds=sequence).last_hidden_state
@@ -150,3 +150,25 @@ def test_the_saved_preprocessing_config_is_the_hub_processors(tiny, tmp_path):
 def test_an_unreachable_model_path_says_what_to_pass():
     with pytest.raises(ValueError, match="--model-path 'nobody/nothing' is neither a folder nor a reachable"):
         llava_ov.load("nobody/nothing")
+
+
+@pytest.mark.gpu
+@torch.inference_mode()
+def test_on_cuda_retrieval_of_every_frame_equals_the_stock_forward():
+    llava = llava_ov.build_random("tiny", device="cuda")
+    rekv = ReKV(llava, OFF, ReKVSettings(n_local=4096))
+    video = frames(4)
+    rekv.add_frames(video, (0.0, 1.0, 2.0, 3.0))
+    text = ANSWER_PROMPT.format(prompt=query().prompt)
+    stock = stock_logits(llava, video.cuda(), text)
+    torch.testing.assert_close(rekv_logits(rekv, text), stock.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@torch.inference_mode()
+def test_on_cuda_in_float16_stc_answers(tmp_path):
+    llava = llava_ov.build_random("tiny", device="cuda", dtype=torch.float16)
+    rekv = ReKV(llava, STCSettings(tokens_per_frame=8), ReKVSettings(max_new_tokens=4))
+    step = rekv.add_frames(frames(4), (0.0, 1.0, 2.0, 3.0))
+    assert step.counts["visual_tokens_kept"] == 32
+    assert 1 <= rekv.answer(query()).counts["new_tokens"] <= 4
