@@ -69,16 +69,18 @@ def _precut(query: Query, video_root: Path) -> Query:
 
 def evaluate(
     config: EvalConfig,
+    the_plan: Plan | None = None,
     progress: Callable[[dict], None] = lambda _record: None,
     shard: Shard | None = None,
 ) -> RunSummary:
-    """Run ``config`` and return the summary; the records are in ``<output>/samples.jsonl``."""
+    """Run ``config`` (its ``plan`` unless given) and return the summary; the records are in
+    ``<output>/samples.jsonl``."""
     import torch
 
     from stc_cli.devices import resolve_device, resolve_dtype
 
     shard = shard or Shard.from_env()
-    the_plan = plan(config)
+    the_plan = the_plan or plan(config)
     device = resolve_device(config.device, local_rank=shard.local_rank)
     model = models.build(config, device, resolve_dtype(config.dtype, device))
     # what moves a score or a timing; a rerun into the same folder must match it (environment aside)

@@ -1,0 +1,86 @@
+"""`stc bench`: STC latency on random-weight models at real sizes, STC on vs off, in one run."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from stc_cli import tables
+from stc_cli.commands import fail
+from stc_cli.configs import BenchConfig
+
+_BENCH = BenchConfig()
+
+
+def bench(
+    vision: Annotated[
+        str, typer.Option(help="Vision tower preset: siglip-so400m-384 or tiny.")
+    ] = _BENCH.vision,
+    llm: Annotated[str, typer.Option(help="LLM width preset: qwen2-7b, qwen2-0.5b or tiny.")] = _BENCH.llm,
+    layers: Annotated[
+        int | None, typer.Option(help="Cut both models to N layers. Default: full depth on CUDA, 2 on CPU.")
+    ] = _BENCH.layers,
+    llm_layers: Annotated[
+        int | None, typer.Option(help="Cut the LLM to N layers instead (default: --layers).")
+    ] = _BENCH.llm_layers,
+    frames: Annotated[int, typer.Option(help="Timed frames per pass (even).")] = _BENCH.frames,
+    warmup: Annotated[int, typer.Option(help="Untimed frames at the start of each pass.")] = _BENCH.warmup,
+    repeats: Annotated[
+        int, typer.Option(help="Passes per setting; the median is reported.")
+    ] = _BENCH.repeats,
+    update_ratio: Annotated[
+        float, typer.Option(help="Cacher: share of tokens recomputed per layer.")
+    ] = _BENCH.update_ratio,
+    interval: Annotated[
+        int, typer.Option(help="Cacher: a reference chunk every N chunks.")
+    ] = _BENCH.interval,
+    tokens_per_frame: Annotated[
+        int, typer.Option(help="Pruner: tokens kept per frame.")
+    ] = _BENCH.tokens_per_frame,
+    memory_window: Annotated[
+        int, typer.Option(help="Pruner memory window for the state check.")
+    ] = _BENCH.memory_window,
+    state_frames: Annotated[
+        int, typer.Option(help="Chunks streamed for the state check (0 skips it).")
+    ] = _BENCH.state_frames,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _BENCH.device,
+    dtype: Annotated[
+        str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
+    ] = _BENCH.dtype,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of the table.")
+    ] = False,
+) -> None:
+    """Latency of STC on random-weight models at real sizes: STC on vs off, side by side, in one run."""
+    from rich.console import Console
+
+    from stc_cli.bench import run_bench
+
+    config = BenchConfig(
+        vision=vision,
+        llm=llm,
+        layers=layers,
+        llm_layers=llm_layers,
+        frames=frames,
+        warmup=warmup,
+        repeats=repeats,
+        update_ratio=update_ratio,
+        interval=interval,
+        tokens_per_frame=tokens_per_frame,
+        memory_window=memory_window,
+        state_frames=state_frames,
+        device=device,
+        dtype=dtype,
+    )
+    console = Console(stderr=True)
+    try:
+        with console.status("stc bench") as status:
+            result = run_bench(config, progress=lambda msg: status.update(f"stc bench: {msg}"))
+    except ValueError as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        Console().print(tables.bench_table(result))
