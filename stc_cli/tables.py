@@ -108,10 +108,10 @@ def bench_table(result: dict):
 
 
 _TIMING_ROWS = (
-    ("decode ms / frame", lambda t: t.ms_per_frame["decode"]),
-    ("ViT ms / frame", lambda t: t.ms_per_frame["vit"]),
-    ("compress ms / frame", lambda t: t.ms_per_frame["compress"]),
-    ("prefill ms / frame", lambda t: t.ms_per_frame["prefill"]),
+    ("decode ms / frame", lambda t: t.ms_per_frame.get("decode")),
+    ("ViT ms / frame", lambda t: t.ms_per_frame.get("vit")),
+    ("compress ms / frame", lambda t: t.ms_per_frame.get("compress")),
+    ("prefill ms / frame", lambda t: t.ms_per_frame.get("prefill")),
     ("answer ms / query", lambda t: t.answer_ms),
     ("visual tokens / frame in", lambda t: t.tokens_in_per_frame),
     ("visual tokens / frame kept", lambda t: t.tokens_kept_per_frame),

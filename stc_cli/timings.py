@@ -16,7 +16,7 @@ ANSWER_STAGE = "answer"  # paid per query: retrieval, prompt prefill, decoding
 class TimingSummary:
     records: int
     frames: int  # frames encoded
-    ms_per_frame: dict[str, float]
+    ms_per_frame: dict[str, float]  # the stages the run had (no ``compress`` without STC)
     answer_ms: float  # per answered query
     tokens_in_per_frame: float  # visual tokens per frame before compression
     tokens_kept_per_frame: float  # ... and those the LLM received
@@ -36,7 +36,9 @@ def summarize(records: list[dict]) -> TimingSummary | None:
 
     frames = int(total("counts", "frames_encoded"))
     answered = sum(ANSWER_STAGE in r["timings_ms"] for r in timed)
-    per_frame = {stage: total("timings_ms", stage) / frames if frames else 0.0 for stage in FRAME_STAGES}
+    present = {stage for r in timed for stage in r["timings_ms"]}
+    stages = [stage for stage in FRAME_STAGES if stage in present]
+    per_frame = {stage: total("timings_ms", stage) / frames if frames else 0.0 for stage in stages}
     return TimingSummary(
         records=len(timed),
         frames=frames,

@@ -70,9 +70,8 @@ def score(
         Console().print(tables.compare_table([_run_name(p) for p in paths], reports, timings))
     if len(reports) == 1 and timings[0]:
         Console().print(tables.compare_table([_run_name(paths[0])], reports, timings, accuracy=False))
-    for report in reports:
-        for note in report.notes:
-            typer.echo(f"note: {note}")
+    for note in dict.fromkeys(note for report in reports for note in report.notes):
+        typer.echo(f"note: {note}")
 
 
 def _run_name(path: Path) -> str:
