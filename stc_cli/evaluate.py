@@ -47,8 +47,7 @@ def plan(config: EvalConfig) -> Plan:
         if config.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {config.limit}")
         queries = queries[: config.limit]
-    if config.fps <= 0:
-        raise ValueError(f"--fps must be > 0, got {config.fps}")
+    _check_numbers(config)
     video_root = data_dir / module.FOLDER
     protocol = config.protocol
     if protocol == "auto":
@@ -59,6 +58,24 @@ def plan(config: EvalConfig) -> Plan:
         queries = [_precut(q, video_root) for q in queries]
     output = Path(config.output or f"runs/{config.model}-{config.bench}-{config.variant}")
     return Plan(queries, video_root, protocol, output, note)
+
+
+def _check_numbers(config: EvalConfig) -> None:
+    """Numeric options out of range fail here, before minutes of model loading."""
+    if config.fps <= 0:
+        raise ValueError(f"--fps must be > 0, got {config.fps}")
+    if not 0 < config.update_ratio <= 1:
+        raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
+    counts = {
+        "--cache-interval": config.cache_interval,
+        "--tokens-per-frame": config.tokens_per_frame or 1,
+        "--n-local": config.n_local,
+        "--topk": config.topk,
+        "--max-new-tokens": config.max_new_tokens,
+    }
+    for flag, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
 
 
 def _precut(query: Query, video_root: Path) -> Query:

@@ -113,6 +113,9 @@ def test_bad_options_fail_before_any_model_is_built(tmp_path):
         ("--protocol", "live"): "--protocol must be auto, stream or clip, got 'live'",
         ("--model", "gpt"): "unknown --model 'gpt'; known: rekv",
         ("--tokens-per-frame", "17"): "--tokens-per-frame must be between 1 and 16, got 17",
+        ("--update-ratio", "1.5"): "--update-ratio must be in (0, 1], got 1.5",
+        ("--topk", "0"): "--topk must be >= 1, got 0",
+        ("--n-local", "-3"): "--n-local must be >= 1, got -3",
     }
     for flags, message in cases.items():
         result = stc_eval("--output", str(tmp_path / "run"), *flags)

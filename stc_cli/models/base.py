@@ -42,6 +42,9 @@ class VideoModel(Protocol):
     def answer(self, query: Query) -> Answer:
         """Answer ``query`` from the memory, leaving the memory as it was."""
 
+    def describe(self) -> dict:
+        """The settings that move a score or a timing (checkpoint, dtype, STC knobs), for run.json."""
+
 
 @contextmanager
 def timed(step: Step, stage: str, device: torch.device):

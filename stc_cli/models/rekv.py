@@ -41,6 +41,9 @@ class ReKVSettings:
 
 
 class ReKV:
+    """The ``VideoModel`` (``models/base.py``): ``add_frames`` encodes frames into ReKV's memory with STC
+    as ``stc`` says, ``answer`` retrieves, prefills and decodes without changing that memory."""
+
     def __init__(self, llava: LlavaOV, stc: STCSettings = STCSettings(), rekv: ReKVSettings = ReKVSettings()):
         self.llava, self.stc, self.settings = llava, stc, rekv
         model = llava.model
