@@ -25,6 +25,7 @@ Shapes (batch 1, dropped): ``q`` is ``[H, L, D]``, ``k`` and ``v`` are ``[Hkv, L
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
@@ -42,14 +43,10 @@ def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tens
 def attend(
     q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Softmax attention of ``q [H, Lq, D]`` over ``keys``/``values [Hkv, Lk, D]`` (GQA) where
-    ``allowed [Lq, Lk]``; softmax in fp32 as the stock eager attention does. Returns ``[H, Lq, D]``."""
-    groups = q.shape[0] // keys.shape[0]
-    keys = keys.repeat_interleave(groups, dim=0)
-    values = values.repeat_interleave(groups, dim=0)
-    logits = torch.matmul(q, keys.transpose(-1, -2)) * scale
-    logits = logits.masked_fill(~allowed, float("-inf"))
-    return torch.matmul(torch.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype), values)
+    """Softmax attention of ``q [H, Lq, D]`` over ``keys``/``values [Hkv, Lk, D]`` (grouped-query) where
+    ``allowed [Lq, Lk]``, by SDPA as the stock Qwen2 attention. Every query must see at least one key.
+    Returns ``[H, Lq, D]``."""
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=scale, enable_gqa=True)
 
 
 class LayerMemory:
@@ -137,7 +134,7 @@ class LayerMemory:
         self.block_repr = (
             representative if self.block_repr is None else torch.cat((self.block_repr, representative))
         )
-        self.blocks.append((k.to(self.offload), v.to(self.offload)))
+        self.blocks.append((_offload(k, self.offload), _offload(v, self.offload)))
 
     # -- answering -------------------------------------------------------------------------------
     def retrieve(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
@@ -184,3 +181,13 @@ class LayerMemory:
         held = [self.init_k, self.init_v, self.local_k, self.local_v, self.block_repr]
         held += [t for pair in self.blocks for t in pair]
         return sum(t.numel() * t.element_size() for t in held if t is not None)
+
+
+def _offload(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy of ``x`` on ``device``. From a GPU to the CPU it goes into pinned memory without waiting
+    (later work on the stream is ordered after it), so that encoding does not stall once per layer."""
+    if x.device == device:
+        return x.clone()
+    if x.is_cuda and device.type == "cpu":
+        return torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)
+    return x.to(device)
