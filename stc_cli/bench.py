@@ -3,8 +3,11 @@
 Frames are streamed one chunk (one frame) at a time, as ReKV + STC does, through:
   ViT (SigLIP preset) stock vs with the cacher -> projector + 2x2 bilinear pool (not timed)
   -> pruner (timed) -> LLM prefill into a growing KV cache, all pooled tokens vs the kept ones.
-Every compared pair runs in one process on the same frames, interleaved frame by frame; the
-reported figure is the median over repeats of the mean over frames.
+With a Qwen2-VL preset (LiveCC's tower) a chunk is one temporal patch instead (two frames, packed with
+``grid_thw``), and the LLM gets the patch merger's tokens (its output already has the LLM width), so
+``--frames`` counts chunks and the pruner and prefill work on merged tokens (364 at 392 x 728 px).
+Every compared pair runs in one process on the same frames, interleaved chunk by chunk; the
+reported figure is the median over repeats of the mean over chunks.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ import torch.nn.functional as F
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.configs import BenchConfig
 from stc_cli.devices import resolve_device, resolve_dtype
-from stc_cli.models.presets import VISION_PRESETS, random_language_model, random_vision_tower
+from stc_cli.models.presets import (
+    LLM_PRESETS,
+    QWEN2VL_FRAME_SIZES,
+    QWEN2VL_VISION_PRESETS,
+    VISION_PRESETS,
+    random_language_model,
+    random_vision_tower,
+)
 
 CPU_DEFAULT_LAYERS = 2
 REKV_N_LOCAL, REKV_TOPK, REKV_INIT_TOKENS = 15000, 64, 16  # ReKV's defaults; its init prompt is ~16 tokens
@@ -46,11 +56,20 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg
             f"--repeats must be >= 1, --warmup and --state-frames >= 0; got {config.repeats}, "
             f"{config.warmup} and {config.state_frames}"
         )
-    if config.vision in VISION_PRESETS and config.tokens_per_frame > pooled_tokens(config.vision):
+    known = config.vision in VISION_PRESETS or _is_qwen2vl(config.vision)
+    if known and config.tokens_per_frame > pooled_tokens(config.vision):
         raise ValueError(
             f"--tokens-per-frame {config.tokens_per_frame} is more than the {pooled_tokens(config.vision)} "
             f"pooled tokens per frame of the {config.vision} preset"
         )
+    if _is_qwen2vl(config.vision) and config.llm in LLM_PRESETS:
+        merged = QWEN2VL_VISION_PRESETS[config.vision]["hidden_size"]  # the merger feeds the LLM as it is
+        width = LLM_PRESETS[config.llm]["hidden_size"]
+        if merged != width:
+            raise ValueError(
+                f"--vision {config.vision} merges into {merged} channels, but --llm {config.llm} is {width} "
+                "wide: pick an LLM of that width"
+            )
     device, dtype, layers, llm_layers = resolve(config)
     # Built before any model, so that a bad option fails at once.
     cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval)
@@ -83,23 +102,28 @@ def _vit_stage(
     stock = random_vision_tower(config.vision, layers, dtype=dtype, device=device, seed=config.seed)
     patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
     cacher.attach(patched)
-    frames = synthetic_video(timer.chunks, stock.config.image_size, seed=config.seed).to(device, dtype)
-    frames = frames.split(1)
+    chunks = [_to(chunk, device, dtype) for chunk in vision_chunks(config.vision, timer.chunks, config.seed)]
+    qwen2vl = _is_qwen2vl(config.vision)
     features: list[torch.Tensor] = []  # the STC pass's output, fed to the pruner
+
+    def llm_input(out) -> torch.Tensor:  # [1, P, C]: the merged tokens (Qwen2-VL) or the ViT's (SigLIP)
+        return out.pooler_output.unsqueeze(0) if qwen2vl else out.last_hidden_state
 
     def steps():
         cacher.reset()
         features.clear()
         return {
-            "vit_full": lambda i: stock(pixel_values=frames[i]),
-            "vit_stc": lambda i: features.append(patched(pixel_values=frames[i]).last_hidden_state),
+            "vit_full": lambda i: stock(**chunks[i]),
+            "vit_stc": lambda i: features.append(llm_input(patched(**chunks[i]))),
         }
 
     ms = timer.compare(steps)
     summary = {
         "preset": config.vision,
         "layers": stock.config.num_hidden_layers,
-        "tokens_per_frame": features[0].shape[1],
+        "tokens_per_frame": vit_tokens(config.vision),  # per chunk: what the cacher works on
+        "frames_per_chunk": 2 if qwen2vl else 1,
+        "grid_thw": chunks[0]["grid_thw"][0].tolist() if qwen2vl else None,
         "full_ms_per_frame": ms["vit_full"],
         "stc_ms_per_frame": ms["vit_stc"],
         "ratio": ms["vit_stc"] / ms["vit_full"],
@@ -113,7 +137,9 @@ def _llm_stage(
     config: BenchConfig, timer: _Timer, pruner: STCPruner, features, device, dtype, layers
 ) -> tuple[float, dict]:
     llm = random_language_model(config.llm, layers, dtype=dtype, device=device, seed=config.seed)
-    pooled = _project_and_pool(features, llm.config.hidden_size, seed=config.seed)
+    qwen2vl = _is_qwen2vl(config.vision)
+    # Qwen2-VL's patch merger is its projector and 2x2 pool: its tokens go to the LLM as they are.
+    pooled = features if qwen2vl else _project_and_pool(features, llm.config.hidden_size, seed=config.seed)
     kept: list[torch.Tensor] = []
 
     def prune_steps():
@@ -138,6 +164,7 @@ def _llm_stage(
         "layers": llm.config.num_hidden_layers,
         "width": llm.config.hidden_size,
         "full_tokens": pooled[0].shape[1],
+        "full_tokens_from": "patch merger" if qwen2vl else "bilinear pool",
         "kept_tokens": config.tokens_per_frame,
         "full_ms_per_frame": ms["prefill_full"],
         "pruned_ms_per_frame": ms["prefill_pruned"],
@@ -149,23 +176,69 @@ def _llm_stage(
     return prune_ms, prefill
 
 
-def pooled_tokens(vision_preset: str) -> int:
-    """Tokens per frame after the 2x bilinear pool: 27 x 27 -> 14 x 14 = 196 for SigLIP at 384 px."""
+def _is_qwen2vl(vision_preset: str) -> bool:
+    return vision_preset in QWEN2VL_VISION_PRESETS
+
+
+def _grid(vision_preset: str) -> tuple[int, int]:
+    """Patches per side of a chunk: 27 x 27 for SigLIP at 384 px, 28 x 52 for Qwen2-VL at 392 x 728."""
+    if _is_qwen2vl(vision_preset):
+        height, width = QWEN2VL_FRAME_SIZES[vision_preset]
+        patch = QWEN2VL_VISION_PRESETS[vision_preset]["patch_size"]
+        return height // patch, width // patch
     spec = VISION_PRESETS[vision_preset]
-    side = spec["image_size"] // spec["patch_size"]
-    return (-(-side // 2)) ** 2
+    return (spec["image_size"] // spec["patch_size"],) * 2
 
 
-def synthetic_video(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """``[n, 3, size, size]`` normalised pixels: a fixed random scene, a square drifting right, noise."""
+def vit_tokens(vision_preset: str) -> int:
+    """Tokens per chunk in the ViT layers: 729 for SigLIP at 384 px, 1456 for Qwen2-VL at 392 x 728."""
+    height, width = _grid(vision_preset)
+    return height * width
+
+
+def pooled_tokens(vision_preset: str) -> int:
+    """Tokens per chunk that reach the LLM: after the 2x bilinear pool, 27 x 27 -> 14 x 14 = 196 for
+    SigLIP at 384 px; after Qwen2-VL's 2x2 patch merger, 28 x 52 -> 14 x 26 = 364."""
+    height, width = _grid(vision_preset)
+    return -(-height // 2) * -(-width // 2)
+
+
+def synthetic_video(n: int, size: int | tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """``[n, 3, H, W]`` normalised pixels (``size``: S for S x S, or (H, W)): a fixed random scene, a
+    square drifting right, noise."""
+    height, width = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(seed)
-    scene = torch.randn(3, size, size, generator=g)
-    frames = scene.repeat(n, 1, 1, 1) + 0.05 * torch.randn(n, 3, size, size, generator=g)
-    side = size // 4
+    scene = torch.randn(3, height, width, generator=g)
+    frames = scene.repeat(n, 1, 1, 1) + 0.05 * torch.randn(n, 3, height, width, generator=g)
+    side = min(height, width) // 4
     for t in range(n):
-        left = (t * size // 16) % (size - side)
+        left = (t * width // 16) % (width - side)
         frames[t, :, side : 2 * side, left : left + side] += 2.0
     return frames
+
+
+def vision_chunks(vision_preset: str, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """``n`` chunks of a synthetic video, each the keyword arguments of one call of the preset's tower:
+    one frame, ``pixel_values [1, 3, S, S]`` (SigLIP); or one temporal patch of two frames, packed as
+    ``hidden_states [gh * gw, 3 * 2 * p * p]`` with ``grid_thw [[1, gh, gw]]`` (Qwen2-VL)."""
+    if not _is_qwen2vl(vision_preset):
+        frames = synthetic_video(n, VISION_PRESETS[vision_preset]["image_size"], seed)
+        return [{"pixel_values": frame} for frame in frames.split(1)]
+    spec = QWEN2VL_VISION_PRESETS[vision_preset]
+    tp, p, m = spec["temporal_patch_size"], spec["patch_size"], spec["spatial_merge_size"]
+    frames = synthetic_video(tp * n, QWEN2VL_FRAME_SIZES[vision_preset], seed)
+    gh, gw = frames.shape[2] // p, frames.shape[3] // p
+    # The 5.24 video processor's order: 2x2 merge windows in raster order, each window's patches in raster
+    # order; per patch the channel, the frame within the temporal patch, the pixel row and column.
+    patches = frames.view(n, tp, 3, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    patches = patches.reshape(n, gh * gw, 3 * tp * p * p)
+    grid = torch.tensor([[1, gh, gw]])
+    return [{"hidden_states": chunk, "grid_thw": grid} for chunk in patches]
+
+
+def _to(chunk: dict[str, torch.Tensor], device, dtype) -> dict[str, torch.Tensor]:
+    """Pixels to ``dtype`` on ``device``; integer grids stay integers."""
+    return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in chunk.items()}
 
 
 def state_check(
@@ -174,15 +247,16 @@ def state_check(
     """Bytes of pruner state (``[1, tokens, width]`` chunks, ``memory_window`` set) and of cacher state
     (on the tiny tower: a real-size ViT is too slow for 10,000 frames on a CPU) after 100 chunks and
     after ``state_frames`` chunks."""
-    tiny = random_vision_tower("tiny", device=device)
+    tiny_preset = "qwen2vl-tiny" if _is_qwen2vl(config.vision) else "tiny"  # the same cacher family
+    tiny = random_vision_tower(tiny_preset, device=device)
     cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval).attach(tiny)
     g = torch.Generator(device=device).manual_seed(config.seed)
-    size = VISION_PRESETS["tiny"]["image_size"]
+    inputs = [_to(chunk, device, torch.float32) for chunk in vision_chunks(tiny_preset, 4, config.seed)]
     after = {}
     with torch.inference_mode():
         for chunk in range(1, config.state_frames + 1):
             pruner.compress(torch.randn(1, tokens, width, generator=g, device=device))
-            tiny(pixel_values=torch.randn(1, 3, size, size, generator=g, device=device))
+            tiny(**inputs[chunk % len(inputs)])
             if chunk in (STATE_CHECK_AFTER, config.state_frames):
                 after[chunk] = (pruner.state_nbytes(), cacher.state_nbytes(), _peak_rss_mb())
     cacher.detach()

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class BenchConfig:
-    vision: str = "siglip-so400m-384"
+    vision: str = "siglip-so400m-384"  # or a Qwen2-VL tower: then a chunk is a temporal patch (2 frames)
     llm: str = "qwen2-7b"
     layers: int | None = None  # cut both models to N layers; None: full depth on CUDA, 2 on CPU
     llm_layers: int | None = None  # the LLM's depth when it should differ from ``layers``
-    frames: int = 8  # timed frames per pass (even, so reference and selective chunks are balanced)
+    frames: int = 8  # timed chunks per pass (even, so reference and selective chunks are balanced)
     warmup: int = 2
     repeats: int = 3
     update_ratio: float = 0.25
@@ -35,7 +35,7 @@ class EvalConfig:
     data_dir: str | None = None  # None: $STC_DATA_DIR, else ~/.cache/stc
     tasks: tuple[str, ...] = ()  # empty: all of the benchmark's tasks
     limit: int | None = None  # the first N queries (after --tasks)
-    fps: float = 0.5
+    fps: float | None = None  # None: the model's own (ReKV 0.5, LiveCC 2)
     protocol: str = "auto"  # stream where every window starts at 0, else clip
     output: str | None = None  # None: runs/<model>-<bench>-<variant>
     stc: bool = True  # False turns both parts off
@@ -46,7 +46,8 @@ class EvalConfig:
     tokens_per_frame: int | None = None  # None: the model's default (60 of LLaVA-OV's 196)
     n_local: int = 15000  # ReKV sliding window, tokens
     topk: int = 64  # ReKV frames retrieved per question
-    max_new_tokens: int = 16
+    max_new_tokens: int | None = None  # None: the model's own (ReKV 16, LiveCC 32)
+    answer_mode: str = "generate"  # LiveCC: or logits, the option token with the largest logit
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False

@@ -24,6 +24,7 @@ class Plan:
     queries: list[Query]
     video_root: Path
     protocol: str
+    fps: float
     output: Path
     note: str = ""  # something the user should know, e.g. which data is used
 
@@ -32,6 +33,7 @@ def plan(config: EvalConfig) -> Plan:
     """Queries, video folder, protocol and output folder of ``config``; raises ValueError or
     MetadataError (naming the file and record) before any model is built."""
     module = benchmarks.get(config.bench)
+    models.default_fps(config.model)  # an unknown --model fails here, before the metadata is read
     data_dir, note = resolve_data_dir(config.data_dir), ""
     if config.bench == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
         data_dir, note = module.PACKAGED.parent, "demo: using the copy shipped in the package"
@@ -57,13 +59,19 @@ def plan(config: EvalConfig) -> Plan:
     if protocol == "clip":
         queries = [_precut(q, video_root) for q in queries]
     output = Path(config.output or f"runs/{config.model}-{config.bench}-{config.variant}")
-    return Plan(queries, video_root, protocol, output, note)
+    return Plan(queries, video_root, protocol, config.fps or models.default_fps(config.model), output, note)
 
 
 def _check_numbers(config: EvalConfig) -> None:
     """Numeric options out of range fail here, before minutes of model loading."""
-    if config.fps <= 0:
+    if config.fps is not None and config.fps <= 0:
         raise ValueError(f"--fps must be > 0, got {config.fps}")
+    if config.answer_mode not in ("generate", "logits") or (
+        config.answer_mode == "logits" and config.model == "rekv"
+    ):
+        raise ValueError(
+            f"--answer-mode must be generate (or logits, with --model livecc), got {config.answer_mode!r}"
+        )
     if not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
     counts = {
@@ -71,7 +79,7 @@ def _check_numbers(config: EvalConfig) -> None:
         "--tokens-per-frame": config.tokens_per_frame or 1,
         "--n-local": config.n_local,
         "--topk": config.topk,
-        "--max-new-tokens": config.max_new_tokens,
+        "--max-new-tokens": config.max_new_tokens or 1,
     }
     for flag, value in counts.items():
         if value < 1:
@@ -118,7 +126,7 @@ def evaluate(
         the_plan.video_root,
         the_plan.output,
         protocol=the_plan.protocol,
-        fps=config.fps,
+        fps=the_plan.fps,
         settings=settings,
         environment=environment,
         overwrite=config.overwrite,

@@ -145,3 +145,24 @@ def _network_message(what: str, where: str, exc: BaseException, token: str | Non
         f"Could not fetch {what}: {where} could not be reached or the transfer broke off ({reason}); "
         "check the connection and run the same command again to resume."
     )
+
+
+MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]  # weights, configs, tokenizer
+
+
+def download_model(repo_id: str, revision: str | None = None) -> Path:
+    """The checkpoint files of hub model ``repo_id``, in the hub cache (fetched once, then reused).
+
+    Raises ValueError saying what ``--model-path`` accepts when it is neither a folder nor reachable.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"--model-path {repo_id!r} is neither a folder nor a reachable hub model ({reason}); "
+            "pass a checkpoint folder, a hub id, or random:tiny / random:full"
+        ) from None

@@ -61,15 +61,21 @@ def bench_table(result: dict):
     from rich.table import Table
 
     vit, prune, prefill, cfg = result["vit"], result["pruner"], result["prefill"], result["config"]
+    # A Qwen2-VL chunk is one temporal patch: two frames, timed as one step (older reports: one frame).
+    per_chunk = vit.get("frames_per_chunk", 1)
+    unit = "frame" if per_chunk == 1 else "chunk"
+    grid = f", grid {'x'.join(map(str, vit['grid_thw']))}" if vit.get("grid_thw") else ""
     table = Table(
         title=f"STC latency, random weights: {vit['preset']} x{vit['layers']} layers, {prefill['preset']} "
         f"x{prefill['layers']} layers, {result['dtype']}, {result['environment']['device']}",
         caption=f"update_ratio {cfg['update_ratio']}, interval {cfg['interval']}, "
-        f"{vit['tokens_per_frame']} ViT tokens, k {prefill['kept_tokens']}; "
-        f"median of {cfg['repeats']} repeats of {cfg['frames']} frames",
+        f"{vit['tokens_per_frame']} ViT tokens{grid}, LLM tokens from the "
+        f"{prefill.get('full_tokens_from', 'bilinear pool')}, k {prefill['kept_tokens']}; "
+        f"median of {cfg['repeats']} repeats of {cfg['frames']} {unit}s",
     )
-    for column in ("per frame", "STC off", "STC on", "on / off"):
-        table.add_column(column, justify="left" if column == "per frame" else "right")
+    table.add_column(f"per {unit}" if per_chunk == 1 else f"per chunk ({per_chunk} frames)")
+    for column in ("STC off", "STC on", "on / off"):
+        table.add_column(column, justify="right")
     table.add_row(
         "ViT ms", f"{vit['full_ms_per_frame']:.2f}", f"{vit['stc_ms_per_frame']:.2f}", f"{vit['ratio']:.3f}"
     )

@@ -56,6 +56,32 @@ def test_bench_json_on_tiny_presets():
     assert report["environment"]["device"].startswith("cpu")
 
 
+def test_bench_json_and_table_on_the_tiny_qwen2vl_preset():
+    argv = [*TINY_BENCH, "--vision", "qwen2vl-tiny", "--state-frames", "110"]
+    result = runner.invoke(app, [*argv, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    vit, prefill = report["vit"], report["prefill"]
+    assert (vit["preset"], vit["layers"], vit["tokens_per_frame"]) == ("qwen2vl-tiny", 2, 24)  # 4 x 6 patches
+    assert vit["frames_per_chunk"] == 2 and vit["grid_thw"] == [1, 4, 6]
+    assert vit["ratio"] == vit["stc_ms_per_frame"] / vit["full_ms_per_frame"]
+    # Per block: qkv output [24, 96] (K and V views of it), A and M [24, 32]; the shared cos table [24, 16].
+    assert vit["cacher_state_bytes"] == (2 * 24 * (96 + 32 + 32) + 24 * 16) * 4
+    assert prefill["full_tokens"] == 6 and prefill["kept_tokens"] == 2  # 2 x 3 merged tokens, k
+    assert prefill["full_tokens_from"] == "patch merger"
+    assert report["state"]["tiny_cacher_bytes"] == [vit["cacher_state_bytes"]] * 2
+    table = runner.invoke(app, [*argv[:-1], "0"])
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.stdout.split())  # the caption wraps
+    for part in (
+        "per chunk (2 frames)",
+        "grid 1x4x6",
+        "LLM tokens from the patch merger",
+        "prefill ms (6 vs 2",
+    ):
+        assert part in text
+
+
 def test_bench_table():
     result = runner.invoke(app, [*TINY_BENCH, "--state-frames", "0"])
     assert result.exit_code == 0, result.output
@@ -80,6 +106,10 @@ def test_bench_bad_options_say_what_to_fix():
             "--tokens-per-frame",
             "5",
         ): "--tokens-per-frame 5 is more than the 4 pooled tokens per frame of the tiny",
+        (
+            "--vision",
+            "qwen2vl-7b",
+        ): "--vision qwen2vl-7b merges into 3584 channels, but --llm tiny is 64 wide",
     }
     for flags, message in cases.items():
         argv = [*TINY_BENCH, *flags] if flags[0] != "--tokens-per-frame" else [*TINY_BENCH[:5], *flags]

@@ -167,3 +167,17 @@ def test_model_path_takes_a_saved_checkpoint_folder(tmp_path):
     assert answers(tmp_path / "a") == answers(tmp_path / "b")  # the same weights, read back
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["settings"]["model"]["model_path"] == str(tmp_path / "ckpt")
+
+
+def test_livecc_stream_and_clip_give_the_same_answers(tmp_path):
+    livecc = ["--model", "livecc", "--max-new-tokens", "4"]
+    assert stc_eval(*livecc, "--output", str(tmp_path / "stream"), "--protocol", "stream").exit_code == 0
+    assert stc_eval(*livecc, "--output", str(tmp_path / "clip"), "--protocol", "clip").exit_code == 0
+    assert answers(tmp_path / "stream") != [] and sorted(answers(tmp_path / "stream")) == sorted(
+        answers(tmp_path / "clip")
+    )
+    run = json.loads((tmp_path / "stream" / "run.json").read_text())
+    assert run["fps"] == 2.0 and run["settings"]["model"]["model"] == "livecc"
+    written = records(tmp_path / "stream")
+    assert sum(r["counts"].get("frames_encoded", 0) for r in written) % 2 == 0  # whole 1-second chunks
+    assert all(r["error"] is None for r in written)

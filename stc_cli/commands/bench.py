@@ -16,7 +16,11 @@ _BENCH = BenchConfig()
 
 def bench(
     vision: Annotated[
-        str, typer.Option(help="Vision tower preset: siglip-so400m-384 or tiny.")
+        str,
+        typer.Option(
+            help="Vision tower preset: siglip-so400m-384, tiny, qwen2vl-7b (LiveCC's tower, frame pairs "
+            "at 392x728) or qwen2vl-tiny."
+        ),
     ] = _BENCH.vision,
     llm: Annotated[str, typer.Option(help="LLM width preset: qwen2-7b, qwen2-0.5b or tiny.")] = _BENCH.llm,
     layers: Annotated[
@@ -25,8 +29,10 @@ def bench(
     llm_layers: Annotated[
         int | None, typer.Option(help="Cut the LLM to N layers instead (default: --layers).")
     ] = _BENCH.llm_layers,
-    frames: Annotated[int, typer.Option(help="Timed frames per pass (even).")] = _BENCH.frames,
-    warmup: Annotated[int, typer.Option(help="Untimed frames at the start of each pass.")] = _BENCH.warmup,
+    frames: Annotated[
+        int, typer.Option(help="Timed chunks per pass (even): frames, or Qwen2-VL frame pairs.")
+    ] = _BENCH.frames,
+    warmup: Annotated[int, typer.Option(help="Untimed chunks at the start of each pass.")] = _BENCH.warmup,
     repeats: Annotated[
         int, typer.Option(help="Passes per setting; the median is reported.")
     ] = _BENCH.repeats,

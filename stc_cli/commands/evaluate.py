@@ -15,7 +15,9 @@ _EVAL = EvalConfig()
 
 def eval_(
     bench: Annotated[str, typer.Option(help="ovo, streamingbench, mlvu, egoschema, videomme or demo.")],
-    model: Annotated[str, typer.Option(help="Base system: rekv.")] = _EVAL.model,
+    model: Annotated[
+        str, typer.Option(help="Base system: rekv (LLaVA-OneVision) or livecc (Qwen2-VL).")
+    ] = _EVAL.model,
     model_path: Annotated[
         str | None,
         typer.Option(help="Hub id, checkpoint folder, or random:tiny / random:full (random weights)."),
@@ -27,7 +29,10 @@ def eval_(
         list[str] | None, typer.Option(help="Only these tasks (repeat the option or separate by commas).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N queries.")] = _EVAL.limit,
-    fps: Annotated[float, typer.Option(help="Frames per second read from the videos.")] = _EVAL.fps,
+    fps: Annotated[
+        float | None,
+        typer.Option(help="Frames per second read from the videos (default: rekv 0.5, livecc 2)."),
+    ] = _EVAL.fps,
     protocol: Annotated[
         str,
         typer.Option(help="stream (one pass per video), clip (one per query) or auto (stream where it can)."),
@@ -49,7 +54,12 @@ def eval_(
     ] = _EVAL.tokens_per_frame,
     n_local: Annotated[int, typer.Option(help="ReKV: sliding-window length in tokens.")] = _EVAL.n_local,
     topk: Annotated[int, typer.Option(help="ReKV: frames retrieved per question.")] = _EVAL.topk,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = _EVAL.max_new_tokens,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Longest answer in tokens (default: rekv 16, livecc 32).")
+    ] = _EVAL.max_new_tokens,
+    answer_mode: Annotated[
+        str, typer.Option(help="livecc: generate, or logits (the option token with the largest logit).")
+    ] = _EVAL.answer_mode,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _EVAL.device,
     dtype: Annotated[
         str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
@@ -84,6 +94,7 @@ def eval_(
         n_local=n_local,
         topk=topk,
         max_new_tokens=max_new_tokens,
+        answer_mode=answer_mode,
         device=device,
         dtype=dtype,
         overwrite=overwrite,

@@ -1,52 +1,31 @@
 """STC-Cacher: selective recompute inside every layer of a ViT encoder.
 
-One forward call of the attached vision model is one chunk; its batch holds the chunk's frames in
-temporal order. Chunk ``c`` (counted from 0 after ``reset()``) is a *reference* chunk when
-``c % interval == 0``: every layer runs stock and keeps, from the chunk's last frame, its key K, value V,
-attention branch A (after ``out_proj``) and MLP branch M, each ``[T, C]``. Any other chunk is
-*selective*: each layer recomputes only the tokens whose keys changed most against its reference and
-reuses the reference's V rows and branch deltas for the rest (``docs/stc-algorithm.md``, section 1).
+One forward call of the attached vision model is one chunk: a batch of frames (SigLIP, CLIP) or a packed
+sequence of temporal patches (Qwen2-VL), in temporal order. Chunk ``c`` (counted from 0 after ``reset()``)
+is a *reference* chunk when ``c % interval == 0``: every layer runs stock and keeps, from the chunk's last
+frame, its key K, value V, attention branch A (after the output projection) and MLP branch M, each
+``[T, C]``. Any other chunk is *selective*: each layer recomputes only the tokens whose keys changed most
+against its reference and reuses the reference's V rows and branch deltas for the rest
+(``docs/stc-algorithm.md``, section 1). What differs between layer kinds is behind ``LayerFamily``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_LAYER_PARTS = ("layer_norm1", "self_attn", "layer_norm2", "mlp")
-_ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj")
-
-
-@dataclass
-class _LayerReference:
-    """One layer's tensors from the last frame of the latest reference chunk, each ``[T, C]``."""
-
-    key: torch.Tensor | None = None
-    value: torch.Tensor | None = None
-    attn_out: torch.Tensor | None = None
-    mlp_out: torch.Tensor | None = None
-
-    def usable_for(self, hidden: torch.Tensor) -> bool:
-        """Whether a selective pass over ``hidden [F, T, C]`` can reuse this reference."""
-        ref = self.mlp_out
-        return (
-            ref is not None
-            and ref.shape == hidden.shape[1:]
-            and ref.dtype == hidden.dtype
-            and ref.device == hidden.device
-        )
-
-    def clear(self) -> None:
-        for field in fields(self):
-            setattr(self, field.name, None)
-
-    def nbytes(self) -> int:
-        """Bytes kept alive: the whole chunk's outputs, as the references are views of them."""
-        tensors = (getattr(self, field.name) for field in fields(self))
-        return sum(t.untyped_storage().nbytes() for t in tensors if t is not None)
+from stc_cli.compress.cacher_family import (
+    Capture,
+    LayerCall,
+    LayerFamily,
+    LayerReference,
+    Select,
+    gather_rows,
+    mix_rows,
+    residual_and_mlp,
+)
+from stc_cli.compress.qwen2vl_cacher import Qwen2VLBlocks
 
 
 class STCCacher:
@@ -60,14 +39,16 @@ class STCCacher:
             reference is below it (at least one per frame), so cost follows motion. Off by default,
             as in the authors' released code.
 
-    Selective layers compute attention for the selected queries only, so ``output_attentions`` yields
-    no weights for a selective chunk (the released code returned None there too).
+    A "frame" is a batch row for SigLIP/CLIP and a temporal patch (two frames, one ``cu_seqlens``
+    segment) for Qwen2-VL. Selective layers compute attention for the selected queries only, so
+    ``output_attentions`` yields no weights for a selective chunk (the released code returned None too).
 
     Example:
         >>> cacher = STCCacher(update_ratio=0.25, interval=2)
-        >>> cacher.attach(vision_model)          # SiglipVisionModel or CLIPVisionModel
-        >>> out = vision_model(pixel_values=frames, output_hidden_states=True)   # one chunk
-        >>> cacher.reset()                       # before the next video
+        >>> cacher.attach(vision_model)  # SiglipVisionModel, CLIPVisionModel or Qwen2-VL's model.model.visual
+        >>> out = vision_model(pixel_values=frames, output_hidden_states=True)  # one chunk
+        >>> out = qwen2vl_tower(pixel_values, grid_thw=grid_thw)  # or: packed temporal patches
+        >>> cacher.reset()  # before the next video
         >>> cacher.detach()
     """
 
@@ -88,11 +69,12 @@ class STCCacher:
         self.interval = interval
         self.similarity_threshold = similarity_threshold
         self._model: nn.Module | None = None
+        self._family: LayerFamily | None = None
         self._layers: list[nn.Module] = []
         self._saved_forwards: list[object] = []
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._references: list[_LayerReference] = []
-        self._capturing: _LayerReference | None = None
+        self._references: list[LayerReference] = []
+        self._capturing: tuple[LayerReference, LayerCall] | None = None
         self._chunk = 0
         self._selective_chunk = False
         self.selected: list[torch.Tensor | None] = []
@@ -102,47 +84,31 @@ class STCCacher:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def attach(self, vision_model: nn.Module) -> STCCacher:
-        """Patch every encoder layer of ``vision_model`` (layers at ``.encoder.layers`` or
-        ``.vision_model.encoder.layers``). Returns self."""
+        """Patch every encoder layer of ``vision_model``: layers at ``.encoder.layers`` or
+        ``.vision_model.encoder.layers`` (SigLIP, CLIP), or the ``.blocks`` of a Qwen2-VL vision tower
+        (``Qwen2VLForConditionalGeneration.model.visual``). Returns self."""
         if self._model is not None:
             raise ValueError("this STCCacher is already attached to a model; call detach() first")
         if getattr(vision_model, "_stc_cacher", None) is not None:
             raise ValueError(
                 f"{type(vision_model).__name__} already has an STCCacher attached; detach it first"
             )
-        encoder = getattr(getattr(vision_model, "vision_model", vision_model), "encoder", None)
-        layers = getattr(encoder, "layers", None)
-        if layers is None:
-            raise ValueError(
-                f"cannot find the encoder layers of {type(vision_model).__name__}: expected .encoder.layers "
-                "or .vision_model.encoder.layers (a transformers SiglipVisionModel or CLIPVisionModel)"
-            )
+        family, chunk_module, layers = _locate(vision_model)
         for i, layer in enumerate(layers):
-            attn = getattr(layer, "self_attn", None)
-            missing = [p for p in _LAYER_PARTS if not hasattr(layer, p)]
-            missing += [
-                f"self_attn.{p}" for p in _ATTENTION_PARTS if attn is not None and not hasattr(attn, p)
-            ]
-            if missing:
+            if missing := family.missing_parts(layer):
                 raise ValueError(
-                    f"encoder layer {i} ({type(layer).__name__}) is not a pre-LN ViT block: missing {missing}"
+                    f"encoder layer {i} ({type(layer).__name__}) is not a {family.kind}: missing {missing}"
                 )
 
-        self._model = vision_model
+        self._model, self._family = vision_model, family
         vision_model._stc_cacher = self
-        self._layers = list(layers)
-        self._references = [_LayerReference() for _ in self._layers]
+        self._layers = layers
+        self._references = [LayerReference() for _ in self._layers]
         self.selected = [None] * len(self._layers)
-        self._hooks.append(encoder.register_forward_pre_hook(self._start_chunk))
+        self._hooks.append(chunk_module.register_forward_pre_hook(self._start_chunk))
         for i, (layer, ref) in enumerate(zip(self._layers, self._references, strict=True)):
-            attn = layer.self_attn
-            for module, field in (
-                (attn.k_proj, "key"),
-                (attn.v_proj, "value"),
-                (attn, "attn_out"),
-                (layer.mlp, "mlp_out"),
-            ):
-                self._hooks.append(module.register_forward_hook(self._capture_hook(ref, field)))
+            for module, capture in family.capture_points(layer):
+                self._hooks.append(module.register_forward_hook(self._capture_hook(ref, capture)))
             self._saved_forwards.append(layer.__dict__.get("forward"))
             layer.forward = self._patched_forward(i, layer.forward)
         self.reset()
@@ -160,7 +126,7 @@ class STCCacher:
             else:
                 layer.forward = saved
         del self._model._stc_cacher
-        self._model, self._layers, self._saved_forwards, self._hooks = None, [], [], []
+        self._model, self._family, self._layers, self._saved_forwards, self._hooks = None, None, [], [], []
         self._references, self.selected = [], []
 
     def reset(self) -> None:
@@ -171,42 +137,47 @@ class STCCacher:
         self.selected = [None] * len(self._layers)
 
     def state_nbytes(self) -> int:
-        """Bytes held by the references: four ``[F, T, C]`` chunk outputs per layer, F the reference
-        chunk's frames (bounded: they are replaced, not accumulated)."""
-        return sum(ref.nbytes() for ref in self._references)
+        """Bytes held by the references: per layer, the reference chunk's K, V, A and M outputs (whole
+        chunk, all frames; shared storage counted once). Bounded: replaced, never accumulated."""
+        storages: dict[int, int] = {}
+        for ref in self._references:
+            storages.update(ref.storages())
+        return sum(storages.values())
 
     # -- hooks -----------------------------------------------------------------------------------
 
-    def _start_chunk(self, _encoder: nn.Module, _args: tuple) -> None:
+    def _start_chunk(self, _module: nn.Module, _args: tuple) -> None:
         self._selective_chunk = self._chunk % self.interval != 0
         self._chunk += 1
 
-    def _capture_hook(self, ref: _LayerReference, field: str):
+    def _capture_hook(self, ref: LayerReference, capture: Capture):
         def hook(_module: nn.Module, _args: tuple, output) -> None:
-            if self._capturing is ref:
-                # A view, not a copy: the stock layer never writes into these outputs again.
-                setattr(ref, field, (output[0] if isinstance(output, tuple) else output)[-1].detach())
+            if self._capturing is not None and self._capturing[0] is ref:
+                # Views, not copies: the stock layer never writes into these outputs again.
+                for field, tensor in capture(output, self._capturing[1].last).items():
+                    setattr(ref, field, tensor.detach())
 
         return hook
 
     def _patched_forward(self, index: int, stock_forward):
-        ref = self._references[index]
-        layer = self._layers[index]
+        ref, layer, family = self._references[index], self._layers[index], self._family
 
-        def forward(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
-            if self._selective_chunk and ref.usable_for(hidden_states):
-                if attention_mask is not None:
-                    raise ValueError("STCCacher's selective pass supports unmasked vision encoders only")
-                normed = layer.layer_norm1(hidden_states)
-                key = layer.self_attn.k_proj(normed)  # all tokens, computed once
-                self.selected[index] = self._select(key, ref.key)
-                return _selective_layer(layer, ref, hidden_states, normed, key, self.selected[index])
+        def select(key: torch.Tensor) -> torch.Tensor:
+            self.selected[index] = self._select(key, ref.key)
+            return self.selected[index]
+
+        def forward(*args, **kwargs):
+            call = family.parse(args, kwargs)
+            if self._selective_chunk and ref.usable_for(call):
+                return family.selective(layer, ref, call, select)
             self.selected[index] = None
-            self._capturing = ref
+            self._capturing = (ref, call)
             try:
-                return stock_forward(hidden_states, attention_mask, *args, **kwargs)
+                out = stock_forward(*args, **kwargs)
             finally:
                 self._capturing = None
+            ref.positions = None if call.positions is None else call.positions[call.last]
+            return out
 
         return forward
 
@@ -228,37 +199,70 @@ class STCCacher:
         return torch.where(pad, idx[:, :1], idx)
 
 
-def _selective_layer(
-    layer: nn.Module,
-    ref: _LayerReference,
-    hidden: torch.Tensor,
-    normed: torch.Tensor,
-    key: torch.Tensor,
-    idx: torch.Tensor,
-) -> torch.Tensor:
-    """One encoder layer that recomputes only the rows ``idx [F, n]`` of ``hidden [F, T, C]``.
+def _locate(model: nn.Module) -> tuple[LayerFamily, nn.Module, list[nn.Module]]:
+    for family in (PreLNViTLayers(), Qwen2VLBlocks()):
+        if (found := family.locate(model)) is not None:
+            return family, *found
+    raise ValueError(
+        f"cannot find the encoder layers of {type(model).__name__}: expected .encoder.layers or "
+        ".vision_model.encoder.layers (transformers SiglipVisionModel, CLIPVisionModel) or the .blocks of a "
+        "Qwen2-VL vision tower (Qwen2VLForConditionalGeneration: pass model.model.visual)"
+    )
 
-    ``normed`` is ``layer_norm1(hidden)`` and ``key`` its key projection, both for all tokens. The
-    selected queries attend over all T fresh keys and over values that are fresh only at ``idx``; the
-    other rows add the reference's attention and MLP branch deltas to their own current residual.
-    Shapes: ``hidden, normed, key [F, T, C]``; returns ``[F, T, C]``.
-    """
-    attn = layer.self_attn
-    frames, tokens, channels = hidden.shape
-    rows = idx.unsqueeze(-1).expand(-1, -1, channels)
-    normed_sel = normed.gather(1, rows)
-    query = attn.q_proj(normed_sel)
-    value = ref.value.expand(frames, tokens, channels).scatter(1, rows, attn.v_proj(normed_sel))
 
-    def heads(t: torch.Tensor) -> torch.Tensor:  # [F, L, C] -> [F, H, L, C / H]
-        return t.view(frames, t.shape[1], -1, attn.head_dim).transpose(1, 2)
+class PreLNViTLayers:
+    """SigLIP and CLIP encoder layers: pre-LN, separate q/k/v/out projections, frames as the batch
+    dimension (``[F, T, C]``), no positions inside the layer (they are added before the encoder)."""
 
-    attn_sel = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), scale=attn.scale)
-    attn_sel = attn.out_proj(attn_sel.transpose(1, 2).reshape(frames, idx.shape[1], channels))
+    kind = "pre-LN ViT block"
+    _PARTS = ("layer_norm1", "self_attn", "layer_norm2", "mlp")
+    _ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
-    # Unselected rows: (h + A_ref) + M_ref, in the spec's order of additions, so the rounding matches.
-    out = hidden + ref.attn_out
-    out += ref.mlp_out
-    residual_sel = hidden.gather(1, rows) + attn_sel
-    mlp_sel = layer.mlp(layer.layer_norm2(residual_sel))  # LayerNorm is per token: only the selected
-    return out.scatter_(1, rows, residual_sel + mlp_sel)
+    def locate(self, model: nn.Module) -> tuple[nn.Module, list[nn.Module]] | None:
+        encoder = getattr(getattr(model, "vision_model", model), "encoder", None)
+        layers = getattr(encoder, "layers", None)
+        return None if layers is None else (encoder, list(layers))
+
+    def missing_parts(self, layer: nn.Module) -> list[str]:
+        attn = getattr(layer, "self_attn", None)
+        missing = [p for p in self._PARTS if not hasattr(layer, p)]
+        return missing + [
+            f"self_attn.{p}" for p in self._ATTENTION_PARTS if attn is not None and not hasattr(attn, p)
+        ]
+
+    def capture_points(self, layer: nn.Module) -> list[tuple[nn.Module, Capture]]:
+        attn = layer.self_attn
+        return [
+            (attn.k_proj, lambda out, last: {"key": out[last]}),
+            (attn.v_proj, lambda out, last: {"value": out[last]}),
+            (attn, lambda out, last: {"attn_out": (out[0] if isinstance(out, tuple) else out)[last]}),
+            (layer.mlp, lambda out, last: {"mlp_out": out[last]}),
+        ]
+
+    def parse(self, args: tuple, kwargs: dict) -> LayerCall:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+        return LayerCall(frames=hidden, last=-1, context=mask)
+
+    def selective(
+        self, layer: nn.Module, ref: LayerReference, call: LayerCall, select: Select
+    ) -> torch.Tensor:
+        """The selected queries attend over all T fresh keys and over values that are fresh only at the
+        selected rows. Shapes: ``call.frames [F, T, C]`` in and out."""
+        if call.context is not None:
+            raise ValueError("STCCacher's selective pass supports unmasked vision encoders only")
+        attn, hidden = layer.self_attn, call.frames
+        frames, _, channels = hidden.shape
+        normed = layer.layer_norm1(hidden)
+        key = attn.k_proj(normed)  # all tokens, computed once
+        idx = select(key)
+        normed_sel = gather_rows(normed, idx)
+        query = attn.q_proj(normed_sel)
+        value = mix_rows(ref.value, idx, attn.v_proj(normed_sel))
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [F, L, C] -> [F, H, L, C / H]
+            return t.view(frames, t.shape[1], -1, attn.head_dim).transpose(1, 2)
+
+        attn_sel = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), scale=attn.scale)
+        attn_sel = attn.out_proj(attn_sel.transpose(1, 2).reshape(frames, idx.shape[1], channels))
+        return residual_and_mlp(hidden, ref, idx, attn_sel, layer.layer_norm2, layer.mlp)

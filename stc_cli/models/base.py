@@ -18,6 +18,20 @@ import torch
 from stc_cli.benchmarks.base import Query
 
 
+@dataclass(frozen=True)
+class STCSettings:
+    """Which STC parts a model runs, and their knobs (``stc_cli/compress``)."""
+
+    cacher: bool = True
+    pruner: bool = True
+    update_ratio: float = 0.25
+    cache_interval: int = 2
+    tokens_per_frame: int = 60  # of LLaVA-OV's 196, STC's default
+
+
+STC_DEFAULTS = STCSettings()
+
+
 @dataclass
 class Step:
     """What one call cost: per-stage wall times in ms (``vit``, ``compress``, ``prefill``, ``answer``)

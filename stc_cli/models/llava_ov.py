@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
+from stc_cli.hub import download_model
 from stc_cli.models.frames import FrameTransform
 from stc_cli.models.presets import LLM_PRESETS, VISION_PRESETS, seeded
+from stc_cli.models.tokenizer import byte_tokenizer
 
 DEFAULT_CHECKPOINT = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+SPECIAL_TOKENS = ("<image>", "<video>")  # besides the chat tokens every byte tokenizer has
 # random:<name> -> (vision preset + overrides, LLM preset, vocabulary size)
 RANDOM_PRESETS = {
     # 56 px / patch 8 = 7 x 7 patches, pooled to 4 x 4 = 16 tokens per frame
@@ -26,7 +28,6 @@ RANDOM_PRESETS = {
     # the 7B checkpoint's shapes: 729 patches pooled to 196 tokens, Qwen2-7B with its 152,064-row vocabulary
     "full": (("siglip-so400m-384", {}), "qwen2-7b", 152064),
 }
-CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 
 
 @dataclass
@@ -51,24 +52,10 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
 
     folder = Path(source)
     if not folder.is_dir():
-        folder = _download(source, revision)
+        folder = download_model(source, revision)
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return LlavaOV(model.to(device).eval(), tokenizer, FrameTransform.from_pretrained(folder), source)
-
-
-def _download(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_FILES))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(
-            f"--model-path {repo_id!r} is neither a folder nor a reachable hub model ({reason}); "
-            "pass a checkpoint folder, a hub id, or random:tiny / random:full"
-        ) from None
 
 
 def build_random(preset: str, *, device="cpu", dtype=torch.float32, seed: int = 0) -> LlavaOV:
@@ -85,7 +72,7 @@ def build_random(preset: str, *, device="cpu", dtype=torch.float32, seed: int = 
             f"unknown preset random:{preset}; choose random:{' or random:'.join(RANDOM_PRESETS)}"
         )
     (vision_name, overrides), llm_name, vocab_size = RANDOM_PRESETS[preset]
-    tokenizer = byte_tokenizer()
+    tokenizer = byte_tokenizer(SPECIAL_TOKENS)
     video_token, image_token = (tokenizer.convert_tokens_to_ids(t) for t in ("<video>", "<image>"))
     config = LlavaOnevisionConfig(
         vision_config=SiglipVisionConfig(**{**VISION_PRESETS[vision_name], **overrides}),
@@ -103,23 +90,6 @@ def build_random(preset: str, *, device="cpu", dtype=torch.float32, seed: int = 
         model = LlavaOnevisionForConditionalGeneration(config).to(dtype).eval()
     side = config.vision_config.image_size
     return LlavaOV(model, tokenizer, FrameTransform(size=(side, side)), f"random:{preset}")
-
-
-def byte_tokenizer():
-    """A byte-level BPE tokenizer with no merges: every byte is a token, plus the chat special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=list(SPECIAL_TOKENS),
-    )
 
 
 def save(llava: LlavaOV, folder: Path) -> None:

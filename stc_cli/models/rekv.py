@@ -15,22 +15,13 @@ import torch
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import llava_ov
-from stc_cli.models.base import Answer, Step, count, timed
+from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, timed
 from stc_cli.models.llava_ov import LlavaOV
 from stc_cli.models.rekv_lm import ReKVLanguageModel
 
 INIT_PROMPT = "<|im_start|>system \nYou are a helpful assistant.<|im_end|><|im_start|>user "
 ANSWER_PROMPT = "\n{prompt}<|im_end|><|im_start|>assistant\n"
 CHOICE_PREFILL = "Best option: ("  # ReKV's assistant prefill for multiple choice
-
-
-@dataclass(frozen=True)
-class STCSettings:
-    cacher: bool = True
-    pruner: bool = True
-    update_ratio: float = 0.25
-    cache_interval: int = 2
-    tokens_per_frame: int = 60  # of LLaVA-OV's 196, STC's default
 
 
 @dataclass(frozen=True)
@@ -44,7 +35,7 @@ class ReKV:
     """The ``VideoModel`` (``models/base.py``): ``add_frames`` encodes frames into ReKV's memory with STC
     as ``stc`` says, ``answer`` retrieves, prefills and decodes without changing that memory."""
 
-    def __init__(self, llava: LlavaOV, stc: STCSettings = STCSettings(), rekv: ReKVSettings = ReKVSettings()):
+    def __init__(self, llava: LlavaOV, stc: STCSettings = STC_DEFAULTS, rekv: ReKVSettings = ReKVSettings()):
         self.llava, self.stc, self.settings = llava, stc, rekv
         model = llava.model
         self.vision, self.lm = model.model.vision_tower, model.model.language_model
@@ -157,4 +148,5 @@ def build(config, device, dtype) -> ReKV:
         cache_interval=config.cache_interval,
         tokens_per_frame=config.tokens_per_frame or default_k,
     )
-    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, config.max_new_tokens))
+    max_new_tokens = config.max_new_tokens or ReKVSettings.max_new_tokens
+    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, max_new_tokens))

@@ -122,3 +122,111 @@ class ReferencePruner:
             keep_idx.append(keep)
             kept.append(X[f, keep])
         return torch.stack(kept), torch.tensor(keep_idx)
+
+
+def qwen2vl_block_input(tower, pixel_values, grid_thw):
+    """(hidden [N, C], cu_seqlens as a list, (cos, sin) [N, D]) as they enter the first vision block of a
+    Qwen2-VL tower, from a stock forward."""
+    seen = []
+    handle = tower.blocks[0].register_forward_pre_hook(
+        lambda _m, args, kw: seen.append((args, kw)), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            tower(pixel_values, grid_thw=grid_thw)
+    finally:
+        handle.remove()
+    args, kw = seen[0]
+    return (args[0] if args else kw["hidden_states"]), kw["cu_seqlens"].tolist(), kw["position_embeddings"]
+
+
+def _rope(x, cos, sin, heads):
+    """2-D vision RoPE of x [L, C] (heads concatenated) with cos/sin [L, D]: each head's dims (i, i + D/2)
+    rotated by the token's angle."""
+    x = x.view(x.shape[0], heads, -1)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos[:, None] + rotated * sin[:, None]).reshape(x.shape[0], -1)
+
+
+def _segment_attention(q, k, v, heads):
+    """Eager attention within one temporal patch, q [n, C], k/v [T, C] -> [n, C] (before proj)."""
+    split = lambda t: t.view(t.shape[0], heads, -1).transpose(0, 1)  # noqa: E731
+    weights = torch.softmax(split(q) @ split(k).transpose(1, 2) * split(q).shape[-1] ** -0.5, dim=-1)
+    return (weights @ split(v)).transpose(0, 1).reshape(q.shape[0], -1)
+
+
+class ReferenceQwen2VLCacher(ReferenceCacher):
+    """Spec section 1 on Qwen2-VL vision blocks, one temporal patch (cu_seqlens segment) at a time: the
+    reference is the last segment of the latest reference chunk and serves only segments on its grid (from
+    grid_thw); keys are compared after RoPE, as the attention uses them."""
+
+    def __init__(self, tower, update_ratio=0.25, interval=2, similarity_threshold=None):
+        self.tower, self.layers = tower, list(tower.blocks)
+        self.update_ratio, self.interval, self.tau = update_ratio, interval, similarity_threshold
+        self.refs = [None] * len(self.layers)
+        self.chunk = 0
+
+    def run_chunk(self, pixel_values, grid_thw):
+        """-> (per-block outputs [N, C], per-block selected index sets per segment, or None)."""
+        h, cu, (cos, sin) = qwen2vl_block_input(self.tower, pixel_values, grid_thw)
+        grids = [(gh, gw) for t, gh, gw in grid_thw.tolist() for _ in range(t)]
+        segments = [slice(a, b) for a, b in zip(cu[:-1], cu[1:], strict=True)]
+        outputs, selections = [], []
+        reference_chunk = self.chunk % self.interval == 0
+        self.chunk += 1
+        with torch.no_grad():
+            for i, block in enumerate(self.layers):
+                ref = self.refs[i]
+                if reference_chunk or ref is None or any(grid != ref["grid"] for grid in grids):
+                    h, self.refs[i] = self._reference_block(block, h, segments, cos, sin)
+                    self.refs[i]["grid"] = grids[-1]
+                    selections.append(None)
+                else:
+                    h, chosen = self._selective_block(block, ref, h, segments, cos, sin)
+                    selections.append(chosen)
+                outputs.append(h)
+        return outputs, selections
+
+    @staticmethod
+    def _qkv(block, x):
+        return (x @ block.attn.qkv.weight.T + block.attn.qkv.bias).chunk(3, dim=-1)
+
+    def _reference_block(self, block, h, segments, cos, sin):
+        heads = block.attn.num_heads
+        outs, store = [], None
+        for s in segments:
+            frame = h[s]
+            q, k, v = self._qkv(block, block.norm1(frame))
+            att = _segment_attention(
+                _rope(q, cos[s], sin[s], heads), _rope(k, cos[s], sin[s], heads), v, heads
+            )
+            a = block.attn.proj(att)
+            h1 = frame + a
+            m = block.mlp(block.norm2(h1))
+            outs.append(h1 + m)
+            store = {"K": k, "V": v, "A": a, "M": m}  # the last segment's wins
+        return torch.cat(outs), store
+
+    def _selective_block(self, block, ref, h, segments, cos, sin):
+        heads = block.attn.num_heads
+        outs, chosen = [], []
+        for s in segments:
+            frame, c, sn = h[s], cos[s], sin[s]
+            x = block.norm1(frame)
+            k = _rope(self._qkv(block, x)[1], c, sn, heads)
+            sim = F.cosine_similarity(k, _rope(ref["K"], c, sn, heads), dim=-1)
+            idx = self._choose(sim)
+            q_sel, _, v_sel = self._qkv(block, x[idx])
+            v_mix = ref["V"].clone()
+            v_mix[idx] = v_sel
+            a_mix = ref["A"].clone()
+            a_mix[idx] = block.attn.proj(
+                _segment_attention(_rope(q_sel, c[idx], sn[idx], heads), k, v_mix, heads)
+            )
+            h1 = frame + a_mix
+            m_mix = ref["M"].clone()
+            m_mix[idx] = block.mlp(block.norm2(h1)[idx])
+            outs.append(h1 + m_mix)
+            chosen.append(set(idx.tolist()))
+        return torch.cat(outs), chosen

@@ -12,6 +12,15 @@ def test_vision_preset_has_the_checkpoint_widths():
     assert random_vision_tower("siglip-so400m-384", device="meta").config.num_hidden_layers == 26
 
 
+def test_qwen2vl_vision_preset_has_the_livecc_widths():
+    tower = random_vision_tower("qwen2vl-7b", layers=2, device="meta")
+    cfg = tower.config
+    assert type(tower).__name__ == "Qwen2VisionTransformerPretrainedModel" and len(tower.blocks) == 2
+    assert (cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.hidden_size) == (1280, 16, 4, 3584)
+    assert (cfg.patch_size, cfg.temporal_patch_size, cfg.spatial_merge_size) == (14, 2, 2)
+    assert random_vision_tower("qwen2vl-7b", device="meta").config.depth == 32
+
+
 @pytest.mark.parametrize(
     ("name", "widths"),
     [("qwen2-7b", (3584, 18944, 28, 4, 28)), ("qwen2-0.5b", (896, 4864, 14, 2, 24))],

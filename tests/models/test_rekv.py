@@ -5,7 +5,8 @@ import torch
 
 from stc_cli.benchmarks.base import Query
 from stc_cli.models import llava_ov
-from stc_cli.models.rekv import ANSWER_PROMPT, INIT_PROMPT, ReKV, ReKVSettings, STCSettings
+from stc_cli.models.base import STCSettings
+from stc_cli.models.rekv import ANSWER_PROMPT, INIT_PROMPT, ReKV, ReKVSettings
 
 OFF = STCSettings(cacher=False, pruner=False)
 

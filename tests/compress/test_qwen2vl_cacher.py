@@ -1,0 +1,222 @@
+"""STCCacher on the Qwen2-VL vision tower: packed temporal patches, fused qkv, 2-D vision RoPE."""
+
+import pytest
+import torch
+
+from stc_cli.compress import STCCacher
+from tests.compress.qwen2vl_models import as_rows, tiny_qwen2vl, video_chunks
+from tests.compress.spec_reference import ReferenceQwen2VLCacher
+
+GRID_T = "t"  # several temporal patches as grid_thw [[S, gh, gw]]
+GRID_ROWS = "rows"  # the same as S rows [1, gh, gw]
+
+
+def run(tower, chunk):
+    pixels, grid = chunk
+    with torch.no_grad():
+        return tower(pixels, grid_thw=grid, output_hidden_states=True)
+
+
+@pytest.mark.parametrize(("patches", "layout"), [(1, GRID_T), (2, GRID_T), (2, GRID_ROWS)])
+@pytest.mark.parametrize("interval", [2, 3])
+def test_selective_path_matches_step_by_step_spec(patches, layout, interval):
+    stock, tower = tiny_qwen2vl(), tiny_qwen2vl()
+    spec = ReferenceQwen2VLCacher(stock, update_ratio=0.25, interval=interval)
+    cacher = STCCacher(update_ratio=0.25, interval=interval).attach(tower)
+    n_selective = 0
+    for c, (pixels, grid) in enumerate(video_chunks(patches, 6)):
+        grid = as_rows(grid) if layout == GRID_ROWS else grid
+        expected, expected_sel = spec.run_chunk(pixels, grid)
+        out = run(tower, (pixels, grid))
+        for layer, want in enumerate(expected):
+            torch.testing.assert_close(out.hidden_states[layer + 1], want, rtol=0, atol=1e-5)
+            got = cacher.selected[layer]
+            if c % interval == 0:
+                assert got is None and expected_sel[layer] is None
+            else:
+                n_selective += 1
+                assert got.shape == (patches, 6)  # int(24 tokens * 0.25) per temporal patch
+                assert [set(row.tolist()) for row in got] == expected_sel[layer]
+    assert n_selective == 2 * (6 - len(range(0, 6, interval)))  # 2 blocks x selective chunks
+
+
+def test_similarity_threshold_matches_spec():
+    stock, tower = tiny_qwen2vl(), tiny_qwen2vl()
+    spec = ReferenceQwen2VLCacher(stock, interval=2, similarity_threshold=0.9)
+    STCCacher(interval=2, similarity_threshold=0.9).attach(tower)
+    for chunk in video_chunks(2, 4, seed=1):
+        expected, _ = spec.run_chunk(*chunk)
+        out = run(tower, chunk)
+        for layer, want in enumerate(expected):
+            torch.testing.assert_close(out.hidden_states[layer + 1], want, rtol=0, atol=1e-5)
+
+
+def test_full_update_ratio_equals_stock():
+    stock, tower = tiny_qwen2vl(), tiny_qwen2vl()
+    cacher = STCCacher(update_ratio=1.0, interval=2).attach(tower)
+    for chunk in video_chunks(2, 4):
+        want, got = run(stock, chunk), run(tower, chunk)
+        torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, rtol=0, atol=1e-5)
+        torch.testing.assert_close(got.pooler_output, want.pooler_output, rtol=0, atol=1e-5)
+    assert cacher.selected[0].shape == (2, 24)
+
+
+def test_reference_chunks_are_bit_identical_to_stock():
+    stock, tower = tiny_qwen2vl(), tiny_qwen2vl()
+    cacher = STCCacher(update_ratio=0.25, interval=2).attach(tower)
+    chunks = video_chunks(2, 5)
+    for c, chunk in enumerate(chunks):
+        want, got = run(stock, chunk), run(tower, chunk)
+        if c % 2 == 0:
+            assert torch.equal(got.pooler_output, want.pooler_output)
+            assert all(torch.equal(a, b) for a, b in zip(got.hidden_states, want.hidden_states, strict=True))
+        else:
+            assert not torch.equal(got.last_hidden_state, want.last_hidden_state)
+    cacher.reset()  # a new video: the next chunk is a reference chunk again, whatever the counter said
+    assert torch.equal(run(tower, chunks[1]).pooler_output, run(stock, chunks[1]).pooler_output)
+    assert cacher.selected == [None, None]
+
+
+def test_detach_restores_the_stock_model():
+    stock, tower = tiny_qwen2vl(), tiny_qwen2vl()
+    chunks = video_chunks(1, 3)
+    run(tower, chunks[0])  # transformers installs hooks of its own on first use
+
+    def hook_counts():
+        return [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in tower.modules()]
+
+    stock_hooks = hook_counts()
+    cacher = STCCacher(interval=2).attach(tower)
+    for chunk in chunks:
+        run(tower, chunk)
+    assert cacher.state_nbytes() > 0 and hook_counts() != stock_hooks
+    cacher.detach()
+    assert cacher.state_nbytes() == 0
+    assert all("forward" not in block.__dict__ for block in tower.blocks)
+    assert hook_counts() == stock_hooks and not hasattr(tower, "_stc_cacher")
+    for chunk in chunks:  # every chunk is stock again, including odd ones
+        assert torch.equal(run(tower, chunk).pooler_output, run(stock, chunk).pooler_output)
+    STCCacher().attach(tower)  # and it can take a cacher again
+
+
+NEW_GRIDS = {
+    "transposed": (6, 4),  # the same 24 tokens, at other places
+    "smaller": (4, 4),  # 16 tokens
+    "mixed": (4, 4),  # one segment on the reference grid, one on 4 x 4: segments of unequal length
+}
+
+
+@pytest.mark.parametrize("grid_change", NEW_GRIDS)
+def test_grid_change_runs_a_reference_pass(grid_change):
+    new_grid = NEW_GRIDS[grid_change]
+    stock, tower = tiny_qwen2vl(), tiny_qwen2vl()
+    spec = ReferenceQwen2VLCacher(tiny_qwen2vl(), interval=3)
+    cacher = STCCacher(interval=3).attach(tower)
+    changed = video_chunks(1, 1, grid=new_grid, seed=1)[0]
+    if grid_change == "mixed":
+        (pixels, grid), (more, more_grid) = video_chunks(1, 1, seed=2)[0], changed
+        changed = torch.cat([pixels, more]), torch.cat([grid, more_grid])
+    stream = [video_chunks(1, 1)[0], changed, video_chunks(1, 1, grid=new_grid, seed=3)[0]]
+    selected = []
+    for chunk in stream:  # a reference chunk, then two selective ones by the counter
+        out = run(tower, chunk)
+        for layer, want in enumerate(spec.run_chunk(*chunk)[0]):
+            torch.testing.assert_close(out.hidden_states[layer + 1], want, rtol=0, atol=1e-5)
+        selected.append(cacher.selected[0])
+        if chunk is changed:  # no usable reference: a stock pass, which becomes the new reference
+            assert torch.equal(out.pooler_output, run(stock, chunk).pooler_output)
+    tokens = new_grid[0] * new_grid[1]
+    assert selected[:2] == [None, None] and selected[2].shape == (1, tokens // 4)
+
+
+def test_state_is_bounded():
+    tower = tiny_qwen2vl()
+    cacher = STCCacher(interval=2).attach(tower)
+    chunks = video_chunks(1, 30)
+    run(tower, chunks[0])
+    run(tower, chunks[1])
+    after_two = cacher.state_nbytes()
+    for chunk in chunks[2:]:
+        run(tower, chunk)
+    # Per block: the qkv output [24, 96] (K and V are views of it), A and M [24, 32]; once per chunk the
+    # rotary cos table [24, 16] that all blocks' references share. float32.
+    assert after_two == cacher.state_nbytes() == (2 * 24 * (96 + 32 + 32) + 24 * 16) * 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cpu(dtype):
+    stock, tower = tiny_qwen2vl(dtype=dtype), tiny_qwen2vl(dtype=dtype)
+    full = STCCacher(update_ratio=1.0, interval=2).attach(tower)
+    for pixels, grid in video_chunks(2, 3):
+        chunk = pixels.to(dtype), grid
+        got, want = run(tower, chunk).pooler_output, run(stock, chunk).pooler_output
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=5e-2)
+    full.detach()
+    STCCacher(update_ratio=0.25, interval=2).attach(tower)
+    for pixels, grid in video_chunks(2, 3):
+        assert torch.isfinite(run(tower, (pixels.to(dtype), grid)).pooler_output).all()
+
+
+def test_attaches_to_the_tower_of_qwen2vl_for_conditional_generation():
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from stc_cli.models.presets import QWEN2VL_VISION_PRESETS
+
+    config = Qwen2VLConfig(
+        vision_config=QWEN2VL_VISION_PRESETS["qwen2vl-tiny"],
+        text_config=dict(
+            vocab_size=300,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        ),
+    )
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    with pytest.raises(ValueError, match=r"pass model\.model\.visual"):
+        STCCacher().attach(model)
+    cacher = STCCacher(update_ratio=1.0).attach(model.model.visual)
+    stock = [run(model.model.visual, chunk).pooler_output for chunk in video_chunks(1, 2)]
+    cacher.reset()
+    with torch.no_grad():
+        for chunk, want in zip(video_chunks(1, 2), stock, strict=True):
+            got = model.model.get_video_features(*chunk).pooler_output
+            torch.testing.assert_close(torch.cat(got), want, rtol=0, atol=1e-5)
+    assert cacher.selected[0].shape == (1, 24)  # the second chunk went through the selective path
+
+
+def test_unsupported_towers_fail_clearly():
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    qwen25 = Qwen2_5_VisionTransformerPretrainedModel(
+        Qwen2_5_VLVisionConfig(depth=1, hidden_size=32, out_hidden_size=64, num_heads=2, intermediate_size=64)
+    )
+    with pytest.raises(ValueError, match=r"not a Qwen2-VL vision block: missing \['mlp.fc1', 'mlp.fc2'\]"):
+        STCCacher().attach(qwen25)  # gated MLP and window attention: not this family
+    tower = tiny_qwen2vl()
+    del tower.blocks[1].attn.qkv
+    with pytest.raises(ValueError, match=r"encoder layer 1 .* missing \['attn.qkv'\]"):
+        STCCacher().attach(tower)
+    assert not hasattr(tower, "_stc_cacher")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_matches_stock_at_full_ratio_and_runs_selective(dtype):
+    stock, tower = tiny_qwen2vl(dtype=dtype).cuda(), tiny_qwen2vl(dtype=dtype).cuda()
+    full = STCCacher(update_ratio=1.0).attach(tower)
+    chunks = [(p.to("cuda", dtype), g.cuda()) for p, g in video_chunks(2, 3)]
+    for chunk in chunks:
+        torch.testing.assert_close(
+            run(tower, chunk).pooler_output, run(stock, chunk).pooler_output, rtol=0, atol=5e-2
+        )
+    full.detach()
+    cacher = STCCacher(update_ratio=0.25).attach(tower)
+    for chunk in chunks:
+        assert torch.isfinite(run(tower, chunk).pooler_output).all()
+    assert cacher.selected[0].shape == (2, 6)
