@@ -48,6 +48,7 @@ class EvalConfig:
     topk: int = 64  # ReKV frames retrieved per question
     max_new_tokens: int | None = None  # None: the model's own (ReKV 16, LiveCC 32)
     answer_mode: str = "generate"  # LiveCC: or logits, the option token with the largest logit
+    max_cache_tokens: int | None = None  # LiveCC: evict the oldest chunks past this many (not upstream)
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False

@@ -80,6 +80,7 @@ def _check_numbers(config: EvalConfig) -> None:
         "--n-local": config.n_local,
         "--topk": config.topk,
         "--max-new-tokens": config.max_new_tokens or 1,
+        "--max-cache-tokens": config.max_cache_tokens or 1,
     }
     for flag, value in counts.items():
         if value < 1:

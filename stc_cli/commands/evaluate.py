@@ -60,6 +60,10 @@ def eval_(
     answer_mode: Annotated[
         str, typer.Option(help="livecc: generate, or logits (the option token with the largest logit).")
     ] = _EVAL.answer_mode,
+    max_cache_tokens: Annotated[
+        int | None,
+        typer.Option(help="livecc: bound the KV cache, evicting the oldest chunks (upstream: unbounded)."),
+    ] = _EVAL.max_cache_tokens,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _EVAL.device,
     dtype: Annotated[
         str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
@@ -95,6 +99,7 @@ def eval_(
         topk=topk,
         max_new_tokens=max_new_tokens,
         answer_mode=answer_mode,
+        max_cache_tokens=max_cache_tokens,
         device=device,
         dtype=dtype,
         overwrite=overwrite,

@@ -233,5 +233,9 @@ def build(config, device, dtype) -> LiveCC:
         tokens_per_frame=config.tokens_per_frame or STCSettings.tokens_per_frame,  # per temporal patch
     )
     max_new_tokens = config.max_new_tokens or LiveCCSettings.max_new_tokens
-    settings = LiveCCSettings(answer_mode=config.answer_mode, max_new_tokens=max_new_tokens)
+    settings = LiveCCSettings(
+        answer_mode=config.answer_mode,
+        max_new_tokens=max_new_tokens,
+        max_cache_tokens=config.max_cache_tokens,
+    )
     return LiveCC(qwen, stc, settings)

@@ -47,14 +47,16 @@ def one_pass(qwen, video, text, keep=None):
     settings = LiveCCSettings()
     transform = replace(qwen.frames, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
     size = transform.size_for(video.shape[1], video.shape[2])
-    chunks = [transform(video[i : i + 2], size) for i in range(0, len(video), 2)]
+    device = qwen.model.device
+    chunks = [transform(video[i : i + 2].to(device), size) for i in range(0, len(video), 2)]
     merged = [int(grid.prod()) // 4 for _, grid in chunks]
     turns = [
         CHUNK_TURN.format(start=TIMES[i], end=TIMES[i] + 1.0, video="<|video_pad|>" * merged[i // 2])
         for i in range(0, len(video), 2)
     ]
     tokenizer, model = qwen.tokenizer, qwen.model
-    ids = torch.tensor([tokenizer(SYSTEM_PROMPT + "".join(turns) + text, add_special_tokens=False).input_ids])
+    text_ids = tokenizer(SYSTEM_PROMPT + "".join(turns) + text, add_special_tokens=False).input_ids
+    ids = torch.tensor([text_ids], device=device)
     pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     types = (ids == pad).int() * 2
     grids = torch.cat([grid for _, grid in chunks])
@@ -62,9 +64,9 @@ def one_pass(qwen, video, text, keep=None):
     positions, _ = model.model.get_rope_index(ids, types, video_grid_thw=grids)
     embeds = model.model.language_model.embed_tokens(ids)
     embeds[0, ids[0] == pad] = features
-    mask = torch.ones(ids.shape[1], dtype=torch.bool)
+    mask = torch.ones(ids.shape[1], dtype=torch.bool, device=device)
     if keep is not None:
-        video_mask = torch.zeros(len(features), dtype=torch.bool)
+        video_mask = torch.zeros(len(features), dtype=torch.bool, device=device)
         offsets = [0, *torch.tensor(merged).cumsum(0).tolist()]
         for chunk, kept in enumerate(keep):
             video_mask[offsets[chunk] + kept] = True
@@ -165,3 +167,15 @@ def test_the_cacher_alternates_reference_and_selective_temporal_patches(tiny):
     livecc.add_frames(frames(2), TIMES[:2])
     assert all(selected is None for selected in livecc.cacher.selected)
     livecc.cacher.detach()
+
+
+@pytest.mark.gpu
+@torch.inference_mode()
+def test_on_cuda_the_streamed_cache_gives_the_logits_of_one_full_pass():
+    qwen = qwen2vl.build_random("tiny", device="cuda")
+    livecc = LiveCC(qwen, OFF)
+    video = frames(4)
+    livecc.add_frames(video, TIMES)
+    text = QUESTION_TURN.format(prompt=query().prompt)
+    expected, _, _ = one_pass(qwen, video, text)
+    torch.testing.assert_close(streamed_logits(livecc, text), expected, rtol=1e-4, atol=1e-4)
