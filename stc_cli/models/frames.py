@@ -4,7 +4,7 @@ Mirrors transformers' ``LlavaOnevisionVideoProcessor`` (5.24, torchvision backen
 1. resizes uint8 -> uint8 to ``size`` with torchvision's ``resize`` (bicubic, antialias, align_corners=False;
    no crop, no pad; a frame already at ``size`` is left untouched);
 2. rescales and normalises in one fused float32 step: ``(x - mean / rescale) / (std / rescale)``.
-Step 1 depends on the device, in torchvision and here alike: see ``_resize_uint8``.
+Step 1 depends on the device, in torchvision and here alike: see ``resize_uint8``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, the only resample this module imple
 CONFIG_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")  # the first found wins
 
 
-def _resize_uint8(images: torch.Tensor, size: tuple[int, int], float_path: bool) -> torch.Tensor:
+def resize_uint8(images: torch.Tensor, size: tuple[int, int], float_path: bool) -> torch.Tensor:
     """[N, 3, H, W] uint8 -> [N, 3, *size] uint8, bicubic + antialias, as torchvision's resize does it."""
     if not float_path:
         # torchvision (>= 0.20 at least) on CPU: torch's native uint8 kernel (fixed-point weights, uint8
@@ -32,6 +32,19 @@ def _resize_uint8(images: torch.Tensor, size: tuple[int, int], float_path: bool)
     # Elsewhere (CUDA): float32 interpolation, then clamp and round back to uint8.
     out = F.interpolate(images.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
     return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def read_preprocessor_config(folder: str | Path) -> tuple[dict, str] | None:
+    """``(config, path)`` of a checkpoint folder's video (else image) preprocessor config, None if it has
+    neither; ValueError naming the file when it is not JSON."""
+    for name in CONFIG_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            try:
+                return json.loads(path.read_text()), str(path)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{path}: not valid JSON ({err})") from err
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,15 +59,8 @@ class FrameTransform:
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> FrameTransform:
         """Read the video (else image) preprocessor config of a local checkpoint folder; none -> defaults."""
-        for name in CONFIG_FILES:
-            path = Path(folder) / name
-            if path.is_file():
-                try:
-                    config = json.loads(path.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise ValueError(f"{path}: not valid JSON ({err})") from err
-                return cls.from_config_dict(config, source=str(path))
-        return cls()
+        found = read_preprocessor_config(folder)
+        return cls.from_config_dict(*found) if found else cls()
 
     @classmethod
     def from_config_dict(cls, config: dict, source: str) -> FrameTransform:
@@ -104,7 +110,7 @@ class FrameTransform:
             raise ValueError(f"expected uint8 frames [N, H, W, 3], got {frames.dtype} {list(frames.shape)}")
         x = frames.to(device).permute(0, 3, 1, 2)
         if tuple(x.shape[-2:]) != self.size:
-            x = _resize_uint8(x, self.size, float_path=x.device.type != "cpu")
+            x = resize_uint8(x, self.size, float_path=x.device.type != "cpu")
         # Fused as in transformers' rescale_and_normalize: float32 mean and std scaled by 1 / rescale_factor.
         mean = torch.tensor(self.mean, device=x.device) * (1.0 / self.rescale_factor)
         std = torch.tensor(self.std, device=x.device) * (1.0 / self.rescale_factor)

@@ -4,7 +4,7 @@ Mirrors transformers' ``Qwen2VLVideoProcessor`` (5.24, torchvision backend), whi
 1. picks one size for all its frames with ``smart_resize`` (H and W multiples of ``patch_size * merge_size``,
    H * W within [min_pixels, max_pixels], aspect ratio kept as well as possible);
 2. resizes uint8 -> uint8 with torchvision's ``resize`` (bicubic, antialias; a frame already at that size
-   is left untouched), on CPU with torch's native uint8 kernel (see ``frames._resize_uint8``);
+   is left untouched), on CPU with torch's native uint8 kernel (see ``frames.resize_uint8``);
 3. rescales and normalises in one fused float32 step: ``(x - mean / rescale) / (std / rescale)``;
 4. pads the frame count to a multiple of ``temporal_patch_size`` by repeating the last frame;
 5. flattens into patches in merge-window order (see ``Qwen2VLFrames.__call__``).
@@ -20,7 +20,14 @@ from pathlib import Path
 
 import torch
 
-from stc_cli.models.frames import BICUBIC, CLIP_MEAN, CLIP_STD, CONFIG_FILES, _resize_uint8
+from stc_cli.models.frames import (
+    BICUBIC,
+    CLIP_MEAN,
+    CLIP_STD,
+    CONFIG_FILES,
+    resize_uint8,
+    read_preprocessor_config,
+)
 
 # Qwen2VLVideoProcessor's class defaults, used when a checkpoint folder has no preprocessor config. A stock
 # Qwen2-VL checkpoint has only preprocessor_config.json (min_pixels 3136, max_pixels 12845056), which the hub
@@ -90,15 +97,8 @@ class Qwen2VLFrames:
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> Qwen2VLFrames:
         """Read the video (else image) preprocessor config of a local checkpoint folder; none -> defaults."""
-        for name in CONFIG_FILES:
-            path = Path(folder) / name
-            if path.is_file():
-                try:
-                    config = json.loads(path.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise ValueError(f"{path}: not valid JSON ({err})") from err
-                return cls.from_config_dict(config, source=str(path))
-        return cls()
+        found = read_preprocessor_config(folder)
+        return cls.from_config_dict(*found) if found else cls()
 
     @classmethod
     def from_config_dict(cls, config: dict, source: str) -> Qwen2VLFrames:
@@ -192,7 +192,7 @@ class Qwen2VLFrames:
             raise ValueError(f"size must be positive multiples of {self.factor}, got {size!r}")
         x = frames.to(device).permute(0, 3, 1, 2)
         if tuple(x.shape[-2:]) != size:
-            x = _resize_uint8(x, size, float_path=x.device.type != "cpu")
+            x = resize_uint8(x, size, float_path=x.device.type != "cpu")
         if n % tp:  # after the resize: fewer pixels to copy, same values
             x = torch.cat([x, x[-1:].expand(tp - n % tp, -1, -1, -1)])
         # Fused as in transformers' rescale_and_normalize: float32 mean and std scaled by 1 / rescale_factor.

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stc_cli.models.frames import CLIP_MEAN, CLIP_STD, FrameTransform, _resize_uint8
+from stc_cli.models.frames import CLIP_MEAN, CLIP_STD, FrameTransform, resize_uint8
 
 HALF = (0.5, 0.5, 0.5)  # the mean and std in llava-onevision-qwen2-7b-ov-hf's config files
 
@@ -49,7 +49,7 @@ def test_constant_colour_stays_that_colour(size, float_path, monkeypatch):
     frames = torch.tensor([10, 128, 250], dtype=torch.uint8).expand(3, 240, 320, 3)
     if float_path:  # the CUDA branch, run on CPU
         monkeypatch.setattr(
-            "stc_cli.models.frames._resize_uint8", lambda x, s, float_path: _resize_uint8(x, s, True)
+            "stc_cli.models.frames.resize_uint8", lambda x, s, float_path: resize_uint8(x, s, True)
         )
     out = FrameTransform(size=size, mean=HALF, std=HALF)(frames)
     assert out.shape == (3, 3, *size)
@@ -63,10 +63,10 @@ def test_resize_geometry_on_a_linear_ramp(float_path):
     # Bicubic (with or without antialias) reproduces a linear ramp away from the borders, and with
     # align_corners=False output pixel i samples input position (i + 0.5) * scale - 0.5.
     ramp = (torch.arange(96) * 2).to(torch.uint8).expand(1, 3, 30, 96)  # v(j) = 2j
-    down = _resize_uint8(ramp, (10, 32), float_path)  # scale 3: v(3i + 1) = 6i + 2
+    down = resize_uint8(ramp, (10, 32), float_path)  # scale 3: v(3i + 1) = 6i + 2
     assert torch.equal(down[..., 2:30], (torch.arange(2, 30) * 6 + 2).to(torch.uint8).expand(1, 3, 10, 28))
     ramp = (torch.arange(32) * 6).to(torch.uint8).expand(1, 3, 10, 32)  # v(j) = 6j
-    up = _resize_uint8(ramp, (30, 96), float_path)  # scale 1/3: v((i - 1) / 3) = 2i - 2
+    up = resize_uint8(ramp, (30, 96), float_path)  # scale 1/3: v((i - 1) / 3) = 2i - 2
     assert torch.equal(up[..., 3:93], (torch.arange(3, 93) * 2 - 2).to(torch.uint8).expand(1, 3, 30, 90))
 
 
@@ -76,7 +76,7 @@ def test_cuda_float_path_is_within_one_level_of_the_cpu_uint8_kernel_on_smooth_f
     # it is up to ~26 levels, as the uint8 kernel clips the overshoot between its two passes).
     frames = smooth_frames(4, 240, 320).permute(0, 3, 1, 2)
     for size in [(56, 56), (384, 384), (27, 41)]:
-        a, b = _resize_uint8(frames, size, False), _resize_uint8(frames, size, True)
+        a, b = resize_uint8(frames, size, False), resize_uint8(frames, size, True)
         assert (a.int() - b.int()).abs().max() <= 1
 
 
