@@ -25,8 +25,8 @@ from stc_cli.models.frames import (
     CLIP_MEAN,
     CLIP_STD,
     CONFIG_FILES,
-    resize_uint8,
     read_preprocessor_config,
+    resize_uint8,
 )
 
 # Qwen2VLVideoProcessor's class defaults, used when a checkpoint folder has no preprocessor config. A stock
