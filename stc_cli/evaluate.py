@@ -58,6 +58,9 @@ def plan(config: EvalConfig) -> Plan:
         raise ValueError(f"--protocol must be auto, {' or '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol == "clip":
         queries = [_precut(q, video_root) for q in queries]
+    from stc_cli.devices import resolve_device, resolve_dtype
+
+    resolve_dtype(config.dtype, resolve_device(config.device))  # a bad --device or --dtype fails here
     output = Path(config.output or f"runs/{config.model}-{config.bench}-{config.variant}")
     return Plan(queries, video_root, protocol, config.fps or models.default_fps(config.model), output, note)
 

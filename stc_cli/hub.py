@@ -150,6 +150,16 @@ def _network_message(what: str, where: str, exc: BaseException, token: str | Non
 MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]  # weights, configs, tokenizer
 
 
+def checkpoint_folder(source: str, revision: str | None = None) -> Path:
+    """``--model-path``: a local checkpoint folder as it is, else a hub model id fetched to the hub cache."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return folder
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1:
+        raise ValueError(f"--model-path {source}: no such folder")
+    return download_model(source, revision)
+
+
 def download_model(repo_id: str, revision: str | None = None) -> Path:
     """The checkpoint files of hub model ``repo_id``, in the hub cache (fetched once, then reused).
 

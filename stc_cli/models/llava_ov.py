@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from stc_cli.hub import download_model
+from stc_cli.hub import checkpoint_folder
 from stc_cli.models.frames import FrameTransform
 from stc_cli.models.presets import LLM_PRESETS, VISION_PRESETS, seeded
 from stc_cli.models.tokenizer import byte_tokenizer
@@ -50,9 +50,7 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
         return build_random(source.removeprefix("random:"), device=device, dtype=dtype)
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-    folder = Path(source)
-    if not folder.is_dir():
-        folder = download_model(source, revision)
+    folder = checkpoint_folder(source, revision)
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return LlavaOV(model.to(device).eval(), tokenizer, FrameTransform.from_pretrained(folder), source)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from stc_cli.hub import download_model
+from stc_cli.hub import checkpoint_folder
 from stc_cli.models.presets import LLM_PRESETS, QWEN2VL_VISION_PRESETS, seeded
 from stc_cli.models.qwen2vl_frames import Qwen2VLFrames
 from stc_cli.models.tokenizer import byte_tokenizer
@@ -38,7 +38,7 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
         return build_random(source.removeprefix("random:"), device=device, dtype=dtype)
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
-    folder = Path(source) if Path(source).is_dir() else download_model(source, revision)
+    folder = checkpoint_folder(source, revision)
     model = Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     frames = Qwen2VLFrames.from_pretrained(folder)
     return Qwen2VL(model.to(device).eval(), AutoTokenizer.from_pretrained(folder), frames, source)

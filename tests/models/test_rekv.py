@@ -148,6 +148,11 @@ def test_the_saved_preprocessing_config_is_the_hub_processors(tiny, tmp_path):
     assert list(processor.image_mean) == list(tiny.transform.mean)
 
 
+def test_a_missing_folder_is_named():
+    with pytest.raises(ValueError, match="--model-path /no/such/checkpoint: no such folder"):
+        llava_ov.load("/no/such/checkpoint")
+
+
 def test_an_unreachable_model_path_says_what_to_pass():
     with pytest.raises(ValueError, match="--model-path 'nobody/nothing' is neither a folder nor a reachable"):
         llava_ov.load("nobody/nothing")
