@@ -115,6 +115,8 @@ def test_bad_options_fail_before_any_model_is_built(tmp_path):
         ("--tokens-per-frame", "17"): "--tokens-per-frame must be between 1 and 16, got 17",
         ("--update-ratio", "1.5"): "--update-ratio must be in (0, 1], got 1.5",
         ("--topk", "0"): "--topk must be >= 1, got 0",
+        ("--device", "tpu9"): "--device must be auto, cpu, cuda or cuda:N, got 'tpu9'",
+        ("--answer-mode", "logits"): "--answer-mode must be generate (or logits, with --model livecc)",
         ("--n-local", "-3"): "--n-local must be >= 1, got -3",
     }
     for flags, message in cases.items():
