@@ -28,6 +28,17 @@ class STCSettings:
     cache_interval: int = 2
     tokens_per_frame: int = 60  # of LLaVA-OV's 196, STC's default
 
+    @classmethod
+    def from_config(cls, config, default_tokens_per_frame: int) -> STCSettings:
+        """The STC part of an ``EvalConfig``; an unset ``--tokens-per-frame`` means the model's default."""
+        return cls(
+            cacher=config.stc and config.cacher,
+            pruner=config.stc and config.pruner,
+            update_ratio=config.update_ratio,
+            cache_interval=config.cache_interval,
+            tokens_per_frame=config.tokens_per_frame or default_tokens_per_frame,
+        )
+
 
 STC_DEFAULTS = STCSettings()
 

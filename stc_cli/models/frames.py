@@ -47,6 +47,24 @@ def read_preprocessor_config(folder: str | Path) -> tuple[dict, str] | None:
     return None
 
 
+def write_preprocessor_config(folder: str | Path, processor_type: str, frames, **fields) -> None:
+    """``preprocessor_config.json`` for the hub's ``processor_type``: its own ``fields``, then the
+    normalisation of ``frames`` (mean, std, rescale_factor) and bicubic resizing, as both models use."""
+    config = {
+        "image_processor_type": processor_type,
+        **fields,
+        "image_mean": list(frames.mean),
+        "image_std": list(frames.std),
+        "rescale_factor": frames.rescale_factor,
+        "resample": BICUBIC,
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+    }
+    Path(folder, CONFIG_FILES[1]).write_text(json.dumps(config, indent=2) + "\n")
+
+
 @dataclass(frozen=True)
 class FrameTransform:
     """Resize + rescale + normalise frames for the vision tower. Defaults are the processor class defaults."""
@@ -90,19 +108,9 @@ class FrameTransform:
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``preprocessor_config.json`` as the hub's LlavaOnevision image processor would."""
-        config = {
-            "image_processor_type": "LlavaOnevisionImageProcessor",
-            "size": {"height": self.size[0], "width": self.size[1]},
-            "image_mean": list(self.mean),
-            "image_std": list(self.std),
-            "rescale_factor": self.rescale_factor,
-            "resample": BICUBIC,
-            "do_resize": True,
-            "do_rescale": True,
-            "do_normalize": True,
-            "do_convert_rgb": True,
-        }
-        Path(folder, CONFIG_FILES[1]).write_text(json.dumps(config, indent=2) + "\n")
+        write_preprocessor_config(
+            folder, "LlavaOnevisionImageProcessor", self, size={"height": self.size[0], "width": self.size[1]}
+        )
 
     def __call__(self, frames: torch.Tensor, dtype=torch.float32, device=None) -> torch.Tensor:
         """[N, H, W, 3] uint8 RGB -> [N, 3, *size] pixel values of ``dtype`` on ``device`` (None: frames')."""

@@ -225,13 +225,7 @@ def build(config, device, dtype) -> LiveCC:
     from stc_cli.models import qwen2vl
 
     qwen = qwen2vl.load(config.model_path or qwen2vl.DEFAULT_CHECKPOINT, device=device, dtype=dtype)
-    stc = STCSettings(
-        cacher=config.stc and config.cacher,
-        pruner=config.stc and config.pruner,
-        update_ratio=config.update_ratio,
-        cache_interval=config.cache_interval,
-        tokens_per_frame=config.tokens_per_frame or STCSettings.tokens_per_frame,  # per temporal patch
-    )
+    stc = STCSettings.from_config(config, STCSettings.tokens_per_frame)  # per temporal patch
     max_new_tokens = config.max_new_tokens or LiveCCSettings.max_new_tokens
     settings = LiveCCSettings(
         answer_mode=config.answer_mode,

@@ -13,7 +13,6 @@ The image processor does the same to one image tiled ``temporal_patch_size`` tim
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,9 @@ from stc_cli.models.frames import (
     BICUBIC,
     CLIP_MEAN,
     CLIP_STD,
-    CONFIG_FILES,
     read_preprocessor_config,
     resize_uint8,
+    write_preprocessor_config,
 )
 
 # Qwen2VLVideoProcessor's class defaults, used when a checkpoint folder has no preprocessor config. A stock
@@ -138,24 +137,17 @@ class Qwen2VLFrames:
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``preprocessor_config.json`` for the hub's ``Qwen2VLImageProcessor`` (both key styles)."""
-        config = {
-            "image_processor_type": "Qwen2VLImageProcessor",
-            "min_pixels": self.min_pixels,  # read by transformers 4.x; 5.x also takes them over `size`
-            "max_pixels": self.max_pixels,
-            "size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
-            "patch_size": self.patch_size,
-            "temporal_patch_size": self.temporal_patch_size,
-            "merge_size": self.merge_size,
-            "image_mean": list(self.mean),
-            "image_std": list(self.std),
-            "rescale_factor": self.rescale_factor,
-            "resample": BICUBIC,
-            "do_resize": True,
-            "do_rescale": True,
-            "do_normalize": True,
-            "do_convert_rgb": True,
-        }
-        Path(folder, CONFIG_FILES[1]).write_text(json.dumps(config, indent=2) + "\n")
+        write_preprocessor_config(
+            folder,
+            "Qwen2VLImageProcessor",
+            self,
+            min_pixels=self.min_pixels,  # read by transformers 4.x; 5.x also takes them over `size`
+            max_pixels=self.max_pixels,
+            size={"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
+            patch_size=self.patch_size,
+            temporal_patch_size=self.temporal_patch_size,
+            merge_size=self.merge_size,
+        )
 
     def size_for(self, height: int, width: int) -> tuple[int, int]:
         """Resized (H, W) of a video whose frames are height x width: the same for all its frames/chunks."""

@@ -140,13 +140,6 @@ def build(config, device, dtype) -> ReKV:
     """``stc eval --model rekv``: the LLaVA-OneVision checkpoint of ``config.model_path`` with ReKV."""
     llava = llava_ov.load(config.model_path or llava_ov.DEFAULT_CHECKPOINT, device=device, dtype=dtype)
     # STC keeps 60 of LLaVA-OV's 196 tokens per frame; other grids (random:tiny's 16) keep the same share
-    default_k = round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196)
-    stc = STCSettings(
-        cacher=config.stc and config.cacher,
-        pruner=config.stc and config.pruner,
-        update_ratio=config.update_ratio,
-        cache_interval=config.cache_interval,
-        tokens_per_frame=config.tokens_per_frame or default_k,
-    )
+    stc = STCSettings.from_config(config, round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196))
     max_new_tokens = config.max_new_tokens or ReKVSettings.max_new_tokens
     return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, max_new_tokens))
