@@ -33,7 +33,7 @@ def plan(config: EvalConfig) -> Plan:
     """Queries, video folder, protocol and output folder of ``config``; raises ValueError or
     MetadataError (naming the file and record) before any model is built."""
     module = benchmarks.get(config.bench)
-    models.default_fps(config.model)  # an unknown --model fails here, before the metadata is read
+    fps = config.fps or models.default_fps(config.model)  # an unknown --model fails here, before reading
     data_dir, note = resolve_data_dir(config.data_dir), ""
     if config.bench == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
         data_dir, note = module.PACKAGED.parent, "demo: using the copy shipped in the package"
@@ -62,7 +62,7 @@ def plan(config: EvalConfig) -> Plan:
 
     resolve_dtype(config.dtype, resolve_device(config.device))  # a bad --device or --dtype fails here
     output = Path(config.output or f"runs/{config.model}-{config.bench}-{config.variant}")
-    return Plan(queries, video_root, protocol, config.fps or models.default_fps(config.model), output, note)
+    return Plan(queries, video_root, protocol, fps, output, note)
 
 
 def _check_numbers(config: EvalConfig) -> None:

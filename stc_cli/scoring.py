@@ -73,9 +73,15 @@ def score_results(
     """Score ``path``. ``mode`` defaults to ``robust`` for samples.jsonl and ``official`` for upstream
     files (their numbers are meant to compare with the published ones). EgoSchema full-set records
     (no target) give a ``Submission`` written next to ``path``, never a score."""
+    return score_records(path, *read_results(path, bench, response_key), mode)
+
+
+def score_records(
+    path: Path, name: str, records: list[dict], source: str, mode: str | None = None
+) -> ScoreReport | Submission:
+    """``score_results`` for records ``read_results`` has already read from ``path``."""
     if mode is not None and mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    name, records, source = read_results(path, bench, response_key)
     if not records:
         raise ValueError(f"{path}: no records to score")
     module = benchmarks.get(name)

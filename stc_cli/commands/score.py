@@ -38,14 +38,14 @@ def score(
     several runs, their accuracy and timings side by side."""
     from rich.console import Console
 
-    from stc_cli.scoring import Submission, read_results, score_results
+    from stc_cli.scoring import Submission, read_results, score_records
     from stc_cli.timings import summarize
 
     reports, timings = [], []
     for path in paths:
         try:
-            result = score_results(path, bench, mode, response_key)
-            _bench, records, _source = read_results(path, bench, response_key)
+            name, records, source = read_results(path, bench, response_key)
+            result = score_records(path, name, records, source, mode)
         except ValueError as error:
             fail(str(error))
         if isinstance(result, Submission):
