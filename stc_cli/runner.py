@@ -85,9 +85,8 @@ def run(
         [q for v in Shard(r, shard.world).take(videos) for q in by_video[v]] for r in range(shard.world)
     ]
     done = finished_ids(shard.samples(output)) | (_ids_elsewhere(output, shard) if resuming else set())
-    counts = _answer(
-        model, shares[shard.rank], video_root, shard.samples(output), done, protocol, fps, progress
-    )
+    mine = {video: by_video[video] for video in shard.take(videos)}
+    counts = _answer(model, mine, video_root, shard.samples(output), done, protocol, fps, progress)
     if shard.world > 1:
         counts = _gather(output, shard, header, shares, videos, counts)
     if shard.rank == 0:
@@ -97,7 +96,7 @@ def run(
 
 def _answer(
     model: VideoModel,
-    queries: list[Query],
+    by_video: dict[str, list[Query]],
     video_root: Path,
     samples: Path,
     done: set[str],
@@ -105,10 +104,8 @@ def _answer(
     fps: float,
     progress: Callable[[dict], None],
 ) -> dict[str, int]:
-    """Append a record to ``samples`` for each query not in ``done``; return RunSummary's counts."""
-    by_video: dict[str, list[Query]] = {}
-    for query in queries:
-        by_video.setdefault(query.video, []).append(query)
+    """Append a record to ``samples`` for each query (grouped by video) not in ``done``; return
+    RunSummary's counts."""
     answer_all = _stream if protocol == "stream" else _clip
     written = errors = 0
     with open(samples, "a", encoding="utf-8") as sink:
@@ -121,7 +118,8 @@ def _answer(
                 written += 1
                 errors += record["error"] is not None
                 progress(record)
-    return {"n_skipped": sum(q.id in done for q in queries), "n_written": written, "n_errors": errors}
+    skipped = sum(q.id in done for group in by_video.values() for q in group)
+    return {"n_skipped": skipped, "n_written": written, "n_errors": errors}
 
 
 def _ids_elsewhere(output: Path, shard: Shard) -> set[str]:
