@@ -100,6 +100,7 @@ def evaluate(
     config: EvalConfig,
     the_plan: Plan | None = None,
     progress: Callable[[dict], None] = lambda _record: None,
+    on_start: Callable[[int], None] = lambda _count: None,
     shard: Shard | None = None,
 ) -> RunSummary:
     """Run ``config`` (its ``plan`` unless given) and return the summary; the records are in
@@ -135,6 +136,7 @@ def evaluate(
         environment=environment,
         overwrite=config.overwrite,
         progress=progress,
+        on_start=on_start,
         shard=shard,
     )
 

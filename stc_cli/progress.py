@@ -11,11 +11,10 @@ from stc_cli.benchmarks.base import judge_choice
 
 
 class EvalProgress:
-    """Use as the runner's ``progress`` callback inside ``with``; ``total`` counts the samples this
-    process will write (None when unknown)."""
+    """Use as the runner's ``progress`` callback inside ``with``; ``start`` (the runner's ``on_start``)
+    sets the number of samples this process will write."""
 
-    def __init__(self, total: int | None, console: Console | None = None):
-        self.total = total
+    def __init__(self, console: Console | None = None):
         self.written = self.errors = self.judged = self.right = 0
         self.started = time.perf_counter()
         self._bar = Progress(
@@ -27,7 +26,7 @@ class EvalProgress:
             TimeRemainingColumn(),
             console=console or Console(stderr=True),
         )
-        self._task = self._bar.add_task("eval", total=total, rate="", accuracy="")
+        self._task = self._bar.add_task("eval", total=None, rate="", accuracy="")
 
     def __enter__(self) -> EvalProgress:
         self._bar.start()
@@ -35,6 +34,10 @@ class EvalProgress:
 
     def __exit__(self, *_exc) -> None:
         self._bar.stop()
+
+    def start(self, total: int) -> None:
+        self.started = time.perf_counter()  # samples per minute count from here, not from model loading
+        self._bar.update(self._task, total=total)
 
     def __call__(self, record: dict) -> None:
         self.written += 1

@@ -57,10 +57,12 @@ def run(
     environment: dict | None = None,
     overwrite: bool = False,
     progress: Callable[[dict], None] = lambda _record: None,
+    on_start: Callable[[int], None] = lambda _count: None,
     shard: Shard = Shard(),  # noqa: B008 (frozen)
 ) -> RunSummary:
     """Answer every query not yet in ``output/samples.jsonl``; videos are read under ``video_root``.
     ``settings`` must match on a rerun; ``environment`` (versions, machine) is recorded, not checked.
+    ``on_start`` hears how many records this process is about to write, ``progress`` each record.
 
     With ``shard.world > 1`` this process answers the queries of its share of the videos and its summary
     covers them; rank 0 then waits for the other ranks, merges, and its summary covers the whole run.
@@ -86,6 +88,7 @@ def run(
     ]
     done = finished_ids(shard.samples(output)) | (_ids_elsewhere(output, shard) if resuming else set())
     mine = {video: by_video[video] for video in shard.take(videos)}
+    on_start(sum(q.id not in done for group in mine.values() for q in group))  # what this process will write
     counts = _answer(model, mine, video_root, shard.samples(output), done, protocol, fps, progress)
     if shard.world > 1:
         counts = _gather(output, shard, header, shares, videos, counts)

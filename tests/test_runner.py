@@ -81,8 +81,10 @@ def test_resume_after_a_crash_equals_one_run(data, tmp_path):
     run(RecordingModel(), queries[:5], folder, output, fps=2.0)
     with open(output / "samples.jsonl", "a") as sink:
         sink.write('{"id": "demo/clip_1/3", "resp')  # killed in the middle of a write
-    summary = run(RecordingModel(), queries, folder, output, fps=2.0)
+    heard = []
+    summary = run(RecordingModel(), queries, folder, output, fps=2.0, on_start=heard.append)
     assert (summary.n_skipped, summary.n_written, summary.n_errors) == (5, 7, 0)
+    assert heard == [7]  # told before the first record what is left to write
     by_id = lambda rows: {r["id"]: r["response"] for r in rows}  # noqa: E731
     assert by_id(records(output)) == by_id(records(tmp_path / "whole")) and len(records(output)) == 12
 

@@ -77,7 +77,6 @@ def eval_(
     from stc_cli.distributed import Shard
     from stc_cli.evaluate import evaluate, plan
     from stc_cli.progress import EvalProgress
-    from stc_cli.runner import finished_ids
 
     config = EvalConfig(
         model=model,
@@ -109,10 +108,8 @@ def eval_(
         the_plan = plan(config)
         if the_plan.note and shard.rank == 0:
             typer.echo(the_plan.note, err=True)
-        done = set() if overwrite else finished_ids(shard.samples(the_plan.output))
-        total = sum(q.id not in done for q in the_plan.queries) if shard.world == 1 else None
-        with EvalProgress(total) as progress:
-            summary = evaluate(config, the_plan, progress=progress, shard=shard)
+        with EvalProgress() as progress:
+            summary = evaluate(config, the_plan, progress=progress, on_start=progress.start, shard=shard)
     except (ValueError, MetadataError, TimeoutError, OSError) as error:
         fail(str(error))
     except RuntimeError as error:  # per-sample failures are recorded by the runner; this is model loading
