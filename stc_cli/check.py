@@ -20,7 +20,7 @@ class CheckReport:
     missing_videos: list[str] = field(default_factory=list)
     unreadable_videos: list[str] = field(default_factory=list)
     videos_checked: bool = True
-    video_seconds: dict[str, float] = field(default_factory=dict)  # see protocol_seconds
+    video_seconds: dict[str, float] = field(default_factory=dict)  # see schedule_seconds
 
     @property
     def complete(self) -> bool:
@@ -65,7 +65,7 @@ def check(
         n_queries=len(queries),
         tasks={task: tasks[task] for task in module.TASKS if task in tasks},
         videos_checked=not metadata_only,
-        video_seconds=protocol_seconds(queries),
+        video_seconds=schedule_seconds(queries),
     )
     if metadata_only:
         return report
@@ -84,8 +84,8 @@ def check(
     return report
 
 
-def protocol_seconds(queries) -> dict[str, float]:
-    """Video-seconds each protocol encodes for these queries, from the metadata alone: ``stream`` reads
+def schedule_seconds(queries) -> dict[str, float]:
+    """Video-seconds each schedule encodes for these queries, from the metadata alone: ``stream`` reads
     each video once up to its last query, ``clip`` each query's window afresh. Queries that run to the
     end of their video (an unknown length until decoded) are left out and counted in ``open_ended``."""
     finite = [q for q in queries if q.window[1] != float("inf")]
@@ -101,10 +101,12 @@ def protocol_seconds(queries) -> dict[str, float]:
 
 def _opens(path: Path) -> bool:
     """Whether the video opens and its first frame decodes."""
-    from stc_cli.video import VideoError, read_frames
+    from stc_cli.video import Sampling, VideoError, read_frames
 
     try:
-        read_frames(path, fps=1.0, window=(0.0, 0.0))  # no frame kept; the first is decoded for its size
+        read_frames(
+            path, Sampling(1.0), window=(0.0, 0.0)
+        )  # no frame kept; the first is decoded for its size
         return True
     except VideoError:
         return False

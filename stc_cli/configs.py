@@ -35,8 +35,12 @@ class EvalConfig:
     data_dir: str | None = None  # None: $STC_DATA_DIR, else ~/.cache/stc
     tasks: tuple[str, ...] = ()  # empty: all of the benchmark's tasks
     limit: int | None = None  # the first N queries (after --tasks)
-    fps: float | None = None  # None: the model's own (ReKV 0.5, LiveCC 2)
-    protocol: str = "auto"  # stream where every window starts at 0, else clip
+    protocol: str | None = None  # a named protocol (stc_cli/protocols); None: the pair's default
+    # overrides of single protocol settings; None keeps the protocol's
+    fps: float | None = None
+    schedule: str | None = None  # stream, clip or auto (stream where every window starts at 0)
+    max_new_tokens: int | None = None
+    answer_mode: str | None = None  # LiveCC: generate, or logits (the answer read from candidate logits)
     output: str | None = None  # None: runs/<model>-<bench>-<variant>
     stc: bool = True  # False turns both parts off
     cacher: bool = True
@@ -44,10 +48,9 @@ class EvalConfig:
     update_ratio: float = 0.25
     cache_interval: int = 2
     tokens_per_frame: int | None = None  # None: the model's default (60 of LLaVA-OV's 196)
+    pruner_memory: str = "video"  # or process: kept across videos, as released (order-dependent)
     n_local: int = 15000  # ReKV sliding window, tokens
     topk: int = 64  # ReKV frames retrieved per question
-    max_new_tokens: int | None = None  # None: the model's own (ReKV 16, LiveCC 32)
-    answer_mode: str = "generate"  # LiveCC: or logits, the option token with the largest logit
     max_cache_tokens: int | None = None  # LiveCC: evict the oldest chunks past this many (not upstream)
     device: str = "auto"
     dtype: str = "auto"

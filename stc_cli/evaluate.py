@@ -1,4 +1,5 @@
-"""``stc eval`` as a library call: an ``EvalConfig`` -> queries, a model -> the runner -> a run folder.
+"""``stc eval`` as a library call: an ``EvalConfig`` -> a protocol and its queries, a model -> the runner
+-> a run folder.
 
 Under ``torchrun`` each process (rank) builds the model on its own GPU and answers its share of the
 videos; rank 0 merges the shards (``distributed.py``).
@@ -11,29 +12,54 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from stc_cli import __version__, benchmarks, models
+from stc_cli import __version__, benchmarks, models, protocols
 from stc_cli.benchmarks.base import Query
 from stc_cli.configs import EvalConfig
 from stc_cli.datadir import resolve_data_dir
 from stc_cli.distributed import Shard
-from stc_cli.runner import PROTOCOLS, RunSummary, run
+from stc_cli.protocols import Protocol
+from stc_cli.runner import RunSummary, run
+
+PRUNER_MEMORIES = ("video", "process")
 
 
 @dataclass(frozen=True)
 class Plan:
-    queries: list[Query]
+    queries: list[Query]  # as the protocol puts them to the model
     video_root: Path
-    protocol: str
-    fps: float
+    protocol: Protocol
+    schedule: str  # stream or clip
     output: Path
     note: str = ""  # something the user should know, e.g. which data is used
 
 
+def protocol_of(config: EvalConfig) -> Protocol:
+    """The named protocol of ``config`` (its pair's default unless ``--protocol``) with the flags that
+    override single settings applied; raises ValueError for an unknown or unfit name or value."""
+    models.check(config.model)
+    benchmarks.get(config.bench)  # an unknown --bench fails here, listing the known ones
+    protocol = protocols.resolve(config.model, config.bench, config.protocol)
+    decoding = None
+    if config.answer_mode is not None:
+        if config.model != "livecc" or config.answer_mode not in ("generate", "logits"):
+            raise ValueError(
+                f"--answer-mode must be generate or logits, with --model livecc; got {config.answer_mode!r}"
+            )
+        logits = "candidate-logits" if protocol.template == "livecc-clip" else "option-logits"
+        decoding = "greedy" if config.answer_mode == "generate" else logits
+    protocol = protocol.override(
+        fps=config.fps, schedule=config.schedule, max_new_tokens=config.max_new_tokens, decoding=decoding
+    )
+    if protocol.sampling == "uniform" and protocol.schedule == "stream":
+        raise ValueError(f"--schedule stream: {protocol.name} picks each query's frames over its own window")
+    return protocol
+
+
 def plan(config: EvalConfig) -> Plan:
-    """Queries, video folder, protocol and output folder of ``config``; raises ValueError or
+    """Protocol, queries, video folder, schedule and output folder of ``config``; raises ValueError or
     MetadataError (naming the file and record) before any model is built."""
+    protocol = protocol_of(config)
     module = benchmarks.get(config.bench)
-    fps = config.fps or models.default_fps(config.model)  # an unknown --model fails here, before reading
     data_dir, note = resolve_data_dir(config.data_dir), ""
     if config.bench == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
         data_dir, note = module.PACKAGED.parent, "demo: using the copy shipped in the package"
@@ -49,31 +75,36 @@ def plan(config: EvalConfig) -> Plan:
         if config.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {config.limit}")
         queries = queries[: config.limit]
-    _check_numbers(config)
+    _check_settings(config)
+    queries = [protocol.prepare(q) for q in queries]
     video_root = data_dir / module.FOLDER
-    protocol = config.protocol
-    if protocol == "auto":
-        protocol = "stream" if all(q.window[0] == 0 for q in queries) else "clip"
-    elif protocol not in PROTOCOLS:
-        raise ValueError(f"--protocol must be auto, {' or '.join(PROTOCOLS)}, got {protocol!r}")
-    if protocol == "clip":
+    schedule = protocol.schedule
+    if schedule == "auto":
+        schedule = "stream" if all(q.window[0] == 0 for q in queries) else "clip"
+    if schedule == "clip" and protocol.window == "benchmark":
         queries = [_precut(q, video_root) for q in queries]
     from stc_cli.devices import resolve_device, resolve_dtype
 
     resolve_dtype(config.dtype, resolve_device(config.device))  # a bad --device or --dtype fails here
-    output = Path(config.output or f"runs/{config.model}-{config.bench}-{config.variant}")
-    return Plan(queries, video_root, protocol, fps, output, note)
+    return Plan(queries, video_root, protocol, schedule, _output(config, protocol), note)
 
 
-def _check_numbers(config: EvalConfig) -> None:
-    """Numeric options out of range fail here, before minutes of model loading."""
-    if config.fps is not None and config.fps <= 0:
-        raise ValueError(f"--fps must be > 0, got {config.fps}")
-    if config.answer_mode not in ("generate", "logits") or (
-        config.answer_mode == "logits" and config.model == "rekv"
+def _output(config: EvalConfig, protocol: Protocol) -> Path:
+    """``--output``, else ``runs/<model>-<bench>-<variant>``, the protocol named unless it is the default."""
+    if config.output:
+        return Path(config.output)
+    default = protocols.resolve(config.model, config.bench).name
+    named = "" if protocol.name == default else f"-{protocol.name}"
+    return Path(f"runs/{config.model}-{config.bench}{named}-{config.variant}")
+
+
+def _check_settings(config: EvalConfig) -> None:
+    """Options out of range fail here, before minutes of model loading."""
+    if config.pruner_memory not in PRUNER_MEMORIES or (
+        config.pruner_memory == "process" and config.model != "rekv"
     ):
         raise ValueError(
-            f"--answer-mode must be generate (or logits, with --model livecc), got {config.answer_mode!r}"
+            f"--pruner-memory must be video (or process, with --model rekv), got {config.pruner_memory!r}"
         )
     if not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
@@ -82,7 +113,6 @@ def _check_numbers(config: EvalConfig) -> None:
         "--tokens-per-frame": config.tokens_per_frame or 1,
         "--n-local": config.n_local,
         "--topk": config.topk,
-        "--max-new-tokens": config.max_new_tokens or 1,
         "--max-cache-tokens": config.max_cache_tokens or 1,
     }
     for flag, value in counts.items():
@@ -91,7 +121,7 @@ def _check_numbers(config: EvalConfig) -> None:
 
 
 def _precut(query: Query, video_root: Path) -> Query:
-    """OVO-Bench's clip protocol reads the pre-cut clip where it was downloaded, else cuts the source."""
+    """OVO-Bench's clip schedule reads the pre-cut clip where it was downloaded, else cuts the source."""
     clip = query.extra.get("clip")
     return replace(query, video=clip) if clip and (video_root / clip).is_file() else query
 
@@ -112,10 +142,11 @@ def evaluate(
     shard = shard or Shard.from_env()
     the_plan = the_plan or plan(config)
     device = resolve_device(config.device, local_rank=shard.local_rank)
-    model = models.build(config, device, resolve_dtype(config.dtype, device))
+    model = models.build(config, the_plan.protocol, device, resolve_dtype(config.dtype, device))
     # what moves a score or a timing; a rerun into the same folder must match it (environment aside)
     settings = {
         "config": {key: value for key, value in asdict(config).items() if key != "overwrite"},
+        "protocol": the_plan.protocol.settings(),
         "model": model.describe(),
     }
     environment = {
@@ -130,8 +161,9 @@ def evaluate(
         the_plan.queries,
         the_plan.video_root,
         the_plan.output,
-        protocol=the_plan.protocol,
-        fps=the_plan.fps,
+        schedule=the_plan.schedule,
+        sampling=the_plan.protocol.sampling_rule(),
+        read=the_plan.protocol.read,
         settings=settings,
         environment=environment,
         overwrite=config.overwrite,

@@ -1,10 +1,15 @@
 """The eval loop: queries -> a model -> one record per query in ``samples.jsonl``, flushed as it goes.
 
-Protocols:
+Schedules:
 - ``stream``: each video is decoded once and its queries answered in time order on a growing memory;
   each record carries the cost of the frames added since the previous query of its video.
 - ``clip``: a fresh memory per query, holding only its window.
 A model that answers from its memory alone gives both the same answers.
+
+A record holds the query, the answer as the protocol reads it (``response``) and the model's whole
+output (``full_response``), the text prefilled after the visual memory (``model_input``) and the one
+that retrieved frames (``retrieval_input``), the times of the frames the memory held (``frame_times``),
+the cost per stage (``timings_ms``) and token counts (``counts``).
 
 The run folder holds ``samples.jsonl`` (the resume state: a rerun skips the ids already written) and
 ``run.json`` (the settings; a rerun with other settings is refused unless ``overwrite``). A query whose
@@ -31,9 +36,9 @@ from stc_cli import distributed
 from stc_cli.benchmarks.base import Query
 from stc_cli.distributed import Shard
 from stc_cli.models.base import Answer, Step, VideoModel
-from stc_cli.video import VideoError, read_frames
+from stc_cli.video import Sampling, VideoError, read_frames
 
-PROTOCOLS = ("stream", "clip")
+SCHEDULES = ("stream", "clip")
 
 
 @dataclass
@@ -51,8 +56,9 @@ def run(
     video_root: Path,
     output: Path,
     *,
-    protocol: str = "stream",
-    fps: float = 0.5,
+    schedule: str = "stream",
+    sampling: Sampling = Sampling(1.0),  # noqa: B008 (frozen)
+    read: Callable[[str], str] = lambda response: response,
     settings: dict | None = None,
     environment: dict | None = None,
     overwrite: bool = False,
@@ -61,21 +67,22 @@ def run(
     shard: Shard = Shard(),  # noqa: B008 (frozen)
 ) -> RunSummary:
     """Answer every query not yet in ``output/samples.jsonl``; videos are read under ``video_root``.
+    Frames are taken by ``sampling``; ``read`` gives the answer a scorer reads from a response.
     ``settings`` must match on a rerun; ``environment`` (versions, machine) is recorded, not checked.
     ``on_start`` hears how many records this process is about to write, ``progress`` each record.
 
     With ``shard.world > 1`` this process answers the queries of its share of the videos and its summary
     covers them; rank 0 then waits for the other ranks, merges, and its summary covers the whole run.
 
-    Raises ValueError for an unknown protocol, a stream run over windows that do not start at 0, or an
+    Raises ValueError for an unknown schedule, a stream run over windows that do not start at 0, or an
     output folder written with other settings; TimeoutError (rank 0) when another rank stops writing.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if protocol == "stream" and any(q.window[0] > 0 for q in queries):
-        raise ValueError("the stream protocol needs windows that start at 0: use --protocol clip")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "stream" and any(q.window[0] > 0 for q in queries):
+        raise ValueError("the stream schedule needs windows that start at 0: use --schedule clip")
     output.mkdir(parents=True, exist_ok=True)
-    header = {"settings": settings or {}, "protocol": protocol, "fps": fps, "world": shard.world}
+    header = {"settings": settings or {}, "schedule": schedule, "world": shard.world}
     resuming = _claim(output, header, overwrite, shard)
     if shard.rank == 0 and environment is not None:  # this launch's
         _write_json(output / "run.json", {**_read_json(output / "run.json"), "environment": environment})
@@ -89,7 +96,12 @@ def run(
     done = finished_ids(shard.samples(output)) | (_ids_elsewhere(output, shard) if resuming else set())
     mine = {video: by_video[video] for video in shard.take(videos)}
     on_start(sum(q.id not in done for group in mine.values() for q in group))  # what this process will write
-    counts = _answer(model, mine, video_root, shard.samples(output), done, protocol, fps, progress)
+    replay = _stream if schedule == "stream" else _clip
+
+    def answer_all(path: Path, group: list[Query]) -> Iterator[dict]:
+        return replay(model, path, group, sampling, read, done)
+
+    counts = _answer(answer_all, mine, video_root, shard.samples(output), done, progress)
     if shard.world > 1:
         counts = _gather(output, shard, header, shares, videos, counts)
     if shard.rank == 0:
@@ -98,24 +110,21 @@ def run(
 
 
 def _answer(
-    model: VideoModel,
+    answer_all: Callable[[Path, list[Query]], Iterator[dict]],
     by_video: dict[str, list[Query]],
     video_root: Path,
     samples: Path,
     done: set[str],
-    protocol: str,
-    fps: float,
     progress: Callable[[dict], None],
 ) -> dict[str, int]:
-    """Append a record to ``samples`` for each query (grouped by video) not in ``done``; return
-    RunSummary's counts."""
-    answer_all = _stream if protocol == "stream" else _clip
+    """Append a record to ``samples`` for each query (grouped by video) not in ``done``, as
+    ``answer_all(video path, its queries)`` yields them; return RunSummary's counts."""
     written = errors = 0
     with open(samples, "a", encoding="utf-8") as sink:
         for video, group in by_video.items():
             if all(q.id in done for q in group):
                 continue
-            for record in answer_all(model, video_root / video, group, fps, done):
+            for record in answer_all(video_root / video, group):
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
                 written += 1
@@ -169,12 +178,12 @@ def finished_ids(samples: Path) -> set[str]:
 
 
 def _stream(
-    model: VideoModel, path: Path, queries: list[Query], fps: float, done: set[str]
+    model: VideoModel, path: Path, queries: list[Query], sampling: Sampling, read, done: set[str]
 ) -> Iterator[dict]:
     queries = sorted(queries, key=lambda q: q.window[1])
     started = time.perf_counter()
     try:
-        frames = read_frames(path, fps, (0.0, max(q.window[1] for q in queries)))
+        frames = read_frames(path, sampling, (0.0, max(q.window[1] for q in queries)))
     except VideoError as error:
         yield from (_record(q, error=str(error)) for q in queries if q.id not in done)
         return
@@ -196,17 +205,19 @@ def _stream(
         if broken:
             yield _record(query, error=broken)
         else:
-            yield _answered(model, query, cost, added)
+            yield _answered(model, query, read, cost, frames.times[:added])
         cost = Step()
 
 
-def _clip(model: VideoModel, path: Path, queries: list[Query], fps: float, done: set[str]) -> Iterator[dict]:
+def _clip(
+    model: VideoModel, path: Path, queries: list[Query], sampling: Sampling, read, done: set[str]
+) -> Iterator[dict]:
     for query in queries:
         if query.id in done:
             continue
         started = time.perf_counter()
         try:
-            frames = read_frames(path, fps, query.window)
+            frames = read_frames(path, sampling, query.window)
         except VideoError as error:
             yield _record(query, error=str(error))
             continue
@@ -218,27 +229,38 @@ def _clip(model: VideoModel, path: Path, queries: list[Query], fps: float, done:
         except Exception as error:  # recorded, as above
             yield _record(query, error=f"adding frames failed: {type(error).__name__}: {error}")
             continue
-        yield _answered(model, query, cost, len(frames.times))
+        yield _answered(model, query, read, cost, frames.times)
 
 
-def _answered(model: VideoModel, query: Query, cost: Step, frames: int) -> dict:
+def _answered(model: VideoModel, query: Query, read, cost: Step, times: tuple[float, ...]) -> dict:
     try:
         answer: Answer = model.answer(query)
     except Exception as error:  # recorded, as above
-        return _record(
-            query, error=f"answering failed: {type(error).__name__}: {error}", cost=cost, frames=frames
-        )
+        failed = f"answering failed: {type(error).__name__}: {error}"
+        return _record(query, error=failed, cost=cost, times=times)
     _add(cost, answer)
-    return _record(query, response=answer.text, cost=cost, frames=frames)
+    held = times if answer.frame_times is None else answer.frame_times
+    return _record(query, answer=answer, response=read(answer.text), cost=cost, times=held)
 
 
-def _record(query: Query, response=None, error=None, cost: Step | None = None, frames: int = 0) -> dict:
+def _record(
+    query: Query,
+    answer: Answer | None = None,
+    response: str | None = None,
+    error: str | None = None,
+    cost: Step | None = None,
+    times: tuple[float, ...] = (),
+) -> dict:
     cost = cost or Step()
     return {
         **query.to_record(),
         "response": response,
+        "full_response": answer.text if answer else None,
         "error": error,
-        "frames": frames,
+        "frames": len(times),
+        "frame_times": [round(t, 3) for t in times],  # to the millisecond
+        "model_input": answer.model_input if answer else None,
+        "retrieval_input": answer.retrieval_input if answer else None,
         "timings_ms": cost.timings_ms,
         "counts": cost.counts,
     }

@@ -88,7 +88,17 @@ def score_records(
     if name == "egoschema" and any(not r.get("target") for r in records):
         out = (Path(path) if Path(path).is_dir() else Path(path).parent) / "egoschema_submission.json"
         return Submission(out, module.write_submission(records, out), module.SUBMIT_HELP)
-    return module.score(records, mode or ("robust" if source == "samples" else "official"))
+    report = module.score(records, mode or ("robust" if source == "samples" else "official"))
+    comparable = getattr(module, "COMPARABLE", {}).get(report.mode, _UNPUBLISHED[report.mode])
+    report.notes.insert(0, f"{report.mode} scoring: {comparable}")
+    return report
+
+
+_UNPUBLISHED = {
+    "robust": "one answer extractor for every benchmark, failures counted wrong: comparable with robust "
+    "scores only, not with published numbers",
+    "official": "this benchmark's rule; no published numbers to compare with",
+}
 
 
 def _from_samples(path: Path, bench: str | None) -> tuple[str, list[dict], str]:

@@ -16,11 +16,28 @@ def check_table(report):
     seconds = report.video_seconds
     if seconds.get("stream"):
         table.add_section()
-        table.add_row("video-seconds encoded, stream protocol", f"{seconds['stream']:,.0f}")
+        table.add_row("video-seconds encoded, stream schedule", f"{seconds['stream']:,.0f}")
         ratio = seconds["clip"] / seconds["stream"]
-        table.add_row("video-seconds encoded, clip protocol", f"{seconds['clip']:,.0f} ({ratio:.2f}x)")
+        table.add_row("video-seconds encoded, clip schedule", f"{seconds['clip']:,.0f} ({ratio:.2f}x)")
         if seconds["open_ended"]:
             table.add_row("queries up to the video's end (left out)", str(seconds["open_ended"]))
+    return table
+
+
+def protocol_table(protocol, others: list[str]):
+    """``stc eval --show-protocol``: a ``Protocol``'s settings and the upstream source of each."""
+    from rich.table import Table
+
+    flags = f"--model {protocol.model} --bench {protocol.bench} --protocol {protocol.name}"
+    table = Table(
+        title=f"{flags}\n{protocol.summary}",
+        caption=f"comparable with: {protocol.comparable}"
+        + (f"\nother protocols: {', '.join(others)}" if others else ""),
+    )
+    for column in ("setting", "value", "reproduces"):
+        table.add_column(column, overflow="fold")
+    for name, value, source in protocol.rows():
+        table.add_row(name, value, source, style="bold" if name in protocol.changed else None)
     return table
 
 

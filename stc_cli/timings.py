@@ -1,7 +1,7 @@
 """Where a run's time went, from the per-record timings and counts of its ``samples.jsonl``.
 
-A record carries the cost of the frames its query added (stream protocol: those since the previous
-query of its video; clip protocol: its whole window), so sums over records are the run's totals.
+A record carries the cost of the frames its query added (stream schedule: those since the previous
+query of its video; clip schedule: its whole window), so sums over records are the run's totals.
 """
 
 from __future__ import annotations

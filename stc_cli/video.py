@@ -1,22 +1,53 @@
-"""Frame decoding: a video's frames at a given rate, inside a time window, as a uint8 tensor.
+"""Frame decoding: a video's frames, picked by a sampling rule inside a time window, as a uint8 tensor.
 
-Frames are taken the way ReKV's loader takes them: every ``round(native_fps / fps)``-th decoded frame
-from the first one, so at 0.5 fps from a 30 fps video, frames 0, 60, 120, ... A frame's time is its
-index over the native rate; a window ``(start, end)`` keeps the frames with ``start <= t < end``
-(a clip cut at ``end`` seconds holds nothing at ``end`` itself).
+Two rules, each the one a released harness uses (``docs/protocols.md``):
+
+- ``stride`` (ReKV and STC, [STC]``model/video_qa/base_refactored.py:27-30``): every
+  ``int(round(native_fps) / fps)``-th decoded frame from the first, so at 1 fps every 30th frame of a
+  29.97 fps video and every 12th of a 12.5 fps one. A window ``(start, end)`` keeps the frames with
+  ``start <= i / native_fps < end`` (a clip cut at ``end`` seconds holds nothing at ``end`` itself).
+- ``uniform`` (LiveCC's OVO-Bench evaluation, [LiveCC]``evaluation/ovobench/
+  distributed_evaluate_ovobench.py:26-59`` with qwen-vl-utils 0.0.11 ``smart_nframes``): the frames whose
+  decoded *end* timestamp lies in ``[start, max(start + 1, end)]``, then an even number of them spread
+  evenly (``linspace(...).round()``): ``fps`` per second of the clip, at least 4, at most ``max_frames``.
+
+A frame's time is its index over the native rate, whichever rule picked it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch  # before decord: decord's bundled libraries must load after torch's
 
+RULES = ("stride", "uniform")
+UNIFORM_MIN_FRAMES = 4  # qwen-vl-utils FPS_MIN_FRAMES
+FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (one Qwen2-VL temporal patch is 2 frames)
+
 
 class VideoError(ValueError):
     """A video that cannot be read: the message names the file and says what to do."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames a model is given: ``fps`` frames per second by ``rule`` (see the module docstring);
+    ``max_frames`` caps the ``uniform`` rule (LiveCC: 480)."""
+
+    fps: float
+    rule: str = "stride"
+    max_frames: int = 480
+
+    def __post_init__(self):
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.rule not in RULES:
+            raise ValueError(f"unknown frame sampling rule {self.rule!r}; known: {', '.join(RULES)}")
+        if self.max_frames < FRAME_FACTOR:
+            raise ValueError(f"max_frames must be >= {FRAME_FACTOR}, got {self.max_frames}")
 
 
 @dataclass(frozen=True)
@@ -29,17 +60,54 @@ class Frames:
 
 
 def frame_indices(n_frames: int, native_fps: float, fps: float, window=(0.0, math.inf)) -> list[int]:
-    """Indices of the frames sampled at ``fps`` inside ``window`` (seconds), from ``n_frames`` decoded
-    frames at ``native_fps``."""
+    """The ``stride`` rule: indices of the frames sampled at ``fps`` inside ``window`` (seconds), from
+    ``n_frames`` decoded frames at ``native_fps``. Upstream's stride ``int(round(native) / fps)`` is 0
+    (and its ``range`` fails) below one native frame per sampled frame: here it is at least 1."""
     if fps <= 0 or native_fps <= 0:
         raise ValueError(f"fps must be positive, got {fps} (video: {native_fps})")
-    stride = max(1, round(native_fps / fps))
+    stride = max(1, int(round(native_fps) / fps))
     start, end = window
     return [i for i in range(0, n_frames, stride) if start <= i / native_fps < end]
 
 
-def read_frames(path: Path | str, fps: float, window=(0.0, math.inf)) -> Frames:
-    """Decode ``path`` at ``fps`` inside ``window``; no frame in the window gives an empty ``[0, H, W, 3]``.
+def uniform_indices(
+    end_times: Sequence[float],
+    native_fps: float,
+    window=(0.0, math.inf),
+    fps: float = 2.0,
+    max_frames: int = 480,
+) -> list[int]:
+    """The ``uniform`` rule: indices of the frames LiveCC's OVO-Bench loader picks, from the decoded
+    frames' end timestamps (seconds, ascending). A start of 0 means the first frame and an end of 0 or
+    infinity the last, as upstream's ``if not video_start`` reads them; both are clamped into the video."""
+    import numpy as np
+
+    if not len(end_times):
+        return []
+    first, last = float(end_times[0]), float(end_times[-1])
+    start, end = window
+    start = first if not start else start
+    end = last if not end or math.isinf(end) else end
+    start, end = min(max(first, start), last), min(max(first, end), last)
+    end = max(start + 1, end)  # a clip holds at least one second
+    clip = [i for i, t in enumerate(end_times) if start <= t <= end]
+    if not clip:
+        return []
+    # smart_nframes sees at least 2 frames, and a video below `fps` as if it had been resampled to it
+    total, rate = max(len(clip), FRAME_FACTOR), native_fps
+    if native_fps < fps:
+        total, rate = int(len(clip) * fps / native_fps), fps
+    least = math.ceil(UNIFORM_MIN_FRAMES / FRAME_FACTOR) * FRAME_FACTOR
+    most = math.floor(min(max_frames, total) / FRAME_FACTOR) * FRAME_FACTOR
+    count = min(max(total / rate * fps, least), most, total)
+    count = math.floor(count / FRAME_FACTOR) * FRAME_FACTOR
+    picks = np.linspace(0, len(clip) - 1, count).round().astype(int)  # numpy rounds half to even
+    return [clip[i] for i in picks.tolist()]
+
+
+def read_frames(path: Path | str, sampling: Sampling, window=(0.0, math.inf)) -> Frames:
+    """Decode the frames of ``path`` that ``sampling`` picks inside ``window``; none gives an empty
+    ``[0, H, W, 3]``.
 
     Raises:
         VideoError: the file is missing or cannot be decoded.
@@ -54,7 +122,11 @@ def read_frames(path: Path | str, fps: float, window=(0.0, math.inf)) -> Frames:
     try:
         reader = decord.VideoReader(str(path), num_threads=1)
         native = float(reader.get_avg_fps())
-        indices = frame_indices(len(reader), native, fps, window)
+        if sampling.rule == "uniform":
+            ends = reader.get_frame_timestamp(range(len(reader)))[:, 1].tolist()
+            indices = uniform_indices(ends, native, window, sampling.fps, sampling.max_frames)
+        else:
+            indices = frame_indices(len(reader), native, sampling.fps, window)
         height, width = reader[0].shape[:2]
         pixels = reader.get_batch(indices).asnumpy() if indices else None
     except (decord.DECORDError, RuntimeError) as error:  # decord raises either for a broken file

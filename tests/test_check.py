@@ -28,7 +28,7 @@ def test_metadata_only_counts_queries_per_task(tmp_path):
     # windows end at ceil(realtime): a 10, b 4, c 2 and 5 -> stream reads 10 + 4 + 5, clip 10 + 4 + 2 + 5
     assert report["video_seconds"] == {"stream": 19.0, "clip": 21.0, "open_ended": 0}
     table = check("--bench", "ovo", "--data-dir", str(tmp_path), "--metadata-only").stdout
-    assert "clip protocol" in table and "21 (1.11x)" in table
+    assert "clip schedule" in table and "21 (1.11x)" in table
 
 
 def test_missing_and_broken_videos_exit_1(tmp_path):

@@ -7,7 +7,10 @@ import pytest
 
 from stc_cli.distributed import Shard, done_key, mark_done, wait_for_ranks
 from stc_cli.runner import run
+from stc_cli.video import Sampling
 from tests.toy_model import ToyModel, answers, make_videos, torchrun, toy_queries, untimed
+
+TWO_FPS = Sampling(2.0)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,8 @@ def in_turn(output: Path, world: int, launch_id: str, videos: Path, overwrite: b
     """A sharded run in this process: the other ranks first, so that rank 0 finds their markers."""
     shards = [Shard(rank, world, launch_id) for rank in [*range(1, world), 0]]
     return [
-        run(ToyModel(), toy_queries(), videos, output, fps=2.0, overwrite=overwrite, shard=s) for s in shards
+        run(ToyModel(), toy_queries(), videos, output, sampling=TWO_FPS, overwrite=overwrite, shard=s)
+        for s in shards
     ]
 
 
@@ -61,7 +65,7 @@ def test_bad_torchrun_variables_are_named(env, message):
 
 
 def test_two_processes_under_torchrun_write_what_one_process_writes(videos, tmp_path):
-    run(ToyModel(), toy_queries(), videos, tmp_path / "one", fps=2.0)
+    run(ToyModel(), toy_queries(), videos, tmp_path / "one", sampling=TWO_FPS)
     summaries = launch(2, videos, tmp_path / "two")
     assert untimed(tmp_path / "two") == untimed(tmp_path / "one") and len(untimed(tmp_path / "one")) == 10
     counts = [
@@ -85,7 +89,7 @@ def test_two_processes_under_torchrun_write_what_one_process_writes(videos, tmp_
 
 
 def test_each_shard_resumes_on_its_own(videos, tmp_path):
-    run(ToyModel(), toy_queries(), videos, tmp_path / "one", fps=2.0)
+    run(ToyModel(), toy_queries(), videos, tmp_path / "one", sampling=TWO_FPS)
     output = tmp_path / "two"
     in_turn(output, 2, "first", videos)
     part = output / "shards" / "samples.rank1.jsonl"
@@ -101,23 +105,24 @@ def test_a_rerun_over_other_queries_answers_none_twice(videos, tmp_path):
     in_turn(output, 2, "first", videos)
     reordered = toy_queries()[::-1]  # videos v2, v1, v4, v3, v0, gone: rank 1 now has v3 and gone of rank 0
     summaries = [
-        run(ToyModel(), reordered, videos, output, fps=2.0, shard=Shard(rank, 2, "second")) for rank in (1, 0)
+        run(ToyModel(), reordered, videos, output, sampling=TWO_FPS, shard=Shard(rank, 2, "second"))
+        for rank in (1, 0)
     ]
     assert [(s.n_skipped, s.n_written) for s in summaries] == [(4, 0), (10, 0)]
     assert sorted(r[0] for r in answers(output)) == sorted(q.id for q in reordered)
 
 
 def test_a_run_resumes_only_over_as_many_processes(videos, tmp_path):
-    run(ToyModel(), toy_queries(), videos, tmp_path / "one", fps=2.0)
+    run(ToyModel(), toy_queries(), videos, tmp_path / "one", sampling=TWO_FPS)
     output = tmp_path / "run"
     in_turn(output, 2, "first", videos)
     for shard in (Shard(0, 3), Shard(2, 3), Shard()):
         with pytest.raises(ValueError, match=rf"split over 2 processes, not {shard.world}: .* --overwrite"):
-            run(ToyModel(), toy_queries(), videos, output, fps=2.0, shard=shard)
+            run(ToyModel(), toy_queries(), videos, output, sampling=TWO_FPS, shard=shard)
     in_turn(output, 3, "second", videos, overwrite=True)
     assert untimed(output) == untimed(tmp_path / "one")
     assert len(list((output / "shards").iterdir())) == 6  # three shards, three markers
-    summary = run(ToyModel(), toy_queries(), videos, output, fps=2.0, overwrite=True)
+    summary = run(ToyModel(), toy_queries(), videos, output, sampling=TWO_FPS, overwrite=True)
     assert summary.n_written == 10 and not list((output / "shards").iterdir())
     assert untimed(output) == untimed(tmp_path / "one")
 

@@ -43,8 +43,13 @@ def test_a_run_writes_a_record_per_query_with_timings_and_counts(tmp_path):
     assert set(first["timings_ms"]) == {"decode", "vit", "compress", "prefill", "answer"}
     assert first["counts"]["visual_tokens_in"] == 16 * first["counts"]["frames_encoded"]
     assert first["counts"]["visual_tokens_kept"] == 5 * first["counts"]["frames_encoded"]  # 60/196 of 16
+    # the demo's default protocol is STC's online harness: the prompt as it is, retrieval and prefill
+    assert first["model_input"] == first["retrieval_input"] == first["prompt"]
+    assert first["frame_times"] == [float(t) for t in range(first["frames"])]  # 1 fps from 0 s
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["protocol"] == "stream" and run["settings"]["model"]["stc"]["tokens_per_frame"] == 5
+    assert run["schedule"] == "stream" and run["settings"]["model"]["stc"]["tokens_per_frame"] == 5
+    protocol = run["settings"]["protocol"]
+    assert (protocol["name"], protocol["fps"], protocol["max_new_tokens"]) == ("stc-online", 1.0, 128)
     assert run["environment"]["torch"] and "finished" in run
 
 
@@ -64,14 +69,14 @@ def test_no_stc_is_the_baseline_and_names_its_folder(tmp_path, monkeypatch):
     assert all(c.get("visual_tokens_kept") == c.get("visual_tokens_in") for c in counts)
 
 
-def test_stream_and_clip_protocols_give_the_same_answers(tmp_path):
-    assert stc_eval("--output", str(tmp_path / "stream"), "--protocol", "stream").exit_code == 0
-    assert stc_eval("--output", str(tmp_path / "clip"), "--protocol", "clip").exit_code == 0
+def test_stream_and_clip_schedules_give_the_same_answers(tmp_path):
+    assert stc_eval("--output", str(tmp_path / "stream"), "--schedule", "stream").exit_code == 0
+    assert stc_eval("--output", str(tmp_path / "clip"), "--schedule", "clip").exit_code == 0
     stream = {r["id"]: (r["response"], r["frames"]) for r in records(tmp_path / "stream")}
     clip = {r["id"]: (r["response"], r["frames"]) for r in records(tmp_path / "clip")}
     assert stream == clip
     frames = lambda out: sum(r["counts"].get("frames_encoded", 0) for r in records(out))  # noqa: E731
-    assert frames(tmp_path / "stream") == 9 < frames(tmp_path / "clip")  # each video encoded once
+    assert frames(tmp_path / "stream") == 18 < frames(tmp_path / "clip")  # 6 s at 1 fps, each video once
 
 
 def test_an_interrupted_run_resumes_to_the_same_records(tmp_path):
@@ -110,13 +115,18 @@ def test_bad_options_fail_before_any_model_is_built(tmp_path):
         ("--tasks", "colour"): "--tasks: demo has no task colour; known: color, direction, position",
         ("--limit", "0"): "--limit must be >= 1, got 0",
         ("--fps", "0"): "--fps must be > 0, got 0.0",
-        ("--protocol", "live"): "--protocol must be auto, stream or clip, got 'live'",
+        ("--protocol", "live"): "unknown --protocol 'live' for --model rekv on --bench demo; known: "
+        "stc-online, rekv-chat",
+        ("--protocol", "livecc-ovo"): "livecc-ovo is for --model livecc --bench ovo",
+        ("--schedule", "batch"): "--schedule must be one of auto, stream, clip, got 'batch'",
+        ("--max-new-tokens", "0"): "--max-new-tokens must be >= 1, got 0",
+        ("--pruner-memory", "forever"): "--pruner-memory must be video (or process, with --model rekv)",
         ("--model", "gpt"): "unknown --model 'gpt'; known: rekv",
         ("--tokens-per-frame", "17"): "--tokens-per-frame must be between 1 and 16, got 17",
         ("--update-ratio", "1.5"): "--update-ratio must be in (0, 1], got 1.5",
         ("--topk", "0"): "--topk must be >= 1, got 0",
         ("--device", "tpu9"): "--device must be auto, cpu, cuda or cuda:N, got 'tpu9'",
-        ("--answer-mode", "logits"): "--answer-mode must be generate (or logits, with --model livecc)",
+        ("--answer-mode", "logits"): "--answer-mode must be generate or logits, with --model livecc",
         ("--n-local", "-3"): "--n-local must be >= 1, got -3",
     }
     for flags, message in cases.items():
@@ -134,7 +144,7 @@ def test_tasks_and_limit_choose_the_queries(data_dir):
     config = EvalConfig(bench="demo", data_dir=str(data_dir), tasks=("color", "direction"), limit=3)
     chosen = plan(config)
     assert [q.task for q in chosen.queries] == ["color", "direction", "color"][: len(chosen.queries)]
-    assert len(chosen.queries) == 3 and chosen.protocol == "stream"
+    assert len(chosen.queries) == 3 and (chosen.schedule, chosen.protocol.name) == ("stream", "stc-online")
     assert str(chosen.output) == "runs/rekv-demo-stc"
 
 
@@ -150,10 +160,10 @@ def test_the_clip_protocol_reads_ovo_pre_cut_clips_where_downloaded(tmp_path):
     from tests.ovo_fixture import write_ovo  # the OVO-Bench fixture of the benchmark tests
 
     folder = write_ovo(tmp_path)
-    queries = plan(EvalConfig(bench="ovo", data_dir=str(tmp_path), protocol="clip")).queries
+    queries = plan(EvalConfig(bench="ovo", data_dir=str(tmp_path), schedule="clip")).queries
     clip = queries[0].extra["clip"]
     write_video(folder / clip, frames=2, fps=1)
-    again = plan(EvalConfig(bench="ovo", data_dir=str(tmp_path), protocol="clip")).queries
+    again = plan(EvalConfig(bench="ovo", data_dir=str(tmp_path), schedule="clip")).queries
     assert again[0].video == clip and queries[0].video != clip
 
 
@@ -173,13 +183,79 @@ def test_model_path_takes_a_saved_checkpoint_folder(tmp_path):
 
 def test_livecc_stream_and_clip_give_the_same_answers(tmp_path):
     livecc = ["--model", "livecc", "--max-new-tokens", "4"]
-    assert stc_eval(*livecc, "--output", str(tmp_path / "stream"), "--protocol", "stream").exit_code == 0
-    assert stc_eval(*livecc, "--output", str(tmp_path / "clip"), "--protocol", "clip").exit_code == 0
+    assert stc_eval(*livecc, "--output", str(tmp_path / "stream"), "--schedule", "stream").exit_code == 0
+    assert stc_eval(*livecc, "--output", str(tmp_path / "clip"), "--schedule", "clip").exit_code == 0
     assert answers(tmp_path / "stream") != [] and sorted(answers(tmp_path / "stream")) == sorted(
         answers(tmp_path / "clip")
     )
     run = json.loads((tmp_path / "stream" / "run.json").read_text())
-    assert run["fps"] == 2.0 and run["settings"]["model"]["model"] == "livecc"
+    assert run["settings"]["protocol"]["fps"] == 2.0 and run["settings"]["model"]["model"] == "livecc"
     written = records(tmp_path / "stream")
     assert sum(r["counts"].get("frames_encoded", 0) for r in written) % 2 == 0  # whole 1-second chunks
     assert all(r["error"] is None for r in written)
+
+
+def test_show_protocol_prints_each_setting_with_its_source_and_loads_nothing(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--bench", "ovo", "--show-protocol", "--max-new-tokens", "16", "--output", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # the table folds long cells
+    assert "--model rekv --bench ovo --protocol stc-online" in text
+    assert "reading │ last-line │ [STC] ovobench/models/rekv.py:53-54" in text
+    assert "max_new_tokens │ 16 │ changed by a flag" in text
+    assert "other protocols: rekv-chat" in text and list(tmp_path.iterdir()) == []
+
+
+def test_the_default_protocols_reproduce_the_released_harnesses():
+    from stc_cli.evaluate import protocol_of
+
+    ovo = protocol_of(EvalConfig(bench="ovo"))
+    assert (ovo.name, ovo.fps, ovo.sampling, ovo.retrieval, ovo.template) == (
+        "stc-online", 1.0, "stride", "prompt", "plain"
+    )  # fmt: skip
+    assert (ovo.max_new_tokens, ovo.stop, ovo.first_token_rule, ovo.reading) == (
+        128,
+        "eos",
+        True,
+        "last-line",
+    )
+    mlvu = protocol_of(EvalConfig(bench="mlvu"))
+    assert (mlvu.name, mlvu.fps, mlvu.retrieval, mlvu.template, mlvu.max_new_tokens) == (
+        "stc-offline", 0.5, "question", "rekv-chat", 16
+    )  # fmt: skip
+    livecc = protocol_of(EvalConfig(model="livecc", bench="ovo"))
+    assert (livecc.name, livecc.sampling, livecc.schedule, livecc.decoding) == (
+        "livecc-ovo", "uniform", "clip", "candidate-logits"
+    )  # fmt: skip
+
+
+def test_livecc_ovo_runs_livecc_s_evaluation_on_the_source_videos(tmp_path):
+    from tests.ovo_fixture import write_ovo
+
+    folder = write_ovo(tmp_path)
+    for name, seconds in (("Ego4D/a.mp4", 12), ("Ego4D/b.mp4", 4), ("perception_test/c.mp4", 6)):
+        write_video(folder / "src_videos" / name, frames=4 * seconds, fps=4, size=(56, 84))
+    args = [
+        "--model",
+        "livecc",
+        "--bench",
+        "ovo",
+        "--data-dir",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "run"),
+    ]
+    result = stc_eval(*args)
+    assert result.exit_code == 0, result.output
+    written = {r["id"]: r for r in records(tmp_path / "run")}
+    assert all(r["error"] is None for r in written.values())
+    assert {r["response"] for r in written.values()} <= {"No", "Yes", *"0123456789", *"ABCDE"}
+    # EPM at realtime 10: frames ending in [0.25, 10] (0-39), 20 of them at 2 fps, spread evenly
+    assert written["ovo/0"]["frame_times"] == [round(round(k * 39 / 19) / 4, 3) for k in range(20)]
+    assert written["ovo/0"]["prompt"] == "Who spoke?\nA. a man\nB. a woman\nC. a child\nD. nobody\n" + (
+        "Please select the correct answer."
+    )
+    assert written["ovo/2/0"]["window"] == [0.0, 2.0] and written["ovo/2/0"]["frames"] == 4
+    assert written["ovo/0"]["model_input"].endswith("<|im_start|>assistant\nThe answer is:\n")

@@ -6,6 +6,9 @@ from stc_cli.benchmarks import demo
 from stc_cli.download import install_demo
 from stc_cli.models.base import Answer, Step
 from stc_cli.runner import finished_ids, run
+from stc_cli.video import Sampling
+
+TWO_FPS = Sampling(2.0)
 
 
 class RecordingModel:
@@ -32,7 +35,7 @@ class RecordingModel:
             raise RuntimeError("CUDA out of memory")
         memory = self.memory
         text = f"{len(memory)} frames, last at {memory[-1][0]}, sum {sum(m for _, m in memory)}"
-        return Answer({"answer": 2.0}, {"new_tokens": 3}, text=text)
+        return Answer({"answer": 2.0}, {"new_tokens": 3}, text=text, model_input=f"Q: {query.prompt}")
 
 
 @pytest.fixture
@@ -48,8 +51,8 @@ def records(output):
 def test_stream_and_clip_give_the_same_answers(data, tmp_path):
     folder, queries = data
     stream_model, clip_model = RecordingModel(), RecordingModel()
-    run(stream_model, queries, folder, tmp_path / "stream", fps=2.0)
-    run(clip_model, queries, folder, tmp_path / "clip", protocol="clip", fps=2.0)
+    run(stream_model, queries, folder, tmp_path / "stream", sampling=TWO_FPS)
+    run(clip_model, queries, folder, tmp_path / "clip", schedule="clip", sampling=TWO_FPS)
     stream = {r["id"]: r["response"] for r in records(tmp_path / "stream")}
     clip = {r["id"]: r["response"] for r in records(tmp_path / "clip")}
     assert stream == clip and len(stream) == 12
@@ -62,7 +65,13 @@ def test_stream_and_clip_give_the_same_answers(data, tmp_path):
 def test_stream_encodes_each_video_once_in_time_order(data, tmp_path):
     folder, queries = data
     model = RecordingModel()
-    run(model, [q for q in queries if q.video == "videos/clip_1.mp4"], folder, tmp_path / "run", fps=2.0)
+    run(
+        model,
+        [q for q in queries if q.video == "videos/clip_1.mp4"],
+        folder,
+        tmp_path / "run",
+        sampling=TWO_FPS,
+    )
     assert model.calls == [("reset",), ("add", (0.0, 0.5)), ("add", tuple(t / 2 for t in range(2, 12)))]
     written = records(tmp_path / "run")
     assert [r["id"] for r in written] == ["demo/clip_1/2", "demo/clip_1/0", "demo/clip_1/1", "demo/clip_1/3"]
@@ -74,15 +83,26 @@ def test_stream_encodes_each_video_once_in_time_order(data, tmp_path):
     assert written[2]["counts"] == {"new_tokens": 3} and [r["frames"] for r in written] == [2, 12, 12, 12]
 
 
+def test_a_record_holds_the_answer_as_read_the_whole_response_and_what_the_model_saw(data, tmp_path):
+    folder, queries = data
+    clip_1 = [q for q in queries if q.video == "videos/clip_1.mp4"]
+    run(RecordingModel(), clip_1, folder, tmp_path / "run", sampling=TWO_FPS, read=lambda text: text[:8])
+    first, second = records(tmp_path / "run")[:2]
+    assert (first["response"], first["full_response"]) == ("2 frames", first["full_response"])
+    assert first["full_response"].startswith("2 frames, last at 0.5, sum")
+    assert first["frame_times"] == [0.0, 0.5] and second["frame_times"] == [t / 2 for t in range(12)]
+    assert first["model_input"] == "Q: " + clip_1[2].prompt and first["retrieval_input"] is None
+
+
 def test_resume_after_a_crash_equals_one_run(data, tmp_path):
     folder, queries = data
-    run(RecordingModel(), queries, folder, tmp_path / "whole", fps=2.0)
+    run(RecordingModel(), queries, folder, tmp_path / "whole", sampling=TWO_FPS)
     output = tmp_path / "resumed"
-    run(RecordingModel(), queries[:5], folder, output, fps=2.0)
+    run(RecordingModel(), queries[:5], folder, output, sampling=TWO_FPS)
     with open(output / "samples.jsonl", "a") as sink:
         sink.write('{"id": "demo/clip_1/3", "resp')  # killed in the middle of a write
     heard = []
-    summary = run(RecordingModel(), queries, folder, output, fps=2.0, on_start=heard.append)
+    summary = run(RecordingModel(), queries, folder, output, sampling=TWO_FPS, on_start=heard.append)
     assert (summary.n_skipped, summary.n_written, summary.n_errors) == (5, 7, 0)
     assert heard == [7]  # told before the first record what is left to write
     by_id = lambda rows: {r["id"]: r["response"] for r in rows}  # noqa: E731
@@ -91,19 +111,34 @@ def test_resume_after_a_crash_equals_one_run(data, tmp_path):
 
 def test_other_settings_are_refused_unless_overwrite(data, tmp_path):
     folder, queries = data
-    run(RecordingModel(), queries[:2], folder, tmp_path / "run", fps=2.0, settings={"stc": True})
+    run(RecordingModel(), queries[:2], folder, tmp_path / "run", sampling=TWO_FPS, settings={"stc": True})
     with pytest.raises(ValueError, match="holds a run with other settings.*--overwrite"):
-        run(RecordingModel(), queries, folder, tmp_path / "run", fps=2.0, settings={"stc": False})
+        run(RecordingModel(), queries, folder, tmp_path / "run", sampling=TWO_FPS, settings={"stc": False})
     summary = run(
-        RecordingModel(), queries, folder, tmp_path / "run", fps=2.0, settings={"stc": False}, overwrite=True
+        RecordingModel(),
+        queries,
+        folder,
+        tmp_path / "run",
+        sampling=TWO_FPS,
+        settings={"stc": False},
+        overwrite=True,
     )
     assert summary.n_skipped == 0 and len(records(tmp_path / "run")) == 12
 
 
 def test_the_environment_is_recorded_not_checked(data, tmp_path):
     folder, queries = data
-    run(RecordingModel(), queries[:2], folder, tmp_path / "run", fps=2.0, environment={"torch": "2.4"})
-    summary = run(RecordingModel(), queries, folder, tmp_path / "run", fps=2.0, environment={"torch": "2.13"})
+    run(
+        RecordingModel(),
+        queries[:2],
+        folder,
+        tmp_path / "run",
+        sampling=TWO_FPS,
+        environment={"torch": "2.4"},
+    )
+    summary = run(
+        RecordingModel(), queries, folder, tmp_path / "run", sampling=TWO_FPS, environment={"torch": "2.13"}
+    )
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary.n_skipped == 2 and saved["environment"] == {"torch": "2.13"} and saved["world"] == 1
 
@@ -112,23 +147,29 @@ def test_failures_are_recorded_and_the_run_goes_on(data, tmp_path):
     folder, queries = data
     (folder / "videos/clip_2.mp4").unlink()
     model = RecordingModel(fail_answer_on={"demo/clip_0/1"})
-    summary = run(model, queries, folder, tmp_path / "run", fps=2.0)
+    summary = run(model, queries, folder, tmp_path / "run", sampling=TWO_FPS)
     errors = {r["id"]: r["error"] for r in records(tmp_path / "run") if r["error"]}
     assert summary.n_errors == 5 and set(errors) == {"demo/clip_0/1"} | {f"demo/clip_2/{k}" for k in range(4)}
     assert errors["demo/clip_0/1"] == "answering failed: RuntimeError: CUDA out of memory"
     assert "clip_2.mp4: no such video" in errors["demo/clip_2/0"]
     # A failed add leaves the memory unknown: the video's later queries are errors too, others go on.
     broken = RecordingModel(fail_add_after=2)
-    run(broken, [q for q in queries if q.video == "videos/clip_0.mp4"], folder, tmp_path / "broken", fps=2.0)
+    run(
+        broken,
+        [q for q in queries if q.video == "videos/clip_0.mp4"],
+        folder,
+        tmp_path / "broken",
+        sampling=TWO_FPS,
+    )
     assert [bool(r["error"]) for r in records(tmp_path / "broken")] == [False, True, True, True]
 
 
 def test_bad_runs_are_refused(data, tmp_path):
     folder, queries = data
-    with pytest.raises(ValueError, match="--protocol must be one of stream, clip"):
-        run(RecordingModel(), queries, folder, tmp_path / "a", protocol="batch")
+    with pytest.raises(ValueError, match="--schedule must be one of stream, clip"):
+        run(RecordingModel(), queries, folder, tmp_path / "a", schedule="batch")
     late = [q.__class__(**{**q.__dict__, "window": (2.0, 6.0)}) for q in queries[:1]]
-    with pytest.raises(ValueError, match="stream protocol needs windows that start at 0"):
+    with pytest.raises(ValueError, match="stream schedule needs windows that start at 0"):
         run(RecordingModel(), late, folder, tmp_path / "b")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "samples.jsonl").write_text('oops\n{"id": "x"}\n')
@@ -140,7 +181,7 @@ def test_stc_score_reads_the_run_folder(data, tmp_path):
     from stc_cli.scoring import score_results
 
     folder, queries = data
-    run(RecordingModel(), queries, folder, tmp_path / "run", fps=2.0)
+    run(RecordingModel(), queries, folder, tmp_path / "run", sampling=TWO_FPS)
     report = score_results(tmp_path / "run")
     # "12 frames, last at 5.5, sum ..." commits to no option letter: all 12 unparsed, so wrong.
     assert (report.bench, report.mode, report.n_total, report.n_unparsed, report.overall) == (

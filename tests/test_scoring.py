@@ -43,6 +43,15 @@ def test_run_folder_and_official_mode(samples):
     assert report["categories"] == OFFICIAL and report["overall"] == pytest.approx(250 / 3)
 
 
+def test_each_scoring_names_the_published_numbers_it_compares_with(samples):
+    official = json.loads(score(str(samples), "--mode", "official", "--json").stdout)
+    assert official["notes"][0].startswith("official scoring: OVO-Bench's score.py: comparable with the ")
+    assert "the STC README's OVO-Bench rows" in official["notes"][0]
+    robust = json.loads(score(str(samples), "--json").stdout)
+    assert robust["notes"][0].startswith("robust scoring: one answer extractor for every benchmark")
+    assert "not with published numbers" in robust["notes"][0]
+
+
 def test_table_output(samples):
     result = score(str(samples))
     assert result.exit_code == 0, result.output
@@ -110,7 +119,8 @@ def test_bad_inputs_say_what_is_wrong(tmp_path, samples):
     strange.write_text('{"results": []}')
     cases.append(([str(strange)], f"{strange}: not a result file stc knows; stc score reads a samples.jsonl"))
     cases.append(([str(tmp_path / "nope.jsonl")], "nope.jsonl: no such file or folder"))
-    cases.append(([str(samples), "--mode", "strict"], "--mode must be one of official, robust, got 'strict'"))
+    bad_mode = "--mode must be one of official, robust, stc, got 'strict'"
+    cases.append(([str(samples), "--mode", "strict"], bad_mode))
     cases.append(([str(samples), "--bench", "mvbench"], "unknown benchmark 'mvbench'; known: ovo,"))
     for args, message in cases:
         result = score(*args)

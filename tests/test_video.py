@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stc_cli.benchmarks import demo
-from stc_cli.video import VideoError, frame_indices, read_frames
+from stc_cli.video import Sampling, VideoError, frame_indices, read_frames, uniform_indices
 from tests.videos import write_video
 
 CLIP_0 = demo.PACKAGED / "videos" / "clip_0.mp4"  # 12 frames at 2 fps: a red square moving right
@@ -13,12 +13,21 @@ CLIP_0 = demo.PACKAGED / "videos" / "clip_0.mp4"  # 12 frames at 2 fps: a red sq
 @pytest.mark.parametrize(
     ("n", "native", "fps", "window", "want"),
     [
-        (12, 2.0, 1.0, (0.0, math.inf), [0, 2, 4, 6, 8, 10]),  # stride round(2 / 1) = 2
+        (12, 2.0, 1.0, (0.0, math.inf), [0, 2, 4, 6, 8, 10]),  # stride int(2 / 1) = 2
         (12, 2.0, 2.0, (0.0, 1.0), [0, 1]),  # t = 0, 0.5; t = 1.0 is the clip's end, excluded
         (300, 30.0, 0.5, (0.0, math.inf), [0, 60, 120, 180, 240]),  # ReKV: every 60th frame at 30 fps
-        # stride round(59.94) = 60: t = 2.002 and 4.004 s are inside [2, 6), 6.006 s is not
+        # stride int(round(29.97) / 0.5) = 60: t = 2.002 and 4.004 s are inside [2, 6), 6.006 s is not
         (300, 29.97, 0.5, (2.0, 6.0), [60, 120]),
         (10, 2.0, 4.0, (0.0, math.inf), list(range(10))),  # asking above the native rate: every frame
+        # The released stride int(round(native) / fps) at the common native rates, 1 fps (STC online):
+        (60, 25.0, 1.0, (0.0, 2.0), [0, 25]),
+        (60, 30.0, 1.0, (0.0, 2.0), [0, 30]),
+        (91, 29.97, 1.0, (0.0, 3.01), [0, 30, 60, 90]),  # round(29.97) = 30: at 1.001, 2.002, 3.003 s
+        (30, 12.5, 1.0, (0.0, math.inf), [0, 12, 24]),  # round(12.5) = 12 (half to even), not 13
+        # ... and 0.5 fps (STC offline), where int(round(12.5) / 0.5) = 24 while round(12.5 / 0.5) = 25
+        (50, 12.5, 0.5, (0.0, math.inf), [0, 24, 48]),
+        (120, 25.0, 0.5, (0.0, math.inf), [0, 50, 100]),
+        (31, 25.0, 2.0, (0.0, math.inf), [0, 12, 24]),  # LiveCC's stream at 2 fps: int(25 / 2) = 12
     ],
 )
 def test_frame_indices(n, native, fps, window, want):
@@ -26,7 +35,7 @@ def test_frame_indices(n, native, fps, window, want):
 
 
 def test_read_frames_at_a_rate_inside_a_window():
-    frames = read_frames(CLIP_0, fps=1.0, window=(0.0, 6.0))
+    frames = read_frames(CLIP_0, Sampling(1.0), window=(0.0, 6.0))
     assert frames.pixels.shape == (6, 64, 64, 3) and frames.pixels.dtype == torch.uint8
     assert frames.times == (0.0, 1.0, 2.0, 3.0, 4.0, 5.0) and frames.native_fps == 2.0
     # Frame 10 (t = 5 s): the square's left edge is at x = 4 + round(40 * 10 / 11) = 40, rows 24-39.
@@ -36,16 +45,55 @@ def test_read_frames_at_a_rate_inside_a_window():
 
 
 def test_empty_window_keeps_the_frame_size():
-    frames = read_frames(CLIP_0, fps=2.0, window=(7.0, 9.0))
+    frames = read_frames(CLIP_0, Sampling(2.0), window=(7.0, 9.0))
     assert frames.pixels.shape == (0, 64, 64, 3) and frames.times == ()
 
 
 def test_missing_and_broken_videos(tmp_path):
     with pytest.raises(VideoError, match="no such video"):
-        read_frames(tmp_path / "nope.mp4", fps=1.0)
+        read_frames(tmp_path / "nope.mp4", Sampling(1.0))
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(write_video(tmp_path / "ok.mp4").read_bytes()[:200])
     with pytest.raises(VideoError, match=f"{broken}: cannot be decoded"):
-        read_frames(broken, fps=1.0)
+        read_frames(broken, Sampling(1.0))
     with pytest.raises(ValueError, match="fps must be positive"):
         frame_indices(10, 2.0, 0.0)
+
+
+def ends(count: int, fps: float) -> list[float]:
+    """End timestamps of ``count`` frames of a constant-rate video: frame i is shown until (i + 1) / fps."""
+    return [(i + 1) / fps for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("end_times", "native", "window", "want"),
+    [
+        # 10 s of a 30 fps clip: frames 0-299 end inside [1/30, 10]; 10 s at 2 fps is 20 frames, spread
+        # as linspace(0, 299, 20).round(): steps of 299 / 19 = 15.74
+        (ends(1800, 30), 30.0, (0.0, 10.0), [round(k * 299 / 19) for k in range(20)]),
+        # OVO CRR from ask_time 28 s: [28, max(29, 28)]; frame 839 (shown from 27.967 s) ends at 28.0.
+        # 31 frames for 1 s -> 2 frames, raised to the minimum of 4: linspace(0, 30, 4) = 0, 10, 20, 30
+        (ends(1800, 30), 30.0, (28.0, 28.0), [839, 849, 859, 869]),
+        # a 0.03 s window still holds one second, so 4 frames (frames 300-329 end inside [10, 11])
+        (ends(1800, 30), 30.0, (10.0, 10.03), [299, 309, 319, 329]),
+        # 20 min at 25 fps: 2400 frames at 2 fps are capped at 480, spread over all 30000
+        (ends(30000, 25), 25.0, (0.0, math.inf), [round(k * 29999 / 479) for k in range(480)]),
+        # below 2 fps the video counts as resampled to 2 fps: 10 frames at 1 fps -> 20 picks, repeating
+        (ends(10, 1), 1.0, (0.0, 10.0), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9]),
+        # an end past the video is clamped to its last frame
+        (ends(8, 4), 4.0, (0.0, 99.0), [0, 2, 5, 7]),
+    ],
+)
+def test_uniform_indices_reproduce_livecc_ovo_sampling(end_times, native, window, want):
+    assert uniform_indices(end_times, native, window) == want
+
+
+def test_uniform_rule_reads_the_decoded_timestamps():
+    # clip_0: 12 frames at 2 fps ending at 0.5, 1.0, ..., 6.0; [0.5, 3] holds frames 0-5 -> 6 s at 2 fps
+    frames = read_frames(CLIP_0, Sampling(2.0, "uniform"), window=(0.0, 3.0))
+    assert frames.times == (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+
+
+def test_unknown_sampling_rule():
+    with pytest.raises(ValueError, match="unknown frame sampling rule 'every'; known: stride, uniform"):
+        Sampling(1.0, "every")

@@ -22,6 +22,7 @@ from stc_cli.benchmarks.base import Query
 from stc_cli.distributed import Shard
 from stc_cli.models.base import Answer, Step
 from stc_cli.runner import run
+from stc_cli.video import Sampling
 from tests.videos import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ def main() -> None:
         toy_queries(),
         args.video_root,
         args.output,
-        fps=args.fps,
+        sampling=Sampling(args.fps),
         overwrite=args.overwrite,
         shard=shard,
     )

@@ -7,7 +7,9 @@ A benchmark module (``ovo.py``, ``streamingbench.py``, ...) provides:
 - ``load_queries(data_dir: Path, **options) -> list[Query]``: reads the metadata as upstream publishes
   it; raises ``MetadataError`` naming the file and the record at fault;
 - ``score(records: list[dict], mode: str) -> ScoreReport``: ``mode`` is ``"official"`` (the upstream
-  scorer, quirks included) or ``"robust"`` (``extract.py``; missing, failed and unparsed count as wrong);
+  scorer, quirks included), ``"robust"`` (``extract.py``; missing, failed and unparsed count as wrong)
+  or, where the module lists it in ``MODES``, ``"stc"`` (the STC authors' released scoring, which their
+  published numbers come from);
 - ``looks_like(obj) -> bool`` and ``records_from_upstream(obj, **options) -> list[dict]``: recognise and
   convert the upstream harness's own result file (already parsed from JSON), where there is one.
 
@@ -25,7 +27,8 @@ from pathlib import Path
 
 from stc_cli.benchmarks.extract import extract_choice, first_text
 
-MODES = ("official", "robust")
+MODES = ("official", "robust", "stc")
+BASIC_MODES = ("official", "robust")  # what every benchmark scores
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,9 @@ class Query:
     ``id`` is stable across runs (``ovo/1558/2`` for probe 2 of OVO item 1558). ``video`` is relative to
     the benchmark's folder in the data directory. ``window`` is the (start, end) in seconds of the video
     the model may see; an end of ``math.inf`` means to the end of the video (``null`` in JSON).
-    ``target`` is what the scorer compares with: an option letter, a count, Yes/No.
+    ``target`` is what the scorer compares with: an option letter, a count, Yes/No. ``prompt`` is the
+    benchmark's own text for the model (a protocol may give it another, ``stc_cli/protocols``);
+    ``question`` is the bare question inside it, without options or instructions.
     """
 
     id: str
@@ -48,6 +53,7 @@ class Query:
     options: tuple[str, ...]
     target: str
     extra: dict = field(default_factory=dict)
+    question: str = ""
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -85,9 +91,31 @@ class ScoreReport:
         return asdict(self)
 
 
-def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+def check_mode(mode: str, allowed: tuple[str, ...] = BASIC_MODES, bench: str = "this benchmark") -> None:
+    if mode not in allowed:
+        raise ValueError(f"--mode {mode} is not defined for {bench}; use one of {', '.join(allowed)}")
+
+
+def stc_choice(response: str) -> str:
+    """The STC/ReKV harness's letter ([STC] ``model/video_qa/base_refactored.py:82-88``
+    ``extract_choice``): strip; with a ``)``, the character before the first one; else the first
+    character; an empty response becomes ``"A"`` (upstream quirk, kept)."""
+    text = response.strip()
+    if ")" in text:
+        cut = text.index(")")
+        return text[cut - 1 : cut]
+    return text[0] if text else "A"
+
+
+def judge_stc(record: dict) -> tuple[bool, str]:
+    """STC's offline scoring of one multiple-choice record: (right, status). Every record counts, as the
+    harness averages ``qa_acc`` over all questions; a failed or missing response (which that harness
+    never stores: it stops instead) is wrong."""
+    status = response_status(record)
+    text = first_text(record.get("response")) if status == "answered" else None
+    if text is None:
+        return False, status if status != "answered" else "unparsed"
+    return stc_choice(text) == record["target"], "answered"
 
 
 def judge_choice(record: dict) -> tuple[bool, str]:

@@ -65,6 +65,7 @@ def load_queries(data_dir: Path) -> list[Query]:
                 video=record["video"],
                 window=(0.0, float(record["time"])),
                 prompt=prompt(record["question"], record["options"]),
+                question=record["question"],
                 options=tuple(record["options"]),
                 target=record["answer"],
             )
@@ -74,7 +75,7 @@ def load_queries(data_dir: Path) -> list[Query]:
 
 def score(records: list[dict], mode: str) -> ScoreReport:
     """Micro accuracy overall and per task (percent), missing, failed and unparsed answers wrong."""
-    check_mode(mode)
+    check_mode(mode, bench=NAME)
     right, total, status = Counter(), Counter(), Counter()
     for record in records:
         correct, state = judge_choice(record)

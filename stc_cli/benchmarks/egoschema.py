@@ -27,8 +27,10 @@ from stc_cli.benchmarks.base import (
     ScoreReport,
     check_mode,
     judge,
+    judge_stc,
     percent,
     response_status,
+    stc_choice,
 )
 from stc_cli.benchmarks.extract import LETTERS, extract_choice
 
@@ -36,6 +38,12 @@ NAME = "egoschema"
 FOLDER = "egoschema"
 CATEGORY = "EgoSchema"
 TASKS = {"egoschema": CATEGORY}
+MODES = ("official", "robust", "stc")
+COMPARABLE = {
+    "official": "the STC harness's letter over answered questions (EgoSchema has no local scorer)",
+    "stc": "the STC harness (extract_choice over every question): comparable with the STC README's "
+    "EgoSchema column (the 500-question subset)",
+}
 SPLITS = {
     "subset": "Subset/test-00000-of-00001.parquet",
     "full": "MC/test-00000-of-00001.parquet",
@@ -105,6 +113,7 @@ def load_queries(data_dir: Path, split: str = "subset") -> list[Query]:
                 video=f"videos/{q_uid}.mp4",
                 window=(0.0, math.inf),
                 prompt=prompt(str(row["question"]), options),
+                question=str(row["question"]),
                 options=options,
                 target=target,
                 extra={
@@ -135,27 +144,18 @@ def _answer_index(value, path: Path, index: int) -> int:
     raise MetadataError(path, f"answer {value!r} is not an option index 0-4", record=index)
 
 
-def stc_choice(response: str) -> str:
-    """The STC/ReKV harness's letter: strip; with a ``)``, the character before the first one;
-    else the first character; an empty response becomes ``"A"`` (upstream quirk, kept)."""
-    text = response.strip()
-    if ")" in text:
-        cut = text.index(")")
-        return text[cut - 1 : cut]
-    return text[0] if text else "A"
-
-
 def score(records: list[dict], mode: str) -> ScoreReport:
     """Subset accuracy (micro, percent).
 
     official: ``stc_choice`` (the STC harness, [STC]``model/video_qa/base_refactored.py``
     ``extract_choice``) compared with the answer letter; records with no response or a failed run
-    are left out and counted. robust: ``extract_choice``; every record counts.
+    are left out and counted. stc: the same letter, every record counting (``judge_stc``). robust:
+    ``extract_choice``; every record counts.
 
     Raises:
         ValueError: a record has no target (full set): its answers are hidden.
     """
-    check_mode(mode)
+    check_mode(mode, MODES, NAME)
     hidden = sum(1 for record in records if not record.get("target"))
     if hidden:
         raise ValueError(
@@ -165,7 +165,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     right = scored = 0
     tally = Counter()
     for record in records:
-        correct, status = judge(record, mode, _official)
+        correct, status = judge_stc(record) if mode == "stc" else judge(record, mode, _official)
         tally[status] += 1
         if correct is not None:
             scored += 1

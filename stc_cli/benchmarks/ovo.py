@@ -41,6 +41,10 @@ CATEGORIES = {
     "forward": ("REC", "SSR", "CRR"),
 }
 TASKS = {task: category for category, tasks in CATEGORIES.items() for task in tasks}
+COMPARABLE = {
+    "official": "OVO-Bench's score.py: comparable with the OVO-Bench paper and leaderboard, the STC README's "
+    "OVO-Bench rows and LiveCC's OVO-Bench numbers",
+}
 
 # Prompt templates of JoeLeelyf/OVO-Bench constant.py (BR_/REC_/SSR_/CRR_PROMPT_TEMPLATE, copied verbatim
 # into EvolvingLMMs-Lab/lmms-eval lmms_eval/tasks/ovobench/constant.py), byte for byte: the trailing
@@ -131,7 +135,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     ``official`` is OVO-Bench ``score.py`` / ``utils/OVOBenchScore.py`` (v2 averaging): a null response
     scores 0 and stays in the denominator. ``robust`` reads answers with ``extract.py``.
     """
-    check_mode(mode)
+    check_mode(mode, bench=NAME)
     scores: dict[str, list[int]] = {}
     status = Counter(response_status(record) for record in records)
     n_unparsed = n_unknown = 0
@@ -258,28 +262,36 @@ def _queries_of(item: dict) -> list[Query]:
         listed = "; ".join(f"{chr(65 + i)}. {option}" for i, option in enumerate(item["options"])) + ";"
         prompt = _BR_PROMPT.format(item["question"], listed)
         extra = {"gt": item["gt"], "realtime": item["realtime"], "clip": _clip(qid)}
-        return [_query(item, f"ovo/{qid}", prompt, tuple(item["options"]), chr(65 + item["gt"]), extra)]
+        options = tuple(item["options"])
+        return [_query(item, f"ovo/{qid}", prompt, item["question"], options, chr(65 + item["gt"]), extra)]
     queries = []
     for i, probe in enumerate(item["test_info"]):
         extra = {"probe": i, "realtime": probe["realtime"]}
         if task == "REC":
-            prompt = _REC_PROMPT.format("How many times did they " + item["activity"] + "?")
+            question = "How many times did they " + item["activity"] + "?"
+            prompt, extra["activity"] = _REC_PROMPT.format(question), item["activity"]
             target, extra["count"] = str(probe["count"]), probe["count"]
         else:
-            prompt = (
-                _SSR_PROMPT.format(probe["step"]) if task == "SSR" else _CRR_PROMPT.format(item["question"])
-            )
+            if task == "SSR":
+                question = probe["step"]
+                prompt = _SSR_PROMPT.format(question)
+            else:  # CRR: the question is asked from ask_time on (LiveCC's evaluation starts its clip there)
+                question, extra["ask_time"] = item["question"], item.get("ask_time")
+                prompt = _CRR_PROMPT.format(question)
             target, extra["type"] = ("Yes" if probe["type"] == 1 else "No"), probe["type"]
         extra["clip"] = _clip(qid, i)
-        queries.append(_query(item, f"ovo/{qid}/{i}", prompt, (), target, extra))
+        queries.append(_query(item, f"ovo/{qid}/{i}", prompt, question, (), target, extra))
     return queries
 
 
-def _query(item: dict, qid: str, prompt: str, options: tuple, target: str, extra: dict) -> Query:
+def _query(
+    item: dict, qid: str, prompt: str, question: str, options: tuple, target: str, extra: dict
+) -> Query:
     # utils/chunk_videos.py cuts every clip at ceil(realtime) seconds: that prefix is what the model sees.
     window = (0.0, float(math.ceil(extra["realtime"])))
     video = "src_videos/" + item["video"]
-    return Query(qid, NAME, item["task"], TASKS[item["task"]], video, window, prompt, options, target, extra)
+    task = item["task"]
+    return Query(qid, NAME, task, TASKS[task], video, window, prompt, options, target, extra, question)
 
 
 def _clip(qid, probe: int | None = None) -> str:

@@ -48,6 +48,13 @@ TASKS = {
         "Counting",
     )
 }
+MODES = ("official", "robust", "stc")
+COMPARABLE = {
+    "official": "THUNLP's count.py (the first character): comparable with the StreamingBench paper and "
+    "leaderboard",
+    "stc": "the STC authors' count.py (strip, exact match, answered only): comparable with the STC README's "
+    "StreamingBench column (ReKV 69.1, + STC 65.2)",
+}
 CSV_FILE = "Real_Time_Visual_Understanding.csv"
 JSON_FILE = "questions_real.json"
 
@@ -142,11 +149,14 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     """Per-task and micro accuracy in percent; ``overall`` is the micro accuracy ("All").
 
     Official ([SB] src/data/count.py): the first character of a text answer (first element of a list)
-    must equal the answer letter; questions without an answer leave the denominator. Robust: the letter
-    ``extract_choice`` finds; every record counts, missing, failed and unparsed ones as wrong.
+    must equal the answer letter; questions without an answer leave the denominator. Stc (the STC
+    authors' patched count.py, [STC] ``streamingbench/src/data/count.py:6-13,68-83``, behind the STC
+    README's 65.2): the stripped answer must equal the letter exactly, over answered questions only.
+    Robust: the letter ``extract_choice`` finds; every record counts, missing, failed and unparsed ones
+    as wrong.
     """
-    check_mode(mode)
-    judge = _judge_official if mode == "official" else _judge_robust
+    check_mode(mode, MODES, NAME)
+    judge = {"official": _judge_official, "stc": _judge_stc, "robust": _judge_robust}[mode]
     statuses = {"answered": 0, "missing": 0, "error": 0, "unparsed": 0}
     tally: dict[str, list[int]] = {}  # task -> [right, scored]
     for record in records:
@@ -171,7 +181,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
         n_missing=statuses["missing"],
         n_errors=statuses["error"],
         task_counts={task: tally[task][1] for task in order},
-        notes=_official_notes(statuses) if mode == "official" else [],
+        notes=_left_out_notes(statuses, mode) if mode != "robust" else [],
     )
 
 
@@ -189,12 +199,27 @@ def _judge_official(record: dict) -> tuple[str, bool | None]:
     return "answered", first == record["target"]
 
 
+def _judge_stc(record: dict) -> tuple[str, bool | None]:
+    """(status, right); right None leaves the denominator: count.py skips an empty answer and would crash
+    on a null one (``None.strip()``)."""
+    status = response_status(record)
+    if status != "answered":
+        return status, None
+    response = record["response"]
+    text = response[0] if isinstance(response, list) else response  # count.py: a list's first element
+    if not isinstance(text, str):
+        return "unparsed", None
+    if not text.strip():
+        return "missing", None
+    return "answered", text.strip() == record["target"]
+
+
 def _judge_robust(record: dict) -> tuple[str, bool]:
     right, status = judge_choice(record)
     return status, right
 
 
-def _official_notes(statuses: dict[str, int]) -> list[str]:
+def _left_out_notes(statuses: dict[str, int], mode: str) -> list[str]:
     reasons = {
         "missing": "without an answer (count.py skips a missing key and would crash on an empty or null one)",
         "error": "that failed (upstream stores no answer for them)",
@@ -301,6 +326,7 @@ def _query(path: Path | str, sample: int, k: int, raw: dict, context_seconds: fl
         video=f"videos/sample_{sample}/video.mp4",
         window=(float(start), float(end)),
         prompt=PROMPT_TEMPLATE.format(raw["question"], *options) + PROMPT_SUFFIX,
+        question=str(raw["question"]),
         options=tuple(options),
         target=raw["answer"],
         extra={"time_stamp": raw["time_stamp"], "context_seconds": context_seconds},

@@ -27,6 +27,7 @@ from stc_cli.benchmarks.base import (
     Query,
     ScoreReport,
     check_mode,
+    judge_stc,
     percent,
     response_status,
 )
@@ -37,6 +38,12 @@ FOLDER = "videomme"
 METADATA = "videomme/test-00000-of-00001.parquet"
 DURATIONS = ("short", "medium", "long")
 N_QUESTIONS = 2700
+MODES = ("official", "robust", "stc")
+COMPARABLE = {
+    "official": "Video-MME's eval_your_results.py: comparable with the Video-MME leaderboard",
+    "stc": "the STC harness (extract_choice over every question): comparable with the STC README's "
+    "Video-MME column",
+}
 
 # The 12 task types, in the order of TASK_CATEGORIES in eval_your_results.py (thanku-all/parse_answer).
 TASKS = {
@@ -176,8 +183,9 @@ def score(records: list[dict], mode: str) -> ScoreReport:
 
     ``official``: eval_your_results.py; answers it skips (no letter found), missing and failed responses
     leave the denominator. ``robust``: ``extract_choice``; every record counts, unanswered ones as wrong.
+    ``stc``: the STC harness's letter (``judge_stc``), every record counting, as the STC README's number.
     """
-    check_mode(mode)
+    check_mode(mode, MODES, NAME)
     by_duration, by_task = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     status_counts = {"answered": 0, "missing": 0, "error": 0}
     n_unparsed = 0
@@ -185,12 +193,16 @@ def score(records: list[dict], mode: str) -> ScoreReport:
         status = response_status(record)
         status_counts[status] += 1
         duration, task = by_duration[record["category"]], by_task[record["task"]]
-        choice = _choice(record, mode) if status == "answered" else None
-        n_unparsed += status == "answered" and choice is None
-        if mode == "official" and choice is None:
-            continue
+        if mode == "stc":
+            right = judge_stc(record)[0]
+        else:
+            choice = _choice(record, mode) if status == "answered" else None
+            n_unparsed += status == "answered" and choice is None
+            if mode == "official" and choice is None:
+                continue
+            right = choice == record["target"]
         for tally in (duration, task):
-            tally[0] += choice == record["target"]
+            tally[0] += right
             tally[1] += 1
     correct, scored = (sum(tally[i] for tally in by_duration.values()) for i in (0, 1))
     return ScoreReport(
@@ -230,6 +242,7 @@ def _query(row: dict, path: Path) -> Query:
         video=f"data/{row['videoID']}.mp4",
         window=(0.0, math.inf),
         prompt=build_prompt(str(row["question"]), options),
+        question=str(row["question"]),
         options=options,
         target=row["answer"],
         extra={key: row[key] for key in ("duration", "domain", "sub_category", "videoID")},

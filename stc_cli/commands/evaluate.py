@@ -29,14 +29,23 @@ def eval_(
         list[str] | None, typer.Option(help="Only these tasks (repeat the option or separate by commas).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N queries.")] = _EVAL.limit,
-    fps: Annotated[
-        float | None,
-        typer.Option(help="Frames per second read from the videos (default: rekv 0.5, livecc 2)."),
-    ] = _EVAL.fps,
     protocol: Annotated[
-        str,
-        typer.Option(help="stream (one pass per video), clip (one per query) or auto (stream where it can)."),
+        str | None,
+        typer.Option(
+            help="Named evaluation protocol (default: the one that reproduces the published numbers; "
+            "--show-protocol lists them)."
+        ),
     ] = _EVAL.protocol,
+    show_protocol: Annotated[
+        bool, typer.Option(help="Print the resolved protocol with its upstream sources and exit.")
+    ] = False,
+    fps: Annotated[
+        float | None, typer.Option(help="Frames per second read from the videos (default: the protocol's).")
+    ] = _EVAL.fps,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="stream (one pass per video), clip (one per query) or auto (stream where it can)."),
+    ] = _EVAL.schedule,
     output: Annotated[
         Path | None, typer.Option(help="Run folder (default: runs/<model>-<bench>-<stc|cacher|pruner|base>).")
     ] = None,
@@ -52,13 +61,20 @@ def eval_(
     tokens_per_frame: Annotated[
         int | None, typer.Option(help="Pruner: tokens kept per frame (default: 60 of 196, or that share).")
     ] = _EVAL.tokens_per_frame,
+    pruner_memory: Annotated[
+        str,
+        typer.Option(
+            help="Pruner: video (memory starts afresh per video) or process (kept for the whole run, as "
+            "released: order-dependent)."
+        ),
+    ] = _EVAL.pruner_memory,
     n_local: Annotated[int, typer.Option(help="ReKV: sliding-window length in tokens.")] = _EVAL.n_local,
     topk: Annotated[int, typer.Option(help="ReKV: frames retrieved per question.")] = _EVAL.topk,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Longest answer in tokens (default: rekv 16, livecc 32).")
+        int | None, typer.Option(help="Longest answer in tokens (default: the protocol's).")
     ] = _EVAL.max_new_tokens,
     answer_mode: Annotated[
-        str, typer.Option(help="livecc: generate, or logits (the option token with the largest logit).")
+        str | None, typer.Option(help="livecc: generate, or logits (the candidate with the largest logit).")
     ] = _EVAL.answer_mode,
     max_cache_tokens: Annotated[
         int | None,
@@ -75,7 +91,7 @@ def eval_(
     """Run a model with STC on (default) or off over a benchmark; resumable, one record per query."""
     from stc_cli.benchmarks.base import MetadataError
     from stc_cli.distributed import Shard
-    from stc_cli.evaluate import evaluate, plan
+    from stc_cli.evaluate import evaluate, plan, protocol_of
     from stc_cli.progress import EvalProgress
 
     config = EvalConfig(
@@ -85,8 +101,9 @@ def eval_(
         data_dir=str(data_dir) if data_dir else None,
         tasks=tuple(t.strip() for given in tasks or [] for t in given.split(",") if t.strip()),
         limit=limit,
-        fps=fps,
         protocol=protocol,
+        fps=fps,
+        schedule=schedule,
         output=str(output) if output else None,
         stc=stc,
         cacher=cacher,
@@ -94,6 +111,7 @@ def eval_(
         update_ratio=update_ratio,
         cache_interval=cache_interval,
         tokens_per_frame=tokens_per_frame,
+        pruner_memory=pruner_memory,
         n_local=n_local,
         topk=topk,
         max_new_tokens=max_new_tokens,
@@ -103,6 +121,9 @@ def eval_(
         dtype=dtype,
         overwrite=overwrite,
     )
+    if show_protocol:
+        _show(config, protocol_of)
+        return
     try:
         shard = Shard.from_env()
         the_plan = plan(config)
@@ -124,3 +145,17 @@ def eval_(
         f"{summary.output / 'samples.jsonl'}"
     )
     typer.echo(f"score it: stc score {summary.output}")
+
+
+def _show(config: EvalConfig, protocol_of) -> None:
+    """``--show-protocol``: the resolved settings, each beside the upstream source it reproduces."""
+    from rich.console import Console
+
+    from stc_cli import protocols, tables
+
+    try:
+        protocol = protocol_of(config)
+    except ValueError as error:
+        fail(str(error))
+    others = [p.name for p in protocols.available(config.model, config.bench) if p.name != protocol.name]
+    Console().print(tables.protocol_table(protocol, others))

@@ -2,8 +2,8 @@
 
 A model keeps the memory of one video: ``reset()`` empties it, ``add_frames`` appends frames to it
 (encoding them, STC included), ``answer`` answers a query from it without changing it, so that the
-queries of one video can be answered in time order on a growing memory (the stream protocol) or each
-on a fresh memory of its own window (the clip protocol) with the same result.
+queries of one video can be answered in time order on a growing memory (the stream schedule) or each
+on a fresh memory of its own window (the clip schedule) with the same result.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ class STCSettings:
     update_ratio: float = 0.25
     cache_interval: int = 2
     tokens_per_frame: int = 60  # of LLaVA-OV's 196, STC's default
+    # "video": the pruner's temporal memory starts afresh with each video (a fix); "process": it is kept
+    # for the whole run, as the released code does (its per-video reset rebinds an alias only), so that
+    # scores depend on the order of the videos
+    pruner_memory: str = "video"
 
     @classmethod
     def from_config(cls, config, default_tokens_per_frame: int) -> STCSettings:
@@ -37,6 +41,7 @@ class STCSettings:
             update_ratio=config.update_ratio,
             cache_interval=config.cache_interval,
             tokens_per_frame=config.tokens_per_frame or default_tokens_per_frame,
+            pruner_memory=config.pruner_memory,
         )
 
 
@@ -54,7 +59,14 @@ class Step:
 
 @dataclass
 class Answer(Step):
+    """The response ``text``; ``model_input``: the text prefilled after the visual memory (special tokens
+    included); ``retrieval_input``: the text that picked the frames, for a model that retrieves;
+    ``frame_times``: the frames the memory held, where the model knows better than the frames it was given."""
+
     text: str = ""
+    model_input: str = ""
+    retrieval_input: str | None = None
+    frame_times: tuple[float, ...] | None = None
 
 
 class VideoModel(Protocol):
@@ -82,6 +94,18 @@ def timed(step: Step, stage: str, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     step.timings_ms[stage] = step.timings_ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+
+def clean_up_spaces(text: str) -> str:
+    """transformers 4.x's ``clean_up_tokenization`` (what ``decode(..., clean_up_tokenization_spaces=True)``
+    did to the released harnesses' answers; 5.x skips it for BPE tokenizers): no space before . ? ! , and
+    English contractions."""
+    for spaced, joined in (
+        (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+        (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+    ):  # fmt: skip
+        text = text.replace(spaced, joined)
+    return text
 
 
 def count(step: Step, name: str, value: int) -> None:

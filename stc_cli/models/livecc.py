@@ -1,11 +1,12 @@
 """LiveCC (a stock Qwen2-VL) with STC: the ``VideoModel`` behind ``stc eval --model livecc``.
 
-The stream as LiveCC runs it: frames at 2 fps, cut into 1-second chunks of two frames (one temporal
-patch), each appended as its own user turn ``Time=t0-t1s`` + the chunk's video tokens, on a KV cache
-carried across chunks. A question is one more user turn, answered greedily (or, with ``answer_mode``
-``logits``, by the option token with the largest logit after "The answer is:\\n", as LiveCC's own
-OVO-Bench evaluation reads it); the cache is cut back afterwards, so answering leaves the memory as it
-was. A frame still waiting for its partner is not visible to a question.
+The stream as LiveCC runs it (the ``livecc-stream`` protocol): frames at 2 fps, cut into 1-second chunks
+of two frames (one temporal patch), each appended as its own user turn ``Time=t0-t1s`` + the chunk's
+video tokens, on a KV cache carried across chunks. A question is one more user turn, answered greedily
+(or, with ``option-logits`` decoding, by the option token with the largest logit after "The answer
+is:\\n"); the cache is cut back afterwards, so answering leaves the memory as it was. A frame still
+waiting for its partner is not visible to a question. LiveCC's own OVO-Bench evaluation, one turn per
+clip, is ``livecc_clip.py``.
 
 Every segment gets explicit 3-D M-RoPE positions (``get_rope_index`` on the segment, shifted past the
 largest position so far): transformers 5.x alone would give later video segments 1-D positions. STC:
@@ -23,12 +24,12 @@ from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, timed
 from stc_cli.models.qwen2vl import Qwen2VL
+from stc_cli.protocols import Protocol, resolve
 
 SYSTEM_PROMPT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 CHUNK_TURN = "<|im_start|>user\nTime={start:.1f}-{end:.1f}s<|vision_start|>{video}<|vision_end|><|im_end|>\n"
 QUESTION_TURN = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 LOGITS_PREFILL = "The answer is:\n"
-ANSWER_MODES = ("generate", "logits")
 CANDIDATES = ("No", "Yes", *"0123456789")  # LiveCC's OVO-Bench answers besides the option letters
 TEXT, VIDEO = 0, 2  # mm_token_type_ids
 PIXELS = (100 * 28 * 28, 384 * 28 * 28)  # livecc-utils: 100 to 384 merged tokens per temporal patch
@@ -36,22 +37,28 @@ PIXELS = (100 * 28 * 28, 384 * 28 * 28)  # livecc-utils: 100 to 384 merged token
 
 @dataclass(frozen=True)
 class LiveCCSettings:
-    answer_mode: str = "generate"
-    max_new_tokens: int = 32  # LiveCC's evaluation
     min_pixels: int = PIXELS[0]
     max_pixels: int = PIXELS[1]
     max_cache_tokens: int | None = None  # not upstream: evict the oldest chunks past this many tokens
 
 
 class LiveCC:
+    TEMPLATE = "livecc-turns"
+    DECODINGS = ("greedy", "option-logits")
+
     def __init__(
-        self, qwen: Qwen2VL, stc: STCSettings = STC_DEFAULTS, settings: LiveCCSettings = LiveCCSettings()
+        self,
+        qwen: Qwen2VL,
+        stc: STCSettings = STC_DEFAULTS,
+        settings: LiveCCSettings = LiveCCSettings(),
+        protocol: Protocol | None = None,  # None: livecc-stream
     ):
-        if settings.answer_mode not in ANSWER_MODES:
+        protocol = protocol or resolve("livecc", "demo", "livecc-stream")
+        if protocol.template != self.TEMPLATE or protocol.decoding not in self.DECODINGS:
             raise ValueError(
-                f"--answer-mode must be {' or '.join(ANSWER_MODES)}, got {settings.answer_mode!r}"
+                f"protocol {protocol.name} ({protocol.model}) does not fit {type(self).__name__}"
             )
-        self.qwen, self.stc, self.settings = qwen, stc, settings
+        self.qwen, self.stc, self.settings, self.protocol = qwen, stc, settings, protocol
         self.model = qwen.model
         self.lm = self.model.model.language_model
         self.device = next(self.model.parameters()).device
@@ -63,7 +70,9 @@ class LiveCC:
         )
         tokenizer = qwen.tokenizer
         self.video_pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
-        self.stop_ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        self.stop_ids = {tokenizer.eos_token_id}
+        if protocol.stop == "eos+im_end":
+            self.stop_ids.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self.reset()
 
     def describe(self) -> dict:
@@ -73,6 +82,7 @@ class LiveCC:
             "dtype": str(self.lm.dtype).removeprefix("torch."),
             "stc": asdict(self.stc),
             "livecc": asdict(self.settings),
+            "stop_ids": sorted(self.stop_ids),
         }
 
     @torch.inference_mode()
@@ -82,6 +92,8 @@ class LiveCC:
         self.cache = DynamicCache(config=self.lm.config)
         self.next_position = 0
         self.segments: list[int] = []  # cached tokens per appended segment, for eviction
+        self.chunk_times: list[tuple[float, float]] = []  # the frames of each chunk segment (after the first)
+        self.answering = False
         self.pending: list[tuple[torch.Tensor, float]] = []
         self.size: tuple[int, int] | None = None  # (H, W) of every frame of this video
         self.pruner: STCPruner | None = None  # made at the first chunk, when the grid is known
@@ -102,22 +114,29 @@ class LiveCC:
         return step
 
     def _add_chunk(self, pair: torch.Tensor, start: float, end: float, step: Step) -> None:
-        with timed(step, "vit", self.device):
-            pixels, grid = self.frames(pair, self.size, dtype=self.lm.dtype, device=self.device)
-            features = self.model.model.visual(pixels, grid_thw=grid).pooler_output  # [P, width]
-        kept = torch.arange(features.shape[0], device=self.device)
-        if self.stc.pruner:
-            with timed(step, "compress", self.device):
-                kept = self._prune(features)
+        features, grid, kept = self._encode_patch(pair, self.size, step)
         with timed(step, "prefill", self.device):
             # the chunk covers its two frame intervals: at 2 fps, frames at 0.0 and 0.5 are "Time=0.0-1.0s"
             text = CHUNK_TURN.format(
                 start=start, end=2 * end - start, video="<|video_pad|>" * features.shape[0]
             )
+            self.chunk_times.append((start, end))
             self._append(self._ids(text), grid, features, kept)
+
+    def _encode_patch(self, pair: torch.Tensor, size, step: Step):
+        """One temporal patch (2 frames) through the vision tower (cacher inside) and the pruner:
+        ``(features [P, width], grid_thw [[1, gh, gw]], kept indices ascending)``."""
+        with timed(step, "vit", self.device):
+            pixels, grid = self.frames(pair, size, dtype=self.lm.dtype, device=self.device)
+            features = self.model.model.visual(pixels, grid_thw=grid).pooler_output  # [P, width]
+        kept = torch.arange(features.shape[0], device=self.device)
+        if self.stc.pruner:
+            with timed(step, "compress", self.device):
+                kept = self._prune(features)
         count(step, "frames_encoded", 2)
         count(step, "visual_tokens_in", features.shape[0])
         count(step, "visual_tokens_kept", len(kept))
+        return features, grid, kept
 
     def _prune(self, features: torch.Tensor) -> torch.Tensor:
         """Indices of the merged tokens the pruner keeps, ascending (raster order of the merged grid).
@@ -129,34 +148,44 @@ class LiveCC:
 
     @torch.inference_mode()
     def answer(self, query: Query) -> Answer:
-        answer = Answer()
+        answer = Answer(model_input=self.question_text(query))
         saved = (self.cache.get_seq_length(), self.next_position, list(self.segments))
+        self.answering = True  # no eviction: the question and answer are cut back afterwards
         try:
             with timed(answer, "answer", self.device):
-                prefill = LOGITS_PREFILL if self.settings.answer_mode == "logits" else ""
-                hidden = self._append(self._ids(QUESTION_TURN.format(prompt=query.prompt) + prefill))
+                hidden = self._append(self._ids(answer.model_input))
                 logits = self.model.lm_head(hidden[0, -1]).float()
-                if self.settings.answer_mode == "logits":
-                    answer.text = self._best_candidate(logits, query)
-                else:
+                if self.protocol.decoding == "greedy":
                     answer.text = self._generate(logits, answer)
+                else:
+                    answer.text = self._best_candidate(logits, query)
         finally:
             length, self.next_position, self.segments = saved
             _truncate(self.cache, length)
+            self.answering = False
+        answer.frame_times = tuple(t for chunk in self.chunk_times for t in chunk)
         return answer
 
+    def question_text(self, query: Query) -> str:
+        """The question turn; "The answer is:\\n" opens the reply when the answer is read from logits."""
+        prefill = "" if self.protocol.decoding == "greedy" else LOGITS_PREFILL
+        return QUESTION_TURN.format(prompt=query.prompt) + prefill
+
     def _best_candidate(self, logits: torch.Tensor, query: Query) -> str:
+        """``option-logits``: the option letter (else No, Yes or a digit) whose first token scores best."""
         names = [chr(ord("A") + i) for i in range(len(query.options))] if query.options else list(CANDIDATES)
         first = [self._ids(name)[0, 0].item() for name in names]
         return names[int(torch.argmax(logits[first]))]
 
     def _generate(self, logits: torch.Tensor, answer: Answer) -> str:
         tokens: list[int] = []
-        while len(tokens) < self.settings.max_new_tokens:
+        while True:
             token = int(logits.argmax())
             if token in self.stop_ids:
                 break
             tokens.append(token)
+            if len(tokens) == self.protocol.max_new_tokens:
+                break
             logits = self.model.lm_head(self._append(self._ids_of([token]))[0, -1]).float()
         count(answer, "new_tokens", len(tokens))
         return self.qwen.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -201,11 +230,12 @@ class LiveCC:
         """With ``max_cache_tokens``: drop the oldest chunk turns (never the system prompt). The kept keys
         were rotated at their own positions, so dropping others does not move them."""
         limit = self.settings.max_cache_tokens
-        if limit is None or sum(self.segments) <= limit:
+        if limit is None or self.answering or sum(self.segments) <= limit:
             return
         drop = 0
         while len(self.segments) > 2 and sum(self.segments) - drop > limit:
             drop += self.segments.pop(1)
+            self.chunk_times.pop(0)
         system = self.segments[0]
         for layer in self.cache.layers:
             layer.keys = torch.cat((layer.keys[..., :system, :], layer.keys[..., system + drop :, :]), dim=-2)
@@ -220,16 +250,16 @@ def _truncate(cache, length: int) -> None:
         layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
 
 
-def build(config, device, dtype) -> LiveCC:
-    """``stc eval --model livecc``: the Qwen2-VL checkpoint of ``config.model_path`` in LiveCC's loop."""
+def build(config, protocol: Protocol, device, dtype) -> LiveCC:
+    """``stc eval --model livecc``: the Qwen2-VL checkpoint of ``config.model_path`` in LiveCC's loop, or
+    in its OVO-Bench evaluation's one turn per clip (``livecc_clip.py``) as ``protocol`` says."""
     from stc_cli.models import qwen2vl
 
     qwen = qwen2vl.load(config.model_path or qwen2vl.DEFAULT_CHECKPOINT, device=device, dtype=dtype)
     stc = STCSettings.from_config(config, STCSettings.tokens_per_frame)  # per temporal patch
-    max_new_tokens = config.max_new_tokens or LiveCCSettings.max_new_tokens
-    settings = LiveCCSettings(
-        answer_mode=config.answer_mode,
-        max_new_tokens=max_new_tokens,
-        max_cache_tokens=config.max_cache_tokens,
-    )
-    return LiveCC(qwen, stc, settings)
+    settings = LiveCCSettings(max_cache_tokens=config.max_cache_tokens)
+    if protocol.template == "livecc-clip":
+        from stc_cli.models.livecc_clip import LiveCCClip
+
+        return LiveCCClip(qwen, stc, settings, protocol)
+    return LiveCC(qwen, stc, settings, protocol)

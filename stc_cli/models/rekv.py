@@ -3,7 +3,8 @@
 Per frame (one frame per chunk, so that the cacher alternates reference and selective chunks, as STC
 runs it): SigLIP (STC-Cacher on every layer) -> projector -> 2x2 bilinear pooling (196 tokens, no
 newline token) -> STC-Pruner (k tokens) -> the LLM, whose attention is ReKV's memory
-(``rekv_lm.py``, ``rekv_memory.py``), one block per frame.
+(``rekv_lm.py``, ``rekv_memory.py``), one block per frame. The protocol (``stc_cli/protocols``) says
+which text retrieves frames, which is prefilled and how the answer is decoded.
 """
 
 from __future__ import annotations
@@ -15,28 +16,38 @@ import torch
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import llava_ov
-from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, timed
+from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, clean_up_spaces, count, timed
 from stc_cli.models.llava_ov import LlavaOV
 from stc_cli.models.rekv_lm import ReKVLanguageModel
+from stc_cli.protocols import Protocol, resolve
 
 INIT_PROMPT = "<|im_start|>system \nYou are a helpful assistant.<|im_end|><|im_start|>user "
-ANSWER_PROMPT = "\n{prompt}<|im_end|><|im_start|>assistant\n"
-CHOICE_PREFILL = "Best option: ("  # ReKV's assistant prefill for multiple choice
+CHAT_TURN = "\n{prompt}<|im_end|><|im_start|>assistant\n"  # [STC] llava_onevision_rekv.py:32-36 get_prompt
+CHOICE_PREFILL = "Best option: ("  # its assistant prefill for multiple choice
+TEMPLATES = ("plain", "rekv-chat")
 
 
 @dataclass(frozen=True)
 class ReKVSettings:
     n_local: int = 15000  # tokens of the sliding window
     topk: int = 64  # frames retrieved per layer for a question
-    max_new_tokens: int = 16
 
 
 class ReKV:
     """The ``VideoModel`` (``models/base.py``): ``add_frames`` encodes frames into ReKV's memory with STC
     as ``stc`` says, ``answer`` retrieves, prefills and decodes without changing that memory."""
 
-    def __init__(self, llava: LlavaOV, stc: STCSettings = STC_DEFAULTS, rekv: ReKVSettings = ReKVSettings()):
-        self.llava, self.stc, self.settings = llava, stc, rekv
+    def __init__(
+        self,
+        llava: LlavaOV,
+        stc: STCSettings = STC_DEFAULTS,
+        rekv: ReKVSettings = ReKVSettings(),
+        protocol: Protocol | None = None,  # None: the default on OVO-Bench, the STC online harness's
+    ):
+        protocol = protocol or resolve("rekv", "ovo")
+        if protocol.template not in TEMPLATES or protocol.decoding != "greedy" or protocol.retrieval is None:
+            raise ValueError(f"protocol {protocol.name} ({protocol.model}) does not fit ReKV")
+        self.llava, self.stc, self.settings, self.protocol = llava, stc, rekv, protocol
         model = llava.model
         self.vision, self.lm = model.model.vision_tower, model.model.language_model
         self.device = next(model.parameters()).device
@@ -48,7 +59,9 @@ class ReKV:
             STCCacher(stc.update_ratio, stc.cache_interval).attach(self.vision) if stc.cacher else None
         )
         self.pruner = STCPruner(stc.tokens_per_frame) if stc.pruner else None
-        self.stop_ids = {llava.tokenizer.eos_token_id, llava.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        self.stop_ids = {llava.tokenizer.eos_token_id}
+        if protocol.stop == "eos+im_end":
+            self.stop_ids.add(llava.tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self.llm = ReKVLanguageModel(
             self.lm,
             model.lm_head,
@@ -69,6 +82,7 @@ class ReKV:
             "tokens_per_frame": self.block,
             "stc": asdict(self.stc),
             "rekv": asdict(self.settings),
+            "stop_ids": sorted(self.stop_ids),
         }
 
     @torch.inference_mode()
@@ -76,7 +90,7 @@ class ReKV:
         self.llm.reset()
         if self.cacher:
             self.cacher.reset()
-        if self.pruner:
+        if self.pruner and self.stc.pruner_memory == "video":
             self.pruner.reset()
         self.llm.encode(self._embed(INIT_PROMPT))
 
@@ -106,25 +120,30 @@ class ReKV:
 
     @torch.inference_mode()
     def answer(self, query: Query) -> Answer:
-        """Retrieve frames with the bare question, prefill the chat-closed prompt, decode greedily."""
+        """Retrieve frames with one text, prefill another, decode greedily (the protocol says which)."""
         answer = Answer()
+        answer.retrieval_input, answer.model_input = texts(self.protocol, query)
         tokens: list[int] = []
         try:
             with timed(answer, "answer", self.device):
-                self.llm.retrieve(self._embed(query.prompt))
-                prompt = ANSWER_PROMPT.format(prompt=query.prompt) + (CHOICE_PREFILL if query.options else "")
-                logits = self.llm.extend(self._embed(prompt))
-                while len(tokens) < self.settings.max_new_tokens:
+                self.llm.retrieve(self._embed(answer.retrieval_input))
+                logits = self.llm.extend(self._embed(answer.model_input))
+                while True:
                     ranked = logits.topk(2).indices.tolist()
-                    # STC's tweak of ReKV: an end-of-turn as the very first token is skipped
-                    token = ranked[1] if not tokens and ranked[0] in self.stop_ids else ranked[0]
+                    # STC's tweak of ReKV: an end token as the very first token gives way to the second best
+                    first_rule = self.protocol.first_token_rule and not tokens and ranked[0] in self.stop_ids
+                    token = ranked[1] if first_rule else ranked[0]
                     if token in self.stop_ids:
                         break
                     tokens.append(token)
+                    if len(tokens) == self.protocol.max_new_tokens:
+                        break
                     logits = self.llm.extend(self.lm.embed_tokens(self._ids([token])))
         finally:
             self.llm.end_answer()
         answer.text = self.llava.tokenizer.decode(tokens, skip_special_tokens=True)
+        if self.protocol.cleanup:
+            answer.text = clean_up_spaces(answer.text)
         count(answer, "new_tokens", len(tokens))
         return answer
 
@@ -136,10 +155,23 @@ class ReKV:
         return self.lm.embed_tokens(self._ids(ids))
 
 
-def build(config, device, dtype) -> ReKV:
+def texts(protocol: Protocol, query: Query) -> tuple[str, str]:
+    """``(retrieval text, prefill text)`` of ``query`` under ``protocol``: the prompt as it is
+    (``plain``), or in a chat turn ending with "Best option: (" for multiple choice (``rekv-chat``);
+    the bare question retrieves where the protocol says so."""
+    prefill = query.prompt
+    if protocol.template == "rekv-chat":
+        prefill = CHAT_TURN.format(prompt=query.prompt) + (CHOICE_PREFILL if query.options else "")
+    if protocol.retrieval == "prompt":
+        return query.prompt, prefill
+    if not query.question:
+        raise ValueError(f"{query.id} has no bare question to retrieve frames with")
+    return query.question, prefill
+
+
+def build(config, protocol: Protocol, device, dtype) -> ReKV:
     """``stc eval --model rekv``: the LLaVA-OneVision checkpoint of ``config.model_path`` with ReKV."""
     llava = llava_ov.load(config.model_path or llava_ov.DEFAULT_CHECKPOINT, device=device, dtype=dtype)
     # STC keeps 60 of LLaVA-OV's 196 tokens per frame; other grids (random:tiny's 16) keep the same share
     stc = STCSettings.from_config(config, round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196))
-    max_new_tokens = config.max_new_tokens or ReKVSettings.max_new_tokens
-    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, max_new_tokens))
+    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk), protocol)

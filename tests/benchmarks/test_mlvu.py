@@ -185,7 +185,7 @@ def test_macro_over_tasks_present(tmp_path):
 
 
 def test_unknown_mode(tmp_path):
-    with pytest.raises(ValueError, match="unknown mode"):
+    with pytest.raises(ValueError, match="--mode strict is not defined for mlvu; use one of official, "):
         mlvu.score([], "strict")
 
 

@@ -95,14 +95,21 @@ def test_video_clip_target_options_extra(data_dir):
     assert queries["ovo/3"].target == "E"
     rec = queries["ovo/10/1"]
     assert (rec.options, rec.target, rec.video) == ((), "2", "src_videos/perception_test/video_4017.mp4")
-    assert rec.extra == {"probe": 1, "realtime": 19.5, "count": 2, "clip": "chunked_videos/10_1.mp4"}
+    assert rec.extra == {
+        "probe": 1, "realtime": 19.5, "count": 2, "activity": "breaking something",
+        "clip": "chunked_videos/10_1.mp4",
+    }  # fmt: skip
+    assert rec.question == "How many times did they breaking something?"
     ssr = queries["ovo/11/0"]
-    assert (ssr.target, ssr.extra) == (
+    assert (ssr.target, ssr.question, ssr.extra) == (
         "No",
+        "crack the eggs",
         {"probe": 0, "realtime": 10, "type": 0, "clip": "chunked_videos/11_0.mp4"},
     )
-    assert queries["ovo/12/4"].target == "Yes"
-    assert queries["ovo/12/4"].extra["clip"] == "chunked_videos/12_4.mp4"
+    crr = queries["ovo/12/4"]
+    assert (crr.target, crr.extra["clip"], crr.extra["ask_time"]) == ("Yes", "chunked_videos/12_4.mp4", 297)
+    assert crr.question.startswith("The woman in a black coat is approaching a car")
+    assert mcq.question == "Did I close the fridge?"
 
 
 def test_prompts_byte_for_byte(data_dir):

@@ -315,6 +315,23 @@ def test_official_score():
 
 
 @pytest.mark.filterwarnings(ODD_TIMES)
+def test_stc_score_is_the_stc_authors_count_py():
+    report = sb.score(sb.records_from_upstream(SEGMENTS), "stc")
+    # Stripped answer == letter, over answered questions: "A" and " A" right (OP 2/2), "A." wrong (ATP 0/1),
+    # ["B"] -> "B" right ("" left out, CT 1/1), "The best option is C" wrong (CS 0/1); the missing key
+    # and None (on which count.py would crash) leave the denominator too. All = 3 of 5 = 60.0.
+    assert report.tasks == {
+        "Object Perception": 100.0,
+        "Attribute Perception": 0.0,
+        "Clips Summarize": 0.0,
+        "Counting": 100.0,
+    }
+    assert (report.overall, report.n_scored, report.n_missing) == (60.0, 5, 3)
+    assert report.notes == ["3 records without an answer (count.py skips a missing key and would crash on an "
+                            "empty or null one) are left out of the denominator"]  # fmt: skip
+
+
+@pytest.mark.filterwarnings(ODD_TIMES)
 def test_robust_score():
     report = sb.score(sb.records_from_upstream(SEGMENTS), "robust")
     # All 8 count. OP: "A", " A" -> 2/2 = 100.0; ATP: "A." -> 100.0; CT: ["B"] right, "" wrong -> 50.0;
@@ -358,5 +375,7 @@ def test_errors_and_odd_responses():
 
 
 def test_unknown_mode():
-    with pytest.raises(ValueError, match="unknown mode"):
-        sb.score([], "stc")
+    with pytest.raises(
+        ValueError, match="--mode exact is not defined for streamingbench; use one of official"
+    ):
+        sb.score([], "exact")

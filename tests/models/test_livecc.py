@@ -10,8 +10,11 @@ from stc_cli.compress import STCPruner
 from stc_cli.models import qwen2vl
 from stc_cli.models.base import STCSettings
 from stc_cli.models.livecc import CHUNK_TURN, QUESTION_TURN, SYSTEM_PROMPT, LiveCC, LiveCCSettings, _truncate
+from stc_cli.protocols import resolve
 
 OFF = STCSettings(cacher=False, pruner=False)
+STREAM = resolve("livecc", "demo")  # livecc-stream
+SHORT = STREAM.override(max_new_tokens=4)
 TIMES = (0.0, 0.5, 1.0, 1.5)
 
 
@@ -109,7 +112,7 @@ def livecc_positions_without_pruning(qwen, video):
 
 @torch.inference_mode()
 def test_answers_leave_the_memory_as_it_was(tiny):
-    livecc = LiveCC(tiny, STCSettings(cacher=False, tokens_per_frame=20), LiveCCSettings(max_new_tokens=4))
+    livecc = LiveCC(tiny, STCSettings(cacher=False, tokens_per_frame=20), protocol=SHORT)
     livecc.add_frames(frames(4), TIMES)
     before = (livecc.cache.get_seq_length(), livecc.next_position, list(livecc.segments))
     first, second = livecc.answer(query()), livecc.answer(query())
@@ -119,9 +122,10 @@ def test_answers_leave_the_memory_as_it_was(tiny):
 
 @torch.inference_mode()
 def test_logits_mode_answers_with_an_option_letter_or_a_candidate(tiny):
-    livecc = LiveCC(tiny, OFF, LiveCCSettings(answer_mode="logits"))
+    livecc = LiveCC(tiny, OFF, protocol=STREAM.override(decoding="option-logits"))
     livecc.add_frames(frames(2), TIMES[:2])
-    assert livecc.answer(query()).text in ("A", "B")
+    answer = livecc.answer(query())
+    assert answer.text in ("A", "B") and answer.model_input.endswith("assistant\nThe answer is:\n")
     assert livecc.answer(query(options=())).text in ("No", "Yes", *"0123456789")
 
 
@@ -133,6 +137,10 @@ def test_a_cache_bound_evicts_the_oldest_chunks_but_not_the_system_prompt(tiny):
     bounded = LiveCC(tiny, OFF, LiveCCSettings(max_cache_tokens=system + 2 * chunk))
     bounded.add_frames(frames(6), (0.0, 0.5, 1.0, 1.5, 2.0, 2.5))
     assert bounded.segments == [system, chunk, chunk] and bounded.cache.get_seq_length() == system + 2 * chunk
+    # an answer neither evicts nor keeps anything, and names the frames the memory holds
+    answer = bounded.answer(query())
+    assert bounded.segments == [system, chunk, chunk] and bounded.cache.get_seq_length() == system + 2 * chunk
+    assert answer.frame_times == (1.0, 1.5, 2.0, 2.5)
     keys, bound_keys = free.cache.layers[0].keys, bounded.cache.layers[0].keys
     torch.testing.assert_close(bound_keys[..., :system, :], keys[..., :system, :], rtol=0, atol=0)
     torch.testing.assert_close(bound_keys[..., system:, :], keys[..., system + chunk :, :], rtol=0, atol=0)
@@ -144,15 +152,15 @@ def test_a_saved_checkpoint_folder_loads_back(tiny, tmp_path):
     assert loaded.frames == tiny.frames
     answers = []
     for qwen in (tiny, loaded):
-        livecc = LiveCC(qwen, OFF, LiveCCSettings(max_new_tokens=4))
+        livecc = LiveCC(qwen, OFF, protocol=SHORT)
         livecc.add_frames(frames(2), TIMES[:2])
         answers.append(livecc.answer(query()).text)
     assert answers[0] == answers[1]
 
 
-def test_an_unknown_answer_mode_is_refused(tiny):
-    with pytest.raises(ValueError, match="--answer-mode must be generate or logits, got 'vote'"):
-        LiveCC(tiny, OFF, LiveCCSettings(answer_mode="vote"))
+def test_a_protocol_for_another_layout_is_refused(tiny):
+    with pytest.raises(ValueError, match="protocol livecc-ovo \\(livecc\\) does not fit LiveCC"):
+        LiveCC(tiny, OFF, protocol=resolve("livecc", "ovo"))
 
 
 @torch.inference_mode()

@@ -1,4 +1,7 @@
-"""ReKV on a tiny random LLaVA-OneVision: against the stock transformers forward, STC wiring, resets."""
+"""ReKV on a tiny random LLaVA-OneVision: against the stock transformers forward, STC wiring, resets,
+and what each protocol gives it to read and how it decodes."""
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -6,9 +9,11 @@ import torch
 from stc_cli.benchmarks.base import Query
 from stc_cli.models import llava_ov
 from stc_cli.models.base import STCSettings
-from stc_cli.models.rekv import ANSWER_PROMPT, INIT_PROMPT, ReKV, ReKVSettings
+from stc_cli.models.rekv import CHAT_TURN, INIT_PROMPT, ReKV, ReKVSettings, texts
+from stc_cli.protocols import resolve
 
 OFF = STCSettings(cacher=False, pruner=False)
+SHORT = resolve("rekv", "ovo").override(max_new_tokens=4)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def frames(count, seed=0):
 def query(prompt="Which colour? A. red B. blue", options=("red", "blue")):
     return Query(
         id="q", bench="demo", task="t", category="c", video="v.mp4", window=(0.0, 9.0),
-        prompt=prompt, options=options, target="A", extra={},
+        prompt=prompt, options=options, target="A", extra={}, question="Which colour?",
     )  # fmt: skip
 
 
@@ -56,7 +61,7 @@ def test_retrieving_every_frame_within_the_window_equals_the_stock_forward(tiny)
     video = frames(5)
     rekv.add_frames(video[:2], (0.0, 2.0))
     rekv.add_frames(video[2:], (4.0, 6.0, 8.0))
-    text = ANSWER_PROMPT.format(prompt=query().prompt)
+    text = CHAT_TURN.format(prompt=query().prompt)
     torch.testing.assert_close(rekv_logits(rekv, text), stock_logits(tiny, video, text), rtol=1e-4, atol=1e-5)
 
 
@@ -102,7 +107,7 @@ def test_reset_forgets_the_video_and_the_stc_state(tiny):
 
 @torch.inference_mode()
 def test_answers_do_not_change_the_memory_and_count_their_tokens(tiny):
-    rekv = ReKV(tiny, OFF, ReKVSettings(max_new_tokens=4))
+    rekv = ReKV(tiny, OFF, protocol=SHORT)
     rekv.add_frames(frames(2), (0.0, 1.0))
     first, second = rekv.answer(query()), rekv.answer(query())
     assert first.text == second.text
@@ -133,7 +138,7 @@ def test_a_saved_checkpoint_folder_loads_through_model_path(tiny, tmp_path):
     assert loaded.tokenizer("<|im_start|>hi").input_ids == tiny.tokenizer("<|im_start|>hi").input_ids
     answers = []
     for llava in (tiny, loaded):
-        rekv = ReKV(llava, OFF, ReKVSettings(max_new_tokens=6))
+        rekv = ReKV(llava, OFF, protocol=SHORT.override(max_new_tokens=6))
         rekv.add_frames(frames(3), (0.0, 1.0, 2.0))
         answers.append(rekv.answer(query()).text)
     assert answers[0] == answers[1]
@@ -165,7 +170,7 @@ def test_on_cuda_retrieval_of_every_frame_equals_the_stock_forward():
     rekv = ReKV(llava, OFF, ReKVSettings(n_local=4096))
     video = frames(4)
     rekv.add_frames(video, (0.0, 1.0, 2.0, 3.0))
-    text = ANSWER_PROMPT.format(prompt=query().prompt)
+    text = CHAT_TURN.format(prompt=query().prompt)
     stock = stock_logits(llava, video.cuda(), text)
     torch.testing.assert_close(rekv_logits(rekv, text), stock.float(), rtol=1e-4, atol=1e-4)
 
@@ -174,7 +179,123 @@ def test_on_cuda_retrieval_of_every_frame_equals_the_stock_forward():
 @torch.inference_mode()
 def test_on_cuda_in_float16_stc_answers(tmp_path):
     llava = llava_ov.build_random("tiny", device="cuda", dtype=torch.float16)
-    rekv = ReKV(llava, STCSettings(tokens_per_frame=8), ReKVSettings(max_new_tokens=4))
+    rekv = ReKV(llava, STCSettings(tokens_per_frame=8), protocol=SHORT)
     step = rekv.add_frames(frames(4), (0.0, 1.0, 2.0, 3.0))
     assert step.counts["visual_tokens_kept"] == 32
     assert 1 <= rekv.answer(query()).counts["new_tokens"] <= 4
+
+
+# -- what each protocol gives ReKV to read, and how it decodes ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bench", "name", "retrieval", "prefill"),
+    [
+        # STC's online harness: the benchmark prompt as a plain string, for retrieval and prefill alike
+        ("ovo", "stc-online", "Which colour? A. red B. blue", "Which colour? A. red B. blue"),
+        # stc's earlier chat turn, "Best option: (" for multiple choice
+        (
+            "ovo",
+            "rekv-chat",
+            "Which colour? A. red B. blue",
+            "\nWhich colour? A. red B. blue<|im_end|><|im_start|>assistant\nBest option: (",
+        ),
+        # STC's offline runner: the bare question retrieves; get_prompt(mc=True) wraps the prompt
+        (
+            "mlvu",
+            "stc-offline",
+            "Which colour?",
+            "\nWhich colour? A. red B. blue<|im_end|><|im_start|>assistant\nBest option: (",
+        ),
+    ],
+)
+def test_each_protocol_retrieves_and_prefills_its_own_text(bench, name, retrieval, prefill):
+    assert texts(resolve("rekv", bench, name), query()) == (retrieval, prefill)
+
+
+def test_an_open_question_gets_no_choice_prefill_and_a_missing_question_is_named():
+    offline = resolve("rekv", "mlvu")
+    open_question = "\nWhich colour? A. red B. blue<|im_end|><|im_start|>assistant\n"
+    assert texts(offline, query(options=()))[1] == open_question
+    with pytest.raises(ValueError, match="q has no bare question to retrieve frames with"):
+        texts(offline, replace(query(), question=""))
+
+
+def test_a_livecc_protocol_does_not_fit_rekv(tiny):
+    with pytest.raises(ValueError, match="protocol livecc-ovo \\(livecc\\) does not fit ReKV"):
+        ReKV(tiny, OFF, protocol=resolve("livecc", "ovo"))
+
+
+@pytest.fixture(scope="module")
+def qwen2_eos():
+    """The tiny model with a tokenizer whose eos is <|endoftext|>, as in Qwen2 base tokenizers, so that
+    the end of turn <|im_end|> is not the eos."""
+    llava = llava_ov.build_random("tiny")
+    llava.tokenizer.eos_token = "<|endoftext|>"
+    return llava
+
+
+def scripted(rekv, steps):
+    """Make ReKV's LLM return logits whose best two tokens are ``steps[i]`` at decoding step i."""
+    vocab = rekv.lm.embed_tokens.num_embeddings
+    ids = iter([[rekv.llava.tokenizer.convert_tokens_to_ids(t) for t in pair] for pair in steps])
+
+    def extend(_embeds):
+        logits = torch.zeros(vocab)
+        best, second = next(ids)
+        logits[best], logits[second] = 2.0, 1.0
+        return logits
+
+    rekv.llm.extend = extend
+
+
+@pytest.mark.parametrize(
+    ("name", "steps", "text", "new_tokens"),
+    [
+        # eos only: <|im_end|> does not stop and is dropped from the text; <|endoftext|> stops
+        (
+            "stc-online",
+            [("<|im_end|>", "B"), ("A", "B"), ("<|im_end|>", "B"), ("<|endoftext|>", "B")],
+            "A",
+            3,
+        ),
+        # an eos first gives way to the second best
+        ("stc-online", [("<|endoftext|>", "C"), ("<|endoftext|>", "A")], "C", 1),
+        # eos and <|im_end|> stop; a first <|im_end|> gives way to the second best
+        ("rekv-chat", [("<|im_end|>", "B"), ("A", "C"), ("<|im_end|>", "C")], "BA", 2),
+    ],
+)
+@torch.inference_mode()
+def test_the_stop_set_and_the_first_token_rule(qwen2_eos, name, steps, text, new_tokens):
+    rekv = ReKV(qwen2_eos, OFF, protocol=resolve("rekv", "ovo", name))
+    scripted(rekv, steps)
+    answer = rekv.answer(query())
+    assert (answer.text, answer.counts["new_tokens"]) == (text, new_tokens)
+
+
+@torch.inference_mode()
+def test_decoding_stops_at_max_new_tokens_and_cleans_up_as_transformers_4_did(tiny):
+    rekv = ReKV(tiny, OFF, protocol=resolve("rekv", "ovo").override(max_new_tokens=3))
+    scripted(rekv, [("A", "B"), ("Ġ", "B"), (".", "B"), ("C", "B")])  # "Ġ" is the byte-level space
+    assert rekv.answer(query()).text == "A."  # "A ." with the space before the full stop removed
+    chat = ReKV(tiny, OFF, protocol=resolve("rekv", "ovo", "rekv-chat").override(max_new_tokens=3))
+    scripted(chat, [("A", "B"), ("Ġ", "B"), (".", "B")])
+    assert chat.answer(query()).text == "A ."
+
+
+@torch.inference_mode()
+def test_the_answer_records_its_texts(tiny):
+    rekv = ReKV(tiny, OFF, protocol=resolve("rekv", "mlvu").override(max_new_tokens=2))
+    answer = rekv.answer(query())
+    assert answer.retrieval_input == "Which colour?"
+    assert answer.model_input.endswith("<|im_start|>assistant\nBest option: (")
+
+
+@pytest.mark.parametrize(("memory", "kept"), [("video", 1), ("process", 3)])
+@torch.inference_mode()
+def test_the_pruner_memory_starts_afresh_per_video_unless_kept_for_the_process(tiny, memory, kept):
+    rekv = ReKV(tiny, STCSettings(cacher=False, tokens_per_frame=8, pruner_memory=memory))
+    rekv.add_frames(frames(2), (0.0, 1.0))
+    rekv.reset()
+    rekv.add_frames(frames(1, seed=3), (0.0,))
+    assert len(rekv.pruner.history) == kept  # one chunk mean per frame since the memory last started
