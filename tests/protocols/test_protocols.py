@@ -192,3 +192,12 @@ def test_livecc_turns_around_the_prompt(tmp_path):
     assert (
         stream.question_text(query) == f"<|im_start|>user\n{query.prompt}<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_every_protocol_is_documented_with_its_pair():
+    doc = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| rekv") or line.startswith("| livecc")]
+    for protocol in protocols.PRESETS:
+        assert any(f"`{protocol.name}`" in row and row.startswith(f"| {protocol.model} ") for row in rows), (
+            protocol.name
+        )
