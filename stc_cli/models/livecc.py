@@ -43,6 +43,9 @@ class LiveCCSettings:
 
 
 class LiveCC:
+    """The ``VideoModel`` (``models/base.py``) of LiveCC's live loop; ``TEMPLATE`` and ``DECODINGS`` say
+    which protocols it runs (``livecc_clip.LiveCCClip`` runs the one-turn-per-clip evaluation)."""
+
     TEMPLATE = "livecc-turns"
     DECODINGS = ("greedy", "option-logits")
 

@@ -29,7 +29,7 @@ CHOICES = {
     "scorer": ("official", "robust", "stc"),
 }
 # Descriptive fields: shown and documented, but not settings (a reworded summary must not block a resume).
-_TEXT_FIELDS = ("summary", "comparable", "sources", "changed")
+_TEXT_FIELDS = ("summary", "comparable", "sources")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ class Protocol:
         return replace(self, **settings, changed=tuple(sorted({*self.changed, *settings})))
 
     def settings(self) -> dict:
-        """The settings, as ``run.json`` records them (and a resume compares them)."""
+        """The settings and which of them a flag changed, as ``run.json`` records them (and a resume
+        compares them)."""
         return {k: v for k, v in asdict(self).items() if k not in _TEXT_FIELDS}
 
     def rows(self) -> list[tuple[str, str, str]]:
@@ -93,7 +94,7 @@ class Protocol:
         rows = []
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.name in (*_TEXT_FIELDS, "name", "model", "bench", *moot) or value is None:
+            if field.name in (*_TEXT_FIELDS, "changed", "name", "model", "bench", *moot) or value is None:
                 continue
             source = "changed by a flag" if field.name in self.changed else sources.get(field.name, "")
             rows.append((field.name, str(value), source))

@@ -9,6 +9,7 @@ from stc_cli.models.base import STCSettings
 from stc_cli.models.livecc import SYSTEM_PROMPT
 from stc_cli.models.livecc_clip import CANDIDATES, QUESTION_END, VIDEO_TURN, LiveCCClip, clip_size
 from stc_cli.protocols import resolve
+from tests.models.test_livecc import frames
 
 OFF = STCSettings(cacher=False, pruner=False)
 OVO = resolve("livecc", "ovo")  # livecc-ovo
@@ -18,11 +19,6 @@ TIMES = (0.0, 0.5, 1.0, 1.5)
 @pytest.fixture(scope="module")
 def tiny():
     return qwen2vl.build_random("tiny")
-
-
-def frames(count, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (count, 60, 80, 3), dtype=torch.uint8, generator=generator)
 
 
 def query():

@@ -50,7 +50,8 @@ def test_overrides_are_remembered_and_none_keeps_the_setting():
     changed = base.override(fps=0.5, max_new_tokens=None)
     assert (changed.fps, changed.changed) == (0.5, ("fps",))
     assert ("fps", "0.5", "changed by a flag") in changed.rows()
-    assert set(base.settings()) & {"summary", "comparable", "sources", "changed"} == set()
+    assert set(base.settings()) & {"summary", "comparable", "sources"} == set()
+    assert changed.settings()["changed"] == ("fps",) and base.settings()["changed"] == ()
     with pytest.raises(ValueError, match="--schedule must be one of auto, stream, clip, got 'live'"):
         base.override(schedule="live")
 
