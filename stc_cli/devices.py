@@ -7,23 +7,43 @@ import torch
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this process's GPU (``cuda:<LOCAL_RANK>`` under torchrun) if there is one, else the CPU."""
+def resolve_device(name: str, local_rank: int = 0, world: int = 1, gpus: int | None = None) -> torch.device:
+    """``auto``: this process's GPU if there is one, else the CPU. Under torchrun (``world`` > 1) ``auto``
+    and ``cuda`` mean ``cuda:<LOCAL_RANK>``, one GPU per process; a fixed ``cuda:N`` is refused, since it
+    would put every rank on one GPU. ``gpus``: the CUDA devices torch sees (None: ask torch)."""
+    gpus = torch.cuda.device_count() if gpus is None else gpus
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if gpus else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type != "cuda":
+        return device
+    if not gpus:
         raise ValueError(f"--device {name}: torch sees no CUDA device here; use --device cpu")
-    return device
+    if device.index is not None and world > 1:
+        raise ValueError(
+            f"--device {name} under torchrun would put all {world} processes on one GPU; "
+            "use --device cuda (each process takes the GPU of its LOCAL_RANK)"
+        )
+    index = local_rank if device.index is None else device.index
+    if index >= gpus:
+        where = (
+            f"LOCAL_RANK is {local_rank}" if device.index is None else f"--device {name} asks for GPU {index}"
+        )
+        raise ValueError(
+            f"{where} but torch sees {gpus} GPU(s): start at most {gpus} process(es) per machine "
+            "(torchrun --nproc-per-node) or pick a GPU that exists"
+        )
+    return torch.device("cuda", index)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` is float16 on CUDA (as the upstream runs), float32 on the CPU."""
+def resolve_dtype(name: str, device: torch.device, cuda_default: str = "float16") -> torch.dtype:
+    """``auto`` is ``cuda_default`` on CUDA (the model's own: float16 for ReKV, bfloat16 for LiveCC, as
+    their upstreams run them), float32 on the CPU."""
     if name == "auto":
-        name = "float16" if device.type == "cuda" else "float32"
+        name = cuda_default if device.type == "cuda" else "float32"
     if name not in DTYPES:
         raise ValueError(f"--dtype must be auto, float32, float16 or bfloat16, got {name!r}")
     return getattr(torch, name)

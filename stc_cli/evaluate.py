@@ -85,7 +85,9 @@ def plan(config: EvalConfig) -> Plan:
         queries = [_precut(q, video_root) for q in queries]
     from stc_cli.devices import resolve_device, resolve_dtype
 
-    resolve_dtype(config.dtype, resolve_device(config.device))  # a bad --device or --dtype fails here
+    shard = Shard.from_env()
+    device = resolve_device(config.device, shard.local_rank, shard.world)  # a bad --device fails here,
+    resolve_dtype(config.dtype, device)  # and a bad --dtype
     return Plan(queries, video_root, protocol, schedule, _output(config, protocol), note)
 
 
@@ -141,8 +143,11 @@ def evaluate(
 
     shard = shard or Shard.from_env()
     the_plan = the_plan or plan(config)
-    device = resolve_device(config.device, local_rank=shard.local_rank)
-    model = models.build(config, the_plan.protocol, device, resolve_dtype(config.dtype, device))
+    device = resolve_device(config.device, shard.local_rank, shard.world)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # kernels and allocations of libraries that use the current device
+    dtype = resolve_dtype(config.dtype, device, models.CUDA_DTYPES[config.model])
+    model = models.build(config, the_plan.protocol, device, dtype)
     # what moves a score or a timing; a rerun into the same folder must match it (environment aside)
     settings = {
         "config": {key: value for key, value in asdict(config).items() if key != "overwrite"},

@@ -43,10 +43,20 @@ def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tens
 def attend(
     q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Softmax attention of ``q [H, Lq, D]`` over ``keys``/``values [Hkv, Lk, D]`` (grouped-query) where
-    ``allowed [Lq, Lk]``, by SDPA as the stock Qwen2 attention. Every query must see at least one key.
-    Returns ``[H, Lq, D]``."""
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=scale, enable_gqa=True)
+    """Softmax attention of ``q [H, Lq, D]`` over ``keys [Hkv, Lk, D]`` and ``values [Hkv, Lk, Dv]``
+    (grouped-query: head h reads kv head ``h // (H / Hkv)``, as Qwen2) where ``allowed [Lq, Lk]``. Every
+    query must see at least one key. Returns ``[H, Lq, Dv]``.
+
+    The query heads of a group are folded into the length, so that SDPA gets 4-D tensors with one K/V
+    per group: on CUDA a fused kernel runs (scaled before the product, accumulated in float32) instead
+    of the math path, which repeats K/V for the grouped heads."""
+    heads, length, dim = q.shape
+    kv_heads = keys.shape[0]
+    groups = heads // kv_heads
+    folded = q.reshape(kv_heads, groups * length, dim)
+    mask = allowed.repeat(groups, 1) if groups > 1 else allowed
+    out = F.scaled_dot_product_attention(folded[None], keys[None], values[None], attn_mask=mask, scale=scale)
+    return out[0].reshape(heads, length, values.shape[-1])
 
 
 class LayerMemory:
@@ -105,28 +115,22 @@ class LayerMemory:
         in_window = (distance >= 0) & (distance < self.n_local)
         q_local = rotate(q, query_at - window_start, self.theta)
         k_local = rotate(keys, key_at - window_start, self.theta)
+        if first + span - 1 < self.n_local:  # no query has an init token outside its window yet
+            return attend(q_local, k_local, values, in_window, self.scale)
         init_at = torch.arange(self.init_k.shape[1], device=device)
         outside = init_at[None, :] <= query_at[:, None] - self.n_local
-        if not outside.any():
-            return attend(q_local, k_local, values, in_window, self.scale)
         q_init = rotate(q, torch.full((span,), self.n_local - 1, device=device), self.theta)
         return self._joint(q_init, q_local, k_local, values, outside, in_window)
 
     def _joint(self, q_init, q_local, k_local, v_local, init_allowed, local_allowed) -> torch.Tensor:
-        """One softmax over the init keys (seen from ``q_init``) and the window (seen from ``q_local``)."""
-        groups = q_local.shape[0] // k_local.shape[0]
-        init_k = self.init_k.repeat_interleave(groups, dim=0)
-        init_v = self.init_v.repeat_interleave(groups, dim=0)
-        k_local, v_local = k_local.repeat_interleave(groups, 0), v_local.repeat_interleave(groups, 0)
-        logits = torch.cat(
-            (
-                (q_init @ init_k.transpose(-1, -2)).masked_fill(~init_allowed, float("-inf")),
-                (q_local @ k_local.transpose(-1, -2)).masked_fill(~local_allowed, float("-inf")),
-            ),
-            dim=-1,
-        )
-        weights = torch.softmax(logits * self.scale, dim=-1, dtype=torch.float32).to(q_local.dtype)
-        return weights @ torch.cat((init_v, v_local), dim=1)
+        """One softmax over the init keys (seen from ``q_init``) and the window (seen from ``q_local``),
+        as one SDPA call: queries ``[q_init | q_local]`` against keys ``[init_k | 0]`` and ``[0 | k_local]``
+        (concatenated along the channels) give exactly the two sets of logits."""
+        init_k = torch.cat((self.init_k, torch.zeros_like(self.init_k)), dim=-1)
+        k_local = torch.cat((torch.zeros_like(k_local), k_local), dim=-1)
+        keys, values = torch.cat((init_k, k_local), dim=1), torch.cat((self.init_v, v_local), dim=1)
+        allowed = torch.cat((init_allowed, local_allowed), dim=1)
+        return attend(torch.cat((q_init, q_local), dim=-1), keys, values, allowed, self.scale)
 
     def _store_block(self, k: torch.Tensor, v: torch.Tensor, heads: int) -> None:
         expanded = k.repeat_interleave(heads // k.shape[0], dim=0)  # [H, block, D], GQA-expanded
@@ -143,11 +147,12 @@ class LayerMemory:
         The question attends ``[init ; chosen ; question]``; its own keys are not kept.
         """
         self.answer_k = self.answer_v = None
-        chosen = self.choose(q, topk)
+        picked = [self.blocks[i] for i in self.choose(q, topk)]
         device = self.init_k.device
-        picked = [self.blocks[i] for i in chosen]
-        self.answer_k = torch.cat([self.init_k, *(b[0].to(device) for b in picked)], dim=1)
-        self.answer_v = torch.cat([self.init_v, *(b[1].to(device) for b in picked)], dim=1)
+        chosen_k = _gather([b[0] for b in picked], device)
+        chosen_v = _gather([b[1] for b in picked], device)
+        self.answer_k = self.init_k if chosen_k is None else torch.cat((self.init_k, chosen_k), dim=1)
+        self.answer_v = self.init_v if chosen_v is None else torch.cat((self.init_v, chosen_v), dim=1)
         return self._attend_answer(q, k, v, keep=False)
 
     def choose(self, q: torch.Tensor, topk: int) -> list[int]:
@@ -191,3 +196,16 @@ def _offload(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if x.is_cuda and device.type == "cpu":
         return torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)
     return x.to(device)
+
+
+def _gather(blocks: list[torch.Tensor], device: torch.device) -> torch.Tensor | None:
+    """The blocks joined along the tokens, on ``device``. From the CPU to a GPU they are joined into one
+    pinned buffer and copied in one transfer that does not wait, not one blocking copy per block."""
+    if not blocks:
+        return None
+    if blocks[0].device == device or device.type != "cuda":
+        return torch.cat([block.to(device) for block in blocks], dim=1)
+    shape = (blocks[0].shape[0], sum(block.shape[1] for block in blocks), blocks[0].shape[2])
+    staged = torch.empty(shape, dtype=blocks[0].dtype, pin_memory=True)
+    torch.cat(blocks, dim=1, out=staged)
+    return staged.to(device, non_blocking=True)

@@ -73,6 +73,21 @@ def test_encoding_matches_the_spec_token_by_token(n_init, n_local, block, chunks
     torch.testing.assert_close(mem.blocks[-1][0], k[:, start - block : start])
 
 
+def test_half_precision_logits_beyond_65504_stay_finite_on_the_sink_path():
+    """q . k above float16's largest value: the product must not be formed in half precision before
+    scaling, or it becomes inf, then NaN, and poisons the window for the rest of the video."""
+    n_init, n_local, block = 3, 9, 4
+    q, k, v = (t * 120 for t in stream(n_init, 4, block, seed=3))
+    assert (q[:1] @ k[:1].transpose(1, 2)).abs().max() > 65504
+    half = memory(n_local, block)
+    half.encode(q[:, :n_init].half(), k[:, :n_init].half(), v[:, :n_init].half())
+    out = half.encode(q[:, n_init:].half(), k[:, n_init:].half(), v[:, n_init:].half())  # reaches the sink
+    expected = reference_outputs(q.half().double(), k.half().double(), v.half().double(), n_init, n_local)
+    assert out.isfinite().all()
+    # within float16's step near the values (0.0625 at 120)
+    torch.testing.assert_close(out.double(), expected[:, n_init:], rtol=0, atol=0.1)
+
+
 def test_a_chunk_of_partial_blocks_is_refused():
     q, k, v = stream(2, 1, 4)
     mem = memory(50, 4)
