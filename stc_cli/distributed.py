@@ -9,7 +9,9 @@ is all they need, so there is no NCCL or gloo set-up, the same code runs on CPUs
 writing ends in an error naming it rather than a hang. A done marker holds a key made of the launch id
 (torchrun's run id and restart count), the settings and the rank's query ids, so a marker left by an
 earlier launch does not pass for this one. Processes started by hand with RANK and WORLD_SIZE have no
-launch id: there only a marker of a finished shard with the same settings and queries passes.
+launch id: there only a marker of a finished shard with the same settings and queries passes. While a
+rank works it touches ``shards/rank{r}.alive`` every minute, so that rank 0 keeps waiting for a rank that
+spends an hour on one long video, and gives up on one that died.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
-STALL_S = 1800.0  # rank 0 gives up after this long without a new record or marker from a pending rank
+STALL_S = 1800.0  # rank 0 gives up after this long without a sign of life from a pending rank
+HEARTBEAT_S = 60.0  # how often a working rank says it is alive
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,32 @@ class Shard:
     def marker(self, output: Path) -> Path:
         return output / "shards" / f"rank{self.rank}.done"
 
+    def alive(self, output: Path) -> Path:
+        return output / "shards" / f"rank{self.rank}.alive"
+
+
+@contextmanager
+def heartbeat(shard: Shard, output: Path, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Touch ``shard.alive(output)`` every ``every_s`` seconds while the block runs (from a thread, so
+    that a long model call does not silence it)."""
+    path, stop = shard.alive(output), threading.Event()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def beat() -> None:
+        while True:
+            path.write_text(f"{time.time()}\n", encoding="utf-8")
+            if stop.wait(every_s):
+                return
+
+    thread = threading.Thread(target=beat, name=f"stc-heartbeat-rank{shard.rank}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        path.unlink(missing_ok=True)  # the done marker (or its absence) speaks from here on
+
 
 def done_key(*parts: object) -> str:
     """A digest of what a finished shard stands for (launch, settings, query ids)."""
@@ -83,8 +114,8 @@ def wait_for_ranks(
 ) -> list[dict]:
     """Wait until rank r's marker holds ``keys[r]`` for every rank; return the markers.
 
-    The wait lasts as long as the pending ranks write records: it raises TimeoutError naming them once
-    none of their shard files or markers has changed for ``stall_s`` seconds.
+    The wait lasts as long as the pending ranks show signs of life (records, markers, heartbeats): it
+    raises TimeoutError naming them once none of those files has changed for ``stall_s`` seconds.
     """
     world = len(keys)
     shards = [Shard(rank, world) for rank in range(world)]
@@ -94,14 +125,19 @@ def wait_for_ranks(
         pending = [r for r in range(world) if markers[r].get("key") != keys[r]]
         if not pending:
             return markers
-        state = [_stamp(shards[r].samples(output)) + _stamp(shards[r].marker(output)) for r in pending]
+        state = [
+            _stamp(shards[r].samples(output))
+            + _stamp(shards[r].marker(output))
+            + _stamp(shards[r].alive(output))
+            for r in pending
+        ]
         if state != seen:
             seen, since = state, time.monotonic()
         elif time.monotonic() - since > stall_s:
             names = ", ".join(map(str, pending))
             raise TimeoutError(
-                f"rank {names} of {world} did not finish: nothing new in {output / 'shards'} for "
-                f"{stall_s:.0f} s. Run the same command again to resume; finished records are kept"
+                f"rank {names} of {world} did not finish: no record and no heartbeat in {output / 'shards'} "
+                f"for {stall_s:.0f} s. Run the same command again to resume; finished records are kept"
             )
         time.sleep(poll_s)
 

@@ -30,7 +30,7 @@ class Plan:
     protocol: Protocol
     schedule: str  # stream or clip
     output: Path
-    note: str = ""  # something the user should know, e.g. which data is used
+    notes: tuple[str, ...] = ()  # what the user should know, e.g. which data is used
 
 
 def protocol_of(config: EvalConfig) -> Protocol:
@@ -60,9 +60,15 @@ def plan(config: EvalConfig) -> Plan:
     MetadataError (naming the file and record) before any model is built."""
     protocol = protocol_of(config)
     module = benchmarks.get(config.bench)
-    data_dir, note = resolve_data_dir(config.data_dir), ""
+    data_dir, notes = resolve_data_dir(config.data_dir), []
     if config.bench == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
-        data_dir, note = module.PACKAGED.parent, "demo: using the copy shipped in the package"
+        data_dir = module.PACKAGED.parent
+        notes.append("demo: using the copy shipped in the package")
+    if protocol.template == "livecc-turns" and config.max_cache_tokens is None:
+        notes.append(
+            "livecc-stream keeps every chunk of a video in its KV cache, as LiveCC does: up to about 80 GB "
+            "per hour of video at 7B with STC off; --max-cache-tokens N bounds it"
+        )
     queries = module.load_queries(data_dir)
     if config.tasks:
         unknown = sorted(set(config.tasks) - set(module.TASKS))
@@ -88,7 +94,7 @@ def plan(config: EvalConfig) -> Plan:
     shard = Shard.from_env()
     device = resolve_device(config.device, shard.local_rank, shard.world)  # a bad --device fails here,
     resolve_dtype(config.dtype, device)  # and a bad --dtype
-    return Plan(queries, video_root, protocol, schedule, _output(config, protocol), note)
+    return Plan(queries, video_root, protocol, schedule, _output(config, protocol), tuple(notes))
 
 
 def _output(config: EvalConfig, protocol: Protocol) -> Path:

@@ -101,7 +101,9 @@ def run(
     def answer_all(path: Path, group: list[Query]) -> Iterator[dict]:
         return replay(model, path, group, sampling, read, done)
 
-    counts = _answer(answer_all, mine, video_root, shard.samples(output), done, progress)
+    alive = distributed.heartbeat(shard, output) if shard.world > 1 else contextlib.nullcontext()
+    with alive:
+        counts = _answer(answer_all, mine, video_root, shard.samples(output), done, progress)
     if shard.world > 1:
         counts = _gather(output, shard, header, shares, videos, counts)
     if shard.rank == 0:
@@ -188,7 +190,13 @@ def _stream(
         yield from (_record(q, error=str(error)) for q in queries if q.id not in done)
         return
     cost = Step({"decode": (time.perf_counter() - started) * 1000})
-    model.reset()
+    try:
+        model.reset()
+    except Exception as error:  # a sticky CUDA error after an out-of-memory fails here: recorded too
+        yield from (
+            _record(q, error=_failed("resetting the model", error)) for q in queries if q.id not in done
+        )
+        return
     added, broken = 0, None
     for query in queries:
         visible = bisect.bisect_left(frames.times, query.window[1])
@@ -222,12 +230,16 @@ def _clip(
             yield _record(query, error=str(error))
             continue
         cost = Step({"decode": (time.perf_counter() - started) * 1000})
-        model.reset()
+        try:
+            model.reset()
+        except Exception as error:  # recorded, as above
+            yield _record(query, error=_failed("resetting the model", error))
+            continue
         try:
             if len(frames.times):
                 _add(cost, model.add_frames(frames.pixels, frames.times))
         except Exception as error:  # recorded, as above
-            yield _record(query, error=f"adding frames failed: {type(error).__name__}: {error}")
+            yield _record(query, error=_failed("adding frames", error))
             continue
         yield _answered(model, query, read, cost, frames.times)
 
@@ -236,11 +248,14 @@ def _answered(model: VideoModel, query: Query, read, cost: Step, times: tuple[fl
     try:
         answer: Answer = model.answer(query)
     except Exception as error:  # recorded, as above
-        failed = f"answering failed: {type(error).__name__}: {error}"
-        return _record(query, error=failed, cost=cost, times=times)
+        return _record(query, error=_failed("answering", error), cost=cost, times=times)
     _add(cost, answer)
     held = times if answer.frame_times is None else answer.frame_times
     return _record(query, answer=answer, response=read(answer.text), cost=cost, times=held)
+
+
+def _failed(what: str, error: Exception) -> str:
+    return f"{what} failed: {type(error).__name__}: {error}"
 
 
 def _record(

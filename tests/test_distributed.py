@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from stc_cli.distributed import Shard, done_key, mark_done, wait_for_ranks
+from stc_cli.distributed import Shard, done_key, heartbeat, mark_done, wait_for_ranks
 from stc_cli.runner import run
 from stc_cli.video import Sampling
 from tests.toy_model import ToyModel, answers, make_videos, torchrun, toy_queries, untimed
@@ -131,7 +131,9 @@ def test_rank_0_waits_while_the_others_write_and_names_a_rank_that_stalls(tmp_pa
     keys = [done_key("now", 0), done_key("now", 1)]
     mark_done(Shard(0, 2), tmp_path, keys[0], {})
     mark_done(Shard(1, 2), tmp_path, done_key("an earlier launch", 1), {})  # stale: does not count
-    with pytest.raises(TimeoutError, match=r"rank 1 of 2 did not finish: nothing new in .*shards"):
+    with pytest.raises(
+        TimeoutError, match=r"rank 1 of 2 did not finish: no record and no heartbeat in .*shards"
+    ):
         wait_for_ranks(tmp_path, keys, stall_s=0.3, poll_s=0.05)
 
     def rank_1():  # writes a record every 0.1 s for 0.8 s, longer than the stall limit, then finishes
@@ -147,3 +149,19 @@ def test_rank_0_waits_while_the_others_write_and_names_a_rank_that_stalls(tmp_pa
     markers = wait_for_ranks(tmp_path, keys, stall_s=0.5, poll_s=0.05)
     writer.join()
     assert markers[1] == {"key": keys[1], "n_written": 8} and time.monotonic() - started >= 0.8
+
+
+def test_a_rank_busy_on_one_long_video_keeps_rank_0_waiting_by_its_heartbeat(tmp_path):
+    keys = [done_key("now", 0), done_key("now", 1)]
+    mark_done(Shard(0, 2), tmp_path, keys[0], {})
+
+    def rank_1():  # no record for 0.8 s (one long video), longer than the stall limit, then done
+        with heartbeat(Shard(1, 2), tmp_path, every_s=0.1):
+            time.sleep(0.8)
+        mark_done(Shard(1, 2), tmp_path, keys[1], {"n_written": 1})
+
+    started, worker = time.monotonic(), threading.Thread(target=rank_1)
+    worker.start()
+    markers = wait_for_ranks(tmp_path, keys, stall_s=0.4, poll_s=0.05)
+    worker.join()
+    assert markers[1]["n_written"] == 1 and time.monotonic() - started >= 0.8

@@ -190,6 +190,10 @@ def test_livecc_stream_and_clip_give_the_same_answers(tmp_path):
     )
     run = json.loads((tmp_path / "stream" / "run.json").read_text())
     assert run["settings"]["protocol"]["fps"] == 2.0 and run["settings"]["model"]["model"] == "livecc"
+    assert (
+        "livecc-stream keeps every chunk of a video in its KV cache"
+        in stc_eval(*livecc, "--limit", "1", "--output", str(tmp_path / "one")).stderr
+    )
     written = records(tmp_path / "stream")
     assert sum(r["counts"].get("frames_encoded", 0) for r in written) % 2 == 0  # whole 1-second chunks
     assert all(r["error"] is None for r in written)

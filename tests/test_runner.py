@@ -15,12 +15,16 @@ class RecordingModel:
     """A stand-in model that answers from its memory alone: how many frames it holds, the last one's time
     and the sum of their mean pixel values. It records every call."""
 
-    def __init__(self, fail_answer_on=(), fail_add_after=None):
+    def __init__(self, fail_answer_on=(), fail_add_after=None, fail_reset_after=None):
         self.calls, self.memory = [], []
         self.fail_answer_on, self.fail_add_after = set(fail_answer_on), fail_add_after
+        self.fail_reset_after = fail_reset_after
 
     def reset(self):
+        resets = sum(call == ("reset",) for call in self.calls)
         self.calls.append(("reset",))
+        if self.fail_reset_after is not None and resets >= self.fail_reset_after:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
         self.memory = []
 
     def add_frames(self, frames, times):
@@ -162,6 +166,14 @@ def test_failures_are_recorded_and_the_run_goes_on(data, tmp_path):
         sampling=TWO_FPS,
     )
     assert [bool(r["error"]) for r in records(tmp_path / "broken")] == [False, True, True, True]
+    # A sticky CUDA error fails the next reset: that video's queries (each query, in the clip schedule)
+    # become error records and the run still writes every record.
+    for schedule in ("stream", "clip"):
+        sticky = RecordingModel(fail_reset_after=1)
+        summary = run(sticky, queries[:8], folder, tmp_path / schedule, schedule=schedule, sampling=TWO_FPS)
+        written = records(tmp_path / schedule)
+        assert len(written) == 8 and summary.n_errors == (4 if schedule == "stream" else 7)
+        assert written[-1]["error"].startswith("resetting the model failed: RuntimeError: CUDA error")
 
 
 def test_bad_runs_are_refused(data, tmp_path):

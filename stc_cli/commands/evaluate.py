@@ -127,8 +127,8 @@ def eval_(
     try:
         shard = Shard.from_env()
         the_plan = plan(config)
-        if the_plan.note and shard.rank == 0:
-            typer.echo(the_plan.note, err=True)
+        for note in the_plan.notes if shard.rank == 0 else ():
+            typer.echo(f"note: {note}", err=True)
         with EvalProgress() as progress:
             summary = evaluate(config, the_plan, progress=progress, on_start=progress.start, shard=shard)
     except (ValueError, MetadataError, TimeoutError, OSError) as error:
