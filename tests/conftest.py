@@ -4,6 +4,15 @@ import torch
 from tests.fakehub import fake_hub, hf_env  # noqa: F401  (fixtures for every test module)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_tf32():
+    """GPU tests compare against float32 references: TF32 matmuls and convolutions (cuDNN's default for
+    the patch embeddings) would round inputs to 10 mantissa bits."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

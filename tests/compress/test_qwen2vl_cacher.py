@@ -217,6 +217,7 @@ def test_cuda_matches_stock_at_full_ratio_and_runs_selective(dtype):
         )
     full.detach()
     cacher = STCCacher(update_ratio=0.25).attach(tower)
-    for chunk in chunks:
+    for index, chunk in enumerate(chunks):
         assert torch.isfinite(run(tower, chunk).pooler_output).all()
-    assert cacher.selected[0].shape == (2, 6)
+        if index % 2:  # a selective chunk (a reference chunk leaves selected at None)
+            assert cacher.selected[0].shape == (2, 6)

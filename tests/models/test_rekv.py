@@ -1,6 +1,7 @@
 """ReKV on a tiny random LLaVA-OneVision: against the stock transformers forward, STC wiring, resets,
 and what each protocol gives it to read and how it decodes."""
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -173,6 +174,26 @@ def test_on_cuda_retrieval_of_every_frame_equals_the_stock_forward():
     text = CHAT_TURN.format(prompt=query().prompt)
     stock = stock_logits(llava, video.cuda(), text)
     torch.testing.assert_close(rekv_logits(rekv, text), stock.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-4), (torch.float16, 3e-2)])
+@torch.inference_mode()
+def test_on_cuda_the_window_overflow_and_partial_retrieval_match_the_cpu(tiny, dtype, tolerance):
+    """The sink path (init tokens outside the window) and retrieval of 2 of 6 frames, on CUDA, against
+    the same weights on the CPU in float32."""
+    gpu = copy.deepcopy(tiny)
+    gpu.model.to("cuda", dtype)
+    init = len(tiny.tokenizer(INIT_PROMPT, add_special_tokens=False).input_ids)
+    settings = ReKVSettings(n_local=init + 3 * 16, topk=2)
+    text = CHAT_TURN.format(prompt=query().prompt)
+    logits = []
+    for llava in (tiny, gpu):
+        rekv = ReKV(llava, OFF, settings)
+        rekv.add_frames(frames(6), tuple(range(6)))
+        assert len(rekv.llm.memory[0].blocks) == 6 > settings.topk
+        logits.append(rekv_logits(rekv, text).float().cpu())
+    torch.testing.assert_close(logits[1], logits[0], rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.gpu
