@@ -28,6 +28,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,9 +37,10 @@ from stc_cli import distributed
 from stc_cli.benchmarks.base import Query
 from stc_cli.distributed import Shard
 from stc_cli.models.base import Answer, Step, VideoModel
-from stc_cli.video import Sampling, VideoError, read_frames
+from stc_cli.video import Sampling, VideoError, VideoFrames
 
 SCHEDULES = ("stream", "clip")
+DECODE_BATCH = 32  # frames decoded at a time: host memory stays bounded whatever the video's length
 
 
 @dataclass
@@ -185,7 +187,7 @@ def _stream(
     queries = sorted(queries, key=lambda q: q.window[1])
     started = time.perf_counter()
     try:
-        frames = read_frames(path, sampling, (0.0, max(q.window[1] for q in queries)))
+        video = VideoFrames(path, sampling, (0.0, max(q.window[1] for q in queries)))
     except VideoError as error:
         yield from (_record(q, error=str(error)) for q in queries if q.id not in done)
         return
@@ -193,27 +195,24 @@ def _stream(
     try:
         model.reset()
     except Exception as error:  # a sticky CUDA error after an out-of-memory fails here: recorded too
-        yield from (
-            _record(q, error=_failed("resetting the model", error)) for q in queries if q.id not in done
-        )
+        failed = _failed("resetting the model", error)
+        yield from (_record(q, error=failed) for q in queries if q.id not in done)
         return
     added, broken = 0, None
     for query in queries:
-        visible = bisect.bisect_left(frames.times, query.window[1])
+        visible = bisect.bisect_left(video.times, query.window[1])
         if visible > added and broken is None:
             try:
-                _add(cost, model.add_frames(frames.pixels[added:visible], frames.times[added:visible]))
-            except (
-                Exception
-            ) as error:  # any failed model call (CUDA OOM included) is recorded; the run goes on
-                broken = f"adding frames failed: {type(error).__name__}: {error}"
+                _feed(model, video, added, visible, cost)
+            except Exception as error:  # any failed call (CUDA OOM included) is recorded; the run goes on
+                broken = _failed("adding frames", error)
         added = max(added, visible)
         if query.id in done:
             continue
         if broken:
             yield _record(query, error=broken)
         else:
-            yield _answered(model, query, read, cost, frames.times[:added])
+            yield _answered(model, query, read, cost, video.times[:added])
         cost = Step()
 
 
@@ -225,7 +224,7 @@ def _clip(
             continue
         started = time.perf_counter()
         try:
-            frames = read_frames(path, sampling, query.window)
+            video = VideoFrames(path, sampling, query.window)
         except VideoError as error:
             yield _record(query, error=str(error))
             continue
@@ -236,12 +235,30 @@ def _clip(
             yield _record(query, error=_failed("resetting the model", error))
             continue
         try:
-            if len(frames.times):
-                _add(cost, model.add_frames(frames.pixels, frames.times))
+            _feed(model, video, 0, len(video), cost, whole=getattr(model, "takes_whole_clip", False))
         except Exception as error:  # recorded, as above
             yield _record(query, error=_failed("adding frames", error))
             continue
-        yield _answered(model, query, read, cost, frames.times)
+        yield _answered(model, query, read, cost, video.times)
+
+
+def _feed(model: VideoModel, video: VideoFrames, start: int, stop: int, cost: Step, whole=False) -> None:
+    """Add frames ``start`` to ``stop`` of ``video`` to ``model``, ``DECODE_BATCH`` at a time (all at once
+    where the model takes a whole clip), the next batch decoding in a thread while the model encodes
+    this one; ``cost`` gets the decoding time the model waited for."""
+    batch = max(stop - start, 1) if whole else DECODE_BATCH
+    spans = [(first, min(first + batch, stop)) for first in range(start, stop, batch)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stc-decode") as pool:
+        pending = pool.submit(video.pixels, *spans[0]) if spans else None
+        for i, (first, last) in enumerate(spans):
+            waited = time.perf_counter()
+            pixels = pending.result()
+            cost.timings_ms["decode"] = (
+                cost.timings_ms.get("decode", 0.0) + (time.perf_counter() - waited) * 1000
+            )
+            if i + 1 < len(spans):
+                pending = pool.submit(video.pixels, *spans[i + 1])
+            _add(cost, model.add_frames(pixels, video.times[first:last]))
 
 
 def _answered(model: VideoModel, query: Query, read, cost: Step, times: tuple[float, ...]) -> dict:

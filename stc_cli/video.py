@@ -105,35 +105,59 @@ def uniform_indices(
     return [clip[i] for i in picks.tolist()]
 
 
+class VideoFrames:
+    """The frames ``sampling`` picks from one video inside a window, decoded on demand: ``times`` are
+    known once the video is opened, ``pixels(start, stop)`` decodes only those frames, so that a long
+    video is never held whole at native resolution (an hour of 1080p at 1 fps is 22 GB)."""
+
+    def __init__(self, path: Path, sampling: Sampling, window) -> None:
+        import decord
+
+        self.path = path
+        if not path.is_file():
+            raise VideoError(
+                f"{path}: no such video; `stc check` lists what is missing and `stc download` fetches it"
+            )
+        try:
+            self._reader = decord.VideoReader(str(path), num_threads=1)
+            self.native_fps = float(self._reader.get_avg_fps())
+            if sampling.rule == "uniform":
+                ends = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 1].tolist()
+                self._indices = uniform_indices(
+                    ends, self.native_fps, window, sampling.fps, sampling.max_frames
+                )
+            else:
+                self._indices = frame_indices(len(self._reader), self.native_fps, sampling.fps, window)
+            self.size = tuple(self._reader[0].shape[:2])
+        except (decord.DECORDError, RuntimeError) as error:  # decord raises either for a broken file
+            raise self._broken(error) from error
+        self.times = tuple(i / self.native_fps for i in self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def pixels(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """uint8 ``[n, H, W, 3]`` (RGB) of frames ``start`` to ``stop`` (exclusive) of ``times``."""
+        import decord
+
+        indices = self._indices[start:stop]
+        if not indices:
+            return torch.empty(0, *self.size, 3, dtype=torch.uint8)
+        try:
+            return torch.from_numpy(self._reader.get_batch(indices).asnumpy())
+        except (decord.DECORDError, RuntimeError) as error:
+            raise self._broken(error) from error
+
+    def _broken(self, error: Exception) -> VideoError:
+        return VideoError(f"{self.path}: cannot be decoded ({error}); delete it and download it again")
+
+
 def read_frames(path: Path | str, sampling: Sampling, window=(0.0, math.inf)) -> Frames:
-    """Decode the frames of ``path`` that ``sampling`` picks inside ``window``; none gives an empty
-    ``[0, H, W, 3]``.
+    """Decode, all at once, the frames of ``path`` that ``sampling`` picks inside ``window``; none gives an
+    empty ``[0, H, W, 3]``.
 
     Raises:
         VideoError: the file is missing or cannot be decoded.
     """
-    import decord
-
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(
-            f"{path}: no such video; `stc check` lists what is missing and `stc download` fetches it"
-        )
-    try:
-        reader = decord.VideoReader(str(path), num_threads=1)
-        native = float(reader.get_avg_fps())
-        if sampling.rule == "uniform":
-            ends = reader.get_frame_timestamp(range(len(reader)))[:, 1].tolist()
-            indices = uniform_indices(ends, native, window, sampling.fps, sampling.max_frames)
-        else:
-            indices = frame_indices(len(reader), native, sampling.fps, window)
-        height, width = reader[0].shape[:2]
-        pixels = reader.get_batch(indices).asnumpy() if indices else None
-    except (decord.DECORDError, RuntimeError) as error:  # decord raises either for a broken file
-        raise VideoError(f"{path}: cannot be decoded ({error}); delete it and download it again") from error
-    frames = (
-        torch.from_numpy(pixels)
-        if pixels is not None
-        else torch.empty(0, height, width, 3, dtype=torch.uint8)
-    )
-    return Frames(frames, tuple(i / native for i in indices), native)
+    video = VideoFrames(Path(path), sampling, window)
+    return Frames(video.pixels(), video.times, video.native_fps)

@@ -83,7 +83,9 @@ def test_stream_encodes_each_video_once_in_time_order(data, tmp_path):
     assert (
         set(first["timings_ms"]) == {"decode", "vit", "answer"} and first["counts"]["visual_tokens_in"] == 392
     )
-    assert set(second["timings_ms"]) == {"vit", "answer"} and second["counts"]["visual_tokens_in"] == 1960
+    # frames are decoded when a query needs them: the second record pays for decoding its 10 frames
+    assert set(second["timings_ms"]) == {"decode", "vit", "answer"}
+    assert second["counts"]["visual_tokens_in"] == 1960
     assert written[2]["counts"] == {"new_tokens": 3} and [r["frames"] for r in written] == [2, 12, 12, 12]
 
 
@@ -96,6 +98,20 @@ def test_a_record_holds_the_answer_as_read_the_whole_response_and_what_the_model
     assert first["full_response"].startswith("2 frames, last at 0.5, sum")
     assert first["frame_times"] == [0.0, 0.5] and second["frame_times"] == [t / 2 for t in range(12)]
     assert first["model_input"] == "Q: " + clip_1[2].prompt and first["retrieval_input"] is None
+
+
+def test_frames_are_decoded_and_added_in_bounded_batches_with_the_same_answers(data, tmp_path, monkeypatch):
+    folder, queries = data
+    clip_1 = [q for q in queries if q.video == "videos/clip_1.mp4"]
+    whole = RecordingModel()
+    run(whole, clip_1, folder, tmp_path / "whole", sampling=TWO_FPS)
+    monkeypatch.setattr("stc_cli.runner.DECODE_BATCH", 4)
+    batched = RecordingModel()
+    run(batched, clip_1, folder, tmp_path / "batched", sampling=TWO_FPS)
+    # 2 frames for the first query, then 10 more in batches of 4, 4 and 2
+    assert [len(call[1]) for call in batched.calls if call[0] == "add"] == [2, 4, 4, 2]
+    responses = lambda out: [r["response"] for r in records(out)]  # noqa: E731
+    assert responses(tmp_path / "batched") == responses(tmp_path / "whole")
 
 
 def test_resume_after_a_crash_equals_one_run(data, tmp_path):

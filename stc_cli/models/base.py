@@ -70,6 +70,10 @@ class Answer(Step):
 
 
 class VideoModel(Protocol):
+    # True where ``add_frames`` must get a clip's frames in one call (else the runner feeds them in
+    # batches of a bounded size)
+    takes_whole_clip: bool = False
+
     def reset(self) -> None:
         """Forget the current video (KV cache, STC cacher and pruner state)."""
 

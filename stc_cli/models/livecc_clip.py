@@ -43,6 +43,7 @@ class LiveCCClip(LiveCC):
 
     TEMPLATE = "livecc-clip"
     DECODINGS = ("candidate-logits", "greedy")
+    takes_whole_clip = True  # the runner gives it the clip's frames in one call
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
