@@ -104,9 +104,8 @@ def _opens(path: Path) -> bool:
     from stc_cli.video import Sampling, VideoError, read_frames
 
     try:
-        read_frames(
-            path, Sampling(1.0), window=(0.0, 0.0)
-        )  # no frame kept; the first is decoded for its size
+        # no frame kept; the first is decoded for its size
+        read_frames(path, Sampling(1.0), window=(0.0, 0.0))
         return True
     except VideoError:
         return False

@@ -33,14 +33,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from stc_cli import distributed
 from stc_cli.benchmarks.base import Query
 from stc_cli.distributed import Shard
-from stc_cli.models.base import Answer, Step, VideoModel
+from stc_cli.models.base import Answer, Step, VideoModel, timed
 from stc_cli.video import Sampling, VideoError, VideoFrames
 
 SCHEDULES = ("stream", "clip")
 DECODE_BATCH = 32  # frames decoded at a time: host memory stays bounded whatever the video's length
+_HOST = torch.device("cpu")  # decoding runs on the host: timing it waits for no GPU
 
 
 @dataclass
@@ -251,11 +254,8 @@ def _feed(model: VideoModel, video: VideoFrames, start: int, stop: int, cost: St
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stc-decode") as pool:
         pending = pool.submit(video.pixels, *spans[0]) if spans else None
         for i, (first, last) in enumerate(spans):
-            waited = time.perf_counter()
-            pixels = pending.result()
-            cost.timings_ms["decode"] = (
-                cost.timings_ms.get("decode", 0.0) + (time.perf_counter() - waited) * 1000
-            )
+            with timed(cost, "decode", _HOST):
+                pixels = pending.result()
             if i + 1 < len(spans):
                 pending = pool.submit(video.pixels, *spans[i + 1])
             _add(cost, model.add_frames(pixels, video.times[first:last]))

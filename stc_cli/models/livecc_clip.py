@@ -64,10 +64,8 @@ class LiveCCClip(LiveCC):
         patches = [self._encode_patch(frames[i : i + 2], size, step) for i in range(0, len(frames), 2)]
         with timed(step, "prefill", self.device):
             features = torch.cat([features for features, _, _ in patches])
-            offsets = [0]
-            for patch_features, _, _ in patches[:-1]:
-                offsets.append(offsets[-1] + patch_features.shape[0])
-            kept = torch.cat([kept + offset for (_, _, kept), offset in zip(patches, offsets, strict=True)])
+            per_patch = patches[0][0].shape[0]  # one size for the whole clip
+            kept = torch.cat([kept + i * per_patch for i, (_, _, kept) in enumerate(patches)])
             grid = patches[0][1].clone()
             grid[0, 0] = len(patches)  # one video of len(patches) temporal patches
             text = VIDEO_TURN.format(video="<|video_pad|>" * features.shape[0])
