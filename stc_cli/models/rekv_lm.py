@@ -25,14 +25,16 @@ class ReKVLanguageModel:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything; the next ``encode`` is the init prompt (the attention sink)."""
         self.memory = [
             LayerMemory(n_local=self.n_local, block=self.block, theta=self.theta, scale=self.head_dim**-0.5)
             for _ in self.lm.layers
         ]
+
+    def reset(self) -> None:
+        """Forget everything; the next ``encode`` is the init prompt (the attention sink). The layers'
+        block stores keep their host pages for the next video."""
+        for memory in self.memory:
+            memory.reset()
 
     def encode(self, embeds: torch.Tensor) -> None:
         """Append ``embeds [1, L, width]`` to the video memory (after the init prompt: whole blocks)."""

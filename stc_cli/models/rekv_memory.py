@@ -6,7 +6,8 @@ gives it: while encoding, a token sees the last ``n_local`` tokens of the stream
 positions, plus the init prompt (the first ``n_init`` tokens, the attention sink) at one fixed angle
 once it has slid out of the window, in one joint softmax. Every token after the init prompt also lands
 in a block of ``block`` tokens (one frame) with a representative key (the mean of its GQA-expanded
-pre-RoPE keys); blocks live on ``offload`` (the CPU by default).
+pre-RoPE keys); blocks live on ``offload`` (the CPU by default), in a ``BlockStore`` (``kv_store.py``):
+pinned pages when the model runs on a GPU, which the next video reuses after ``reset``.
 
 Answering: each layer scores the blocks against the question's mean query (a raw dot product, as
 upstream does, though it is called a cosine there), keeps the ``topk`` best in temporal order, and then
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from stc_cli.models.kv_store import BlockStore
 
 
 def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
@@ -62,14 +65,28 @@ def attend(
 class LayerMemory:
     """The KV memory of one decoder layer for one video (see the module docstring)."""
 
-    def __init__(self, *, n_local: int, block: int, theta: float, scale: float, offload="cpu"):
+    def __init__(
+        self,
+        *,
+        n_local: int,
+        block: int,
+        theta: float,
+        scale: float,
+        offload="cpu",
+        page_blocks: int | None = None,  # blocks per page of the store; None: as many as fit PAGE_BYTES
+    ):
         if n_local < 1 or block < 1:
             raise ValueError(f"n_local and block must be >= 1, got {n_local} and {block}")
         self.n_local, self.block, self.theta, self.scale = n_local, block, theta, scale
         self.offload = torch.device(offload)
+        self.blocks = BlockStore(self.offload, page_blocks=page_blocks)  # one (k, v) per frame
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the video; the block store keeps its pages for the next one."""
         self.init_k = self.init_v = None  # [Hkv, n_init, D]
         self.local_k = self.local_v = None  # the last <= n_local tokens of the stream
-        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []  # one (k, v) per frame, on offload
+        self.blocks.clear()
         self.block_repr: torch.Tensor | None = None  # [n_blocks, H * D]
         self.length = 0  # tokens in the stream, init included
         self.answer_k = self.answer_v = None  # the answer cache: [init ; chosen blocks ; prompt ...]
@@ -138,7 +155,7 @@ class LayerMemory:
         self.block_repr = (
             representative if self.block_repr is None else torch.cat((self.block_repr, representative))
         )
-        self.blocks.append((_offload(k, self.offload), _offload(v, self.offload)))
+        self.blocks.append(k, v)
 
     # -- answering -------------------------------------------------------------------------------
     def retrieve(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
@@ -146,13 +163,11 @@ class LayerMemory:
 
         The question attends ``[init ; chosen ; question]``; its own keys are not kept.
         """
-        self.answer_k = self.answer_v = None
-        picked = [self.blocks[i] for i in self.choose(q, topk)]
-        device = self.init_k.device
-        chosen_k = _gather([b[0] for b in picked], device)
-        chosen_v = _gather([b[1] for b in picked], device)
-        self.answer_k = self.init_k if chosen_k is None else torch.cat((self.init_k, chosen_k), dim=1)
-        self.answer_v = self.init_v if chosen_v is None else torch.cat((self.init_v, chosen_v), dim=1)
+        self.answer_k, self.answer_v = self.init_k, self.init_v
+        chosen = self.blocks.gather(self.choose(q, topk), self.init_k.device)
+        if chosen is not None:
+            self.answer_k = torch.cat((self.init_k, chosen[0]), dim=1)
+            self.answer_v = torch.cat((self.init_v, chosen[1]), dim=1)
         return self._attend_answer(q, k, v, keep=False)
 
     def choose(self, q: torch.Tensor, topk: int) -> list[int]:
@@ -182,34 +197,7 @@ class LayerMemory:
         self.answer_k = self.answer_v = None
 
     def nbytes(self) -> int:
-        """Bytes held: init, window and blocks (the answer cache is transient)."""
+        """Bytes held for this video: init, window and the blocks stored (the answer cache is transient).
+        The pages reserved, used or not, are ``self.blocks.capacity_nbytes()``."""
         held = [self.init_k, self.init_v, self.local_k, self.local_v, self.block_repr]
-        held += [t for pair in self.blocks for t in pair]
-        return sum(t.numel() * t.element_size() for t in held if t is not None)
-
-
-def _offload(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A copy of ``x`` on ``device``. From a GPU to the CPU it goes into pinned memory without waiting
-    (later work on the stream is ordered after it), so that encoding does not stall once per layer."""
-    if x.device == device:
-        return x.clone()
-    if x.is_cuda and device.type == "cpu":
-        return torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)
-    return x.to(device)
-
-
-def _gather(blocks: list[torch.Tensor], device: torch.device) -> torch.Tensor | None:
-    """The blocks joined along the tokens, on ``device``. From the CPU to a GPU each block is copied
-    without waiting into its place in one buffer: the copies are ordered on the stream after the
-    offloading ones, and the host never blocks (a plain ``.to(device)`` would wait once per block)."""
-    if not blocks:
-        return None
-    if device.type != "cuda" or blocks[0].device == device:
-        return torch.cat([block.to(device) for block in blocks], dim=1)
-    heads, _, dim = blocks[0].shape
-    joined = torch.empty(heads, sum(b.shape[1] for b in blocks), dim, dtype=blocks[0].dtype, device=device)
-    start = 0
-    for block in blocks:
-        joined[:, start : start + block.shape[1]].copy_(block, non_blocking=True)
-        start += block.shape[1]
-    return joined
+        return sum(t.nbytes for t in held if t is not None) + self.blocks.nbytes()

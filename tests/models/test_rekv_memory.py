@@ -152,3 +152,75 @@ def test_the_answer_cache_is_attended_like_the_stream_it_would_be():
         torch.cat((q, extra_q), 1), torch.cat((k, extra_k), 1), torch.cat((v, extra_v), 1), n_init, n_local
     )[:, -1:]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def answer_outputs(mem, n_init, q, k, v, topk):
+    """Encode the stream, retrieve ``topk`` blocks, extend by two tokens: every output, and the cache."""
+    outputs = [mem.encode(q[:, :n_init], k[:, :n_init], v[:, :n_init])]
+    outputs.append(mem.encode(q[:, n_init:], k[:, n_init:], v[:, n_init:]))
+    outputs.append(mem.retrieve(q[:, -3:], k[:, -3:], v[:, -3:], topk=topk))
+    outputs.append(mem.extend(q[:, :2], k[:, :2], v[:, :2]))
+    return outputs, mem.answer_k, mem.answer_v
+
+
+@pytest.mark.parametrize("topk", [2, 3, 5])
+def test_outputs_do_not_depend_on_the_page_size(topk):
+    n_init, block = 3, 2
+    q, k, v = stream(n_init, 7, block, seed=4)
+    runs = []
+    for page_blocks in (None, 1, 2, 3):
+        mem = LayerMemory(n_local=7, block=block, theta=THETA, scale=SCALE, page_blocks=page_blocks)
+        runs.append(answer_outputs(mem, n_init, q, k, v, topk))
+    for outputs, answer_k, answer_v in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(outputs, runs[0][0], strict=True))
+        assert torch.equal(answer_k, runs[0][1]) and torch.equal(answer_v, runs[0][2])
+
+
+def test_the_chosen_blocks_of_two_pages_are_what_was_stored():
+    # the keys of the choosing test, two blocks per page: blocks 0 and 2 are chosen, on pages 0 and 1
+    mem = LayerMemory(n_local=50, block=1, theta=THETA, scale=1.0, page_blocks=2)
+    one = torch.ones(2, 1, 2)
+    mem.encode(one, torch.zeros(1, 1, 2), torch.zeros(1, 1, 2))
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [-1.0, 2.0]])
+    values = torch.randn(4, 2)
+    for key, value in zip(keys, values, strict=True):
+        mem.encode(one, key.reshape(1, 1, 2), value.reshape(1, 1, 2))
+    assert len(mem.blocks.pages) == 2
+    question = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    assert mem.choose(question, topk=2) == [0, 2]
+    mem.retrieve(question, torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), topk=2)
+    assert torch.equal(mem.answer_k, torch.stack((torch.zeros(2), keys[0], keys[2]))[None])
+    assert torch.equal(mem.answer_v, torch.stack((torch.zeros(2), values[0], values[2]))[None])
+
+
+def test_reset_reuses_the_pages_and_forgets_the_video():
+    n_init, block = 3, 2
+    first, second = stream(n_init, 7, block, seed=5), stream(n_init, 7, block, seed=6)
+    mem = LayerMemory(n_local=7, block=block, theta=THETA, scale=SCALE, page_blocks=3)
+    answer_outputs(mem, n_init, *first, topk=3)
+    pages, held = [page.data_ptr() for page in mem.blocks.pages], mem.nbytes()
+    mem.end_answer()
+    mem.reset()
+    assert (mem.length, len(mem.blocks), mem.init_k, mem.local_k, mem.block_repr) == (0, 0, None, None, None)
+    assert mem.nbytes() == 0 and mem.blocks.capacity_nbytes() == 3 * 3 * 2 * KV_HEADS * block * DIM * 4
+    reused = answer_outputs(mem, n_init, *second, topk=3)
+    assert [page.data_ptr() for page in mem.blocks.pages] == pages and mem.nbytes() == held
+    fresh = answer_outputs(memory(7, block), n_init, *second, topk=3)
+    assert all(torch.equal(a, b) for a, b in zip(reused[0], fresh[0], strict=True))
+    assert torch.equal(reused[1], fresh[1]) and torch.equal(reused[2], fresh[2])
+
+
+def test_nbytes_counts_the_blocks_stored_not_the_pages():
+    n_init, block = 3, 2
+    q, k, v = stream(n_init, 4, block)
+    sizes = []
+    for page_blocks in (1, 3, 100):
+        mem = LayerMemory(n_local=5, block=block, theta=THETA, scale=SCALE, page_blocks=page_blocks)
+        mem.encode(q[:, :n_init], k[:, :n_init], v[:, :n_init])
+        mem.encode(q[:, n_init:], k[:, n_init:], v[:, n_init:])
+        sizes.append(mem.nbytes())
+    # init K and V, the window's K and V (5 tokens), 4 representatives [H * D], 4 blocks of K and V
+    expected = (
+        2 * KV_HEADS * n_init * DIM + 2 * KV_HEADS * 5 * DIM + 4 * HEADS * DIM + 4 * 2 * KV_HEADS * 2 * DIM
+    ) * 4
+    assert sizes == [expected] * 3

@@ -1,0 +1,107 @@
+"""ReKV's evicted KV blocks of one layer, in a slab of fixed-size pages that a new video reuses.
+
+A page holds ``page_blocks`` blocks as one tensor ``[2 (K, V), page_blocks, Hkv, block, D]`` on the
+store's device (the host by default), so that a block's K, and a run of consecutive blocks' K, are
+contiguous: one copy each way. Growing adds a page and never moves what is stored. A page is pinned
+when it lives on the CPU and the blocks come from a GPU (never on a CPU-only machine); the copies in
+are then non-blocking, ordered on the stream before any later work, including the copies out, so the
+host waits on neither. Reading a page from the host (``store[i]``) is only safe once those are done.
+
+Pages are sized in bytes, ``PAGE_BYTES`` (a power of two) or just under it, because CUDA's caching host
+allocator rounds every pinned allocation up to a power of two and keeps it. ``clear`` (a new video)
+keeps the pages and writes over them; they go only if the block shape, dtype or pinning changes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PAGE_BYTES = 1 << 24  # 16 MiB: 41 blocks of LLaVA-OV-7B's 196 tokens, 136 of STC's 60
+
+
+class BlockStore:
+    """Blocks ``[Hkv, block, D]`` of K and V, appended one at a time, gathered onto a device by index."""
+
+    def __init__(self, device="cpu", *, page_blocks: int | None = None, page_bytes: int = PAGE_BYTES):
+        self.device = torch.device(device)
+        self.fixed_page_blocks, self.page_bytes = page_blocks, page_bytes
+        self.page_blocks: int | None = None  # blocks per page, set with the first block's size
+        self.pages: list[torch.Tensor] = []
+        self.spec = None  # (block shape, dtype, pinned) of the pages
+        self.count = 0  # blocks stored in this video
+
+    @torch.no_grad()  # a page is never part of a graph
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Copy one block's ``k`` and ``v`` (``[Hkv, block, D]``, any strides) into the next slot."""
+        spec = (tuple(k.shape), k.dtype, self.device.type == "cpu" and k.is_cuda)
+        if spec != self.spec:
+            if self.count:
+                raise ValueError(f"a block of {spec[:2]} does not fit a store of {self.spec[:2]}")
+            block_bytes = 2 * k.numel() * k.element_size()
+            self.page_blocks = self.fixed_page_blocks or max(1, self.page_bytes // block_bytes)
+            self.pages, self.spec = [], spec
+        page, slot = divmod(self.count, self.page_blocks)
+        if page == len(self.pages):
+            with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
+                shape, pin = (2, self.page_blocks, *k.shape), spec[2]
+                self.pages.append(torch.empty(shape, dtype=k.dtype, device=self.device, pin_memory=pin))
+        self.pages[page][0, slot].copy_(k, non_blocking=True)
+        self.pages[page][1, slot].copy_(v, non_blocking=True)
+        self.count += 1
+
+    def gather(self, indices: list[int], device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The blocks ``indices`` (in that order) joined along the tokens, K and V ``[Hkv, n * block, D]``
+        on ``device``; None for no index. Each run of consecutive blocks within a page is one copy of K
+        and one of V into a staging buffer, non-blocking; then one reshape on ``device``."""
+        if not indices:
+            return None
+        (heads, block, dim), dtype, _ = self.spec
+        staged = torch.empty((2, len(indices), heads, block, dim), dtype=dtype, device=device)
+        for position, page, slot, n in self.runs(indices):
+            for kv in (0, 1):  # separately: a slice across K and V would not be contiguous
+                staged[kv, position : position + n].copy_(
+                    self.pages[page][kv, slot : slot + n], non_blocking=True
+                )
+        joined = staged.transpose(1, 2).reshape(2, heads, len(indices) * block, dim)
+        return joined[0], joined[1]
+
+    def runs(self, indices: list[int]) -> list[tuple[int, int, int, int]]:
+        """``indices`` as runs of consecutive blocks within a page, one copy each way:
+        ``(position in indices, page, first slot, blocks)``."""
+        runs: list[list[int]] = []
+        for position, index in enumerate(indices):
+            page, slot = divmod(self._check(index), self.page_blocks)
+            if runs and runs[-1][1] == page and runs[-1][2] + runs[-1][3] == slot:
+                runs[-1][3] += 1
+            else:
+                runs.append([position, page, slot, 1])
+        return [tuple(run) for run in runs]
+
+    def clear(self) -> None:
+        """Forget the blocks; the pages stay for the next video."""
+        self.count = 0
+
+    def nbytes(self) -> int:
+        """Bytes of the blocks stored (what the video holds, whatever the page size or earlier videos)."""
+        return self.count * 2 * self.pages[0][0, 0].nbytes if self.count else 0
+
+    def capacity_nbytes(self) -> int:
+        """Bytes of the pages allocated (before the host allocator's rounding up to a power of two)."""
+        return sum(page.nbytes for page in self.pages)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``index`` (negative counts from the end) as views ``(k, v)`` into its page."""
+        page, slot = divmod(self._check(index), self.page_blocks)
+        return self.pages[page][0, slot], self.pages[page][1, slot]
+
+    def __iter__(self):
+        return (self[i] for i in range(self.count))
+
+    def _check(self, index: int) -> int:
+        """``index`` in ``0..count - 1``, counting a negative one from the end."""
+        if not -self.count <= index < self.count:
+            raise IndexError(f"block {index} of {self.count}")
+        return index % self.count
