@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from stc_cli.hub import checkpoint_folder
+from stc_cli.models import checkpoints
 from stc_cli.models.frames import FrameTransform
 from stc_cli.models.presets import LLM_PRESETS, VISION_PRESETS, seeded
 from stc_cli.models.tokenizer import byte_tokenizer
@@ -48,12 +49,22 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
     """``random:<preset>``, a local checkpoint folder, or a hub id (downloaded into the hub cache)."""
     if source.startswith("random:"):
         return build_random(source.removeprefix("random:"), device=device, dtype=dtype)
-    from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
     folder = checkpoint_folder(source, revision)
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(folder, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return LlavaOV(model.to(device).eval(), tokenizer, FrameTransform.from_pretrained(folder), source)
+    # what can be checked without the weights first: a broken checkpoint fails in seconds, with one line
+    preprocessor = checkpoints.check_folder(folder, "llava_onevision")
+    config = checkpoints.load_config(LlavaOnevisionConfig, folder)
+    transform = FrameTransform.from_pretrained(folder)
+    side = config.vision_config.image_size
+    if transform.size != (side, side):  # the tower's position embeddings fix its input size
+        raise checkpoints.CheckpointError(
+            f"{preprocessor}: resizes frames to {transform.size[0]}x{transform.size[1]}, but the vision "
+            f"tower of config.json takes {side}x{side}; the two files come from different checkpoints"
+        )
+    tokenizer = checkpoints.load_tokenizer(folder)
+    model = checkpoints.load_weights(LlavaOnevisionForConditionalGeneration, folder, config, dtype)
+    return LlavaOV(model.to(device).eval(), tokenizer, transform, source)
 
 
 def build_random(preset: str, *, device="cpu", dtype=torch.float32, seed: int = 0) -> LlavaOV:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from stc_cli.hub import checkpoint_folder
+from stc_cli.models import checkpoints
 from stc_cli.models.presets import LLM_PRESETS, QWEN2VL_VISION_PRESETS, seeded
 from stc_cli.models.qwen2vl_frames import Qwen2VLFrames
 from stc_cli.models.tokenizer import byte_tokenizer
@@ -36,12 +37,25 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
     """``random:<preset>``, a local checkpoint folder, or a hub id (downloaded into the hub cache)."""
     if source.startswith("random:"):
         return build_random(source.removeprefix("random:"), device=device, dtype=dtype)
-    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     folder = checkpoint_folder(source, revision)
-    model = Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+    # what can be checked without the weights first: a broken checkpoint fails in seconds, with one line
+    preprocessor = checkpoints.check_folder(folder, "qwen2_vl")
+    config = checkpoints.load_config(Qwen2VLConfig, folder)
     frames = Qwen2VLFrames.from_pretrained(folder)
-    return Qwen2VL(model.to(device).eval(), AutoTokenizer.from_pretrained(folder), frames, source)
+    vision = config.vision_config
+    ours = (frames.patch_size, frames.temporal_patch_size, frames.merge_size)
+    tower = (vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size)
+    if ours != tower:
+        raise checkpoints.CheckpointError(
+            f"{preprocessor}: patches of {ours[0]} px, {ours[1]} frames, merged {ours[2]}x{ours[2]}, but the "
+            f"vision tower of config.json takes {tower[0]} px, {tower[1]} frames, {tower[2]}x{tower[2]}; the "
+            "two files come from different checkpoints"
+        )
+    tokenizer = checkpoints.load_tokenizer(folder)
+    model = checkpoints.load_weights(Qwen2VLForConditionalGeneration, folder, config, dtype)
+    return Qwen2VL(model.to(device).eval(), tokenizer, frames, source)
 
 
 def build_random(preset: str, *, device="cpu", dtype=torch.float32, seed: int = 0) -> Qwen2VL:
