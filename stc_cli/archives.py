@@ -29,6 +29,21 @@ class ArchiveError(ValueError):
     """An archive is corrupt, truncated or unsafe; the message names it and says what to do."""
 
 
+class NothingExpectedError(ArchiveError):
+    """An intact archive none of whose files the rename keeps: not corrupt, so not to be deleted."""
+
+
+def _nothing_expected(label: str, names: list[str]) -> NothingExpectedError:
+    # Name what it held, so that a changed dataset layout can be told from an empty or wrong file.
+    if not names:
+        return NothingExpectedError(f"{label}: holds no files; nothing was extracted")
+    shown = ", ".join(repr(name) for name in names[:3])
+    return NothingExpectedError(
+        f"{label}: holds {len(names)} files (first: {shown}), none of them where the layout expects one; "
+        "nothing was extracted"
+    )
+
+
 def _fail(label: str, problem: str) -> ArchiveError:
     return ArchiveError(
         f"{label}: {problem}. The file is corrupt or unsafe, and nothing from it was extracted; "
@@ -124,19 +139,21 @@ def extract_zip(archive: Path, dest: Path, rename: Rename | None = None) -> list
     Raises:
         ArchiveError: The archive is corrupt (bad zip, CRC error, truncated) or unsafe (a path
             leaving `dest`, a symbolic link, two members with the same target). `dest` is unchanged.
+        NothingExpectedError: No member is kept (an empty archive, or `rename` skips them all).
     """
     archive = Path(archive)
     label = str(archive)
 
     def extract(staging: Path) -> list[str]:
         with zipfile.ZipFile(archive) as zf:
-            plan, files, dirs = [], set(), set()
+            plan, files, dirs, names = [], set(), set(), []
             for info in zf.infolist():
                 # A link is refused even where it would be skipped: no honest dataset zip has one.
                 if stat.S_ISLNK(info.external_attr >> 16):
                     raise _fail(label, f"member {info.filename!r} is a symbolic link")
                 if info.is_dir():
                     continue
+                names.append(info.filename)
                 rel = _target(label, info.filename, rename)
                 if rel is None:
                     continue
@@ -144,6 +161,8 @@ def extract_zip(archive: Path, dest: Path, rename: Rename | None = None) -> list
                     raise _fail(label, f"member {info.filename!r} is encrypted")
                 _claim(label, rel, files, dirs)
                 plan.append((info, rel))
+            if not plan:
+                raise _nothing_expected(label, names)
             for info, rel in plan:
                 with zf.open(info) as source:  # reading to the end checks the CRC
                     _write(source, staging, rel)
@@ -210,6 +229,7 @@ def extract_tar_parts(parts: list[Path], dest: Path, rename: Rename | None = Non
         ArchiveError: The stream is corrupt or truncated (a missing part included), or unsafe (a
             path leaving `dest`, a link, a device or FIFO, two members with the same target).
             `dest` is unchanged.
+        NothingExpectedError: No member is kept (an empty archive, or `rename` skips them all).
     """
     ordered = sorted((Path(p) for p in parts), key=lambda p: p.name)
     if not ordered:
@@ -217,7 +237,7 @@ def extract_tar_parts(parts: list[Path], dest: Path, rename: Rename | None = Non
     label = str(ordered[0]) + (f" (+{len(ordered) - 1} more parts)" if len(ordered) > 1 else "")
 
     def extract(staging: Path) -> list[str]:
-        stream, written, files, dirs = _JoinedParts(ordered), [], set(), set()
+        stream, written, files, dirs, names = _JoinedParts(ordered), [], set(), set(), []
         try:
             with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_StrictTarInfo) as tf:
                 for member in tf:
@@ -226,6 +246,7 @@ def extract_tar_parts(parts: list[Path], dest: Path, rename: Rename | None = Non
                     if not member.isreg():  # refused even where it would be skipped, as in zips
                         kind = "link" if member.issym() or member.islnk() else "device, FIFO or special file"
                         raise _fail(label, f"member {member.name!r} is a {kind}")
+                    names.append(member.name)
                     rel = _target(label, member.name, rename)
                     if rel is None:
                         continue
@@ -234,6 +255,8 @@ def extract_tar_parts(parts: list[Path], dest: Path, rename: Rename | None = Non
                     written.append(rel)
         finally:
             stream.close()
+        if not written:
+            raise _nothing_expected(label, names)
         return written
 
     return _staged(label, ordered[0].name, dest, extract)

@@ -21,6 +21,7 @@ class CheckReport:
     unreadable_videos: list[str] = field(default_factory=list)
     videos_checked: bool = True
     video_seconds: dict[str, float] = field(default_factory=dict)  # see schedule_seconds
+    notes: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -56,6 +57,11 @@ def check(
     open each one. A query needs its ``video``; OVO-Bench queries are also served by their pre-cut
     ``extra["clip"]``. Raises ``MetadataError`` when the metadata cannot be read."""
     module = benchmarks.get(bench)
+    notes = []
+    # As `stc eval` does (evaluate.plan): the demo works before `stc download demo` from the packaged copy.
+    if bench == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
+        data_dir = module.PACKAGED.parent
+        notes.append("demo: using the copy shipped in the package")
     folder = data_dir / module.FOLDER
     queries = module.load_queries(data_dir)
     tasks = Counter(q.task for q in queries)
@@ -66,6 +72,7 @@ def check(
         tasks={task: tasks[task] for task in module.TASKS if task in tasks},
         videos_checked=not metadata_only,
         video_seconds=schedule_seconds(queries),
+        notes=notes,
     )
     if metadata_only:
         return report

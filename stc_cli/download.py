@@ -5,7 +5,8 @@ the repository's files: metadata files copied to a path under the benchmark fold
 parts of a split tar, unpacked through a ``rename`` that maps an archive member to its place in the
 layout (or skips it). A file the hub lacks (OVO-Bench's metadata) is a :class:`GithubFile`, fetched from a
 pinned commit of its GitHub repository and checked, or validated when the user placed it by hand.
-Per benchmark:
+A dataset that moved to another organisation is listed under its new name first, then its old ones
+(the hub's redirect from an old name is not to be relied on). Per benchmark:
 
 1. list the repository at the revision; match the sources; compare with the free disk space;
 2. fetch and unpack one source at a time (split tar parts in sorted order, streamed into one tar reader,
@@ -18,6 +19,7 @@ Per benchmark:
 
 from __future__ import annotations
 
+import filecmp
 import fnmatch
 import hashlib
 import http.client
@@ -76,6 +78,8 @@ class Manifest:
     bench: str
     repo_id: str
     sources: tuple[Source, ...]
+    old_repo_ids: tuple[str, ...] = ()  # tried in turn when the hub does not know ``repo_id``
+    gated: bool = False  # the hub serves its files only to accounts that accepted its terms
 
 
 def _under(folder: str, pattern: str) -> Callable[[str], str | None]:
@@ -113,11 +117,12 @@ MANIFESTS = {
                 "data/ovo_bench_new.json",
                 strip="data/",
                 repo="JoeLeelyf/OVO-Bench",
-                commit="c34093f",  # 2025-07-24; only the short sha is known
+                # 2025-07-24; raw.githubusercontent.com is not known to accept a short sha
+                commit="c34093f9a072d93f9e1c6b923446dfba71f4528e",
                 size=918_443,
                 records=1640,
-                # Not known yet: fill in from the first verified download (complete.json records it).
-                sha256=None,
+                # unchanged since f3911d7
+                sha256="dc4a90daf26764dc8ab8b228ea4af864ba2ea50c2833ead8c9af6573f78ccf97",
             ),
             Source(
                 "src_videos.tar.parta*", "tar-parts", True, rename=_top_folder_as("src_videos"), choice="src"
@@ -146,30 +151,37 @@ MANIFESTS = {
             Source("MLVU/json/[1-7]_*.json", strip="MLVU/"),
             Source("MLVU/video/[1-7]_*/*", videos=True, strip="MLVU/"),
         ),
+        gated=True,
     ),
     "egoschema": Manifest(
         "egoschema",
-        "lmms-lab/egoschema",
+        "lmms-eval/egoschema",
         (
             Source("Subset/test-00000-of-00001.parquet"),
             Source("MC/test-00000-of-00001.parquet"),
             Source("videos_chunked_*.zip", "zip", True, rename=_under("videos", r".+\.mp4")),
         ),
+        old_repo_ids=("lmms-lab/egoschema",),  # moved to lmms-eval in 2026
     ),
     "videomme": Manifest(
         "videomme",
-        "lmms-lab/Video-MME",
+        "lmms-eval/Video-MME",
         (
             Source("videomme/test-00000-of-00001.parquet"),
             Source("subtitle.zip", "zip", rename=_under("subtitle", r".+\.srt")),
             Source("videos_chunked_*.zip", "zip", True, rename=_under("data", r".+\.(mp4|mkv)")),
         ),
+        old_repo_ids=("lmms-lab/Video-MME",),  # moved to lmms-eval in 2026
     ),
 }
 
 
 class DownloadError(RuntimeError):
     """A download that cannot go on: one sentence saying what happened and what to do."""
+
+
+class DataDirError(DownloadError):
+    """The data directory given cannot hold the data (a file, or not writable): a user error."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +225,11 @@ class Plan:
     @property
     def complete(self) -> bool:
         marker = _read_json(self.folder / STATE / "complete.json")
-        return marker.get("revision") == self.revision and marker.get("files") == self.files
+        return (
+            marker.get("revision") == self.revision
+            and marker.get("files") == self.files
+            and all(_pinned_sha_ok(item, marker.get("sha256") or {}) for item in self.items)
+        )
 
     @property
     def needed_bytes(self) -> int:
@@ -249,7 +265,7 @@ def plan(
     if ovo_videos not in ("src", "chunked", "both"):
         raise DownloadError(f"--ovo-videos must be src, chunked or both, got {ovo_videos!r}")
     manifest = MANIFESTS[bench]
-    sha, sizes = hub.list_files(manifest.repo_id, revision=revision, token=token, endpoint=endpoint)
+    repo_id, sha, sizes, note = _list(manifest, revision=revision, token=token, endpoint=endpoint)
     items = []
     for source in manifest.sources:
         if (source.videos and not videos) or (source.choice and ovo_videos not in (source.choice, "both")):
@@ -260,44 +276,111 @@ def plan(
         matched = sorted(path for path in sizes if fnmatch.fnmatchcase(path, source.pattern))
         if not matched:
             raise DownloadError(
-                f"{manifest.repo_id}@{sha[:8]} has no file matching {source.pattern!r}; "
+                f"{repo_id}@{sha[:8]} has no file matching {source.pattern!r}; "
                 "the repository changed: pass --revision to pin the one stc knows, or report it"
             )
         groups = [matched] if source.kind == "tar-parts" else [[path] for path in matched]
         items += [Item(source, tuple(g), tuple(sizes[p] for p in g)) for g in groups]
     folder = Path(data_dir) / manifest.bench
     # An item is done when its marker records the same files with the same sizes (a new revision
-    # that changed an archive makes it pending again).
+    # that changed an archive makes it pending again) and, for a pinned GitHub file, the same sha256
+    # (a file accepted before the pin is checked again).
     markers = {item.key: _read_json(folder / STATE / "done" / item.key) for item in items}
     done = {
         item.key
         for item in items
         if [markers[item.key].get(k) for k in ("paths", "sizes")] == [list(item.paths), list(item.sizes)]
+        and _pinned_sha_ok(item, {item.paths[0]: markers[item.key].get("sha256")})
     }
-    return Plan(bench, manifest.repo_id, sha, folder, items, done)
+    return Plan(bench, repo_id, sha, folder, items, done, note)
 
 
-def install_demo(data_dir: Path) -> Path:
-    """Copy the demo benchmark shipped in the package into ``<data_dir>/demo``; no network needed."""
+def _pinned_sha_ok(item: Item, recorded: dict) -> bool:
+    """Whether ``recorded`` ({path: sha256}) holds ``item``'s pinned sha256, if it has one."""
+    pin = getattr(item.source, "sha256", None)
+    return pin is None or recorded.get(item.paths[0]) == pin
+
+
+def _list(manifest: Manifest, **hub_options) -> tuple[str, str, dict[str, int], str]:
+    """The name ``manifest``'s repository answers to (its current one, else an old one), its commit, its
+    files, and a note when an old name was used. Raises HubError."""
+    names = [manifest.repo_id, *manifest.old_repo_ids]
+    for repo_id in names:
+        try:
+            sha, sizes = hub.list_files(repo_id, **hub_options)
+        except hub.RepoNotFoundError:
+            continue
+        note = f"{names[0]} not found; using its old name {repo_id}" if repo_id != names[0] else ""
+        return repo_id, sha, sizes, note
+    raise hub.RepoNotFoundError(hub.not_found_message(names, hub_options.get("endpoint")))
+
+
+def gated_note(bench: str, endpoint: str | None = None) -> str:
+    """What to do before fetching ``bench``, when its repository is gated; else ""."""
+    manifest = MANIFESTS.get(bench)
+    return hub.gated_message(manifest.repo_id, endpoint) if manifest and manifest.gated else ""
+
+
+def check_writable(folder: Path, given: str) -> None:
+    """Refuse, before any transfer, a ``folder`` that cannot be created or written: its nearest existing
+    ancestor must be a folder that takes a new file (tried: permission bits miss root and read-only
+    mounts). ``given`` names the setting at fault, e.g. ``--data-dir PATH``. Raises DataDirError."""
+    existing = _existing(folder)
+    if not existing.is_dir():
+        raise DataDirError(
+            f"{given}: {existing} is a file, not a folder; pass a folder, or a path not yet there"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise DataDirError(
+            f"{given}: cannot write into {existing} ({error.strerror or error}); "
+            "pass a folder you can write to"
+        ) from error
+
+
+def demo_changes(data_dir: Path) -> list[Path]:
+    """The demo's files (relative paths) that ``<data_dir>/demo`` lacks or holds with other content."""
     from stc_cli.benchmarks import demo
 
     folder = Path(data_dir) / demo.FOLDER
     files = sorted(p.relative_to(demo.PACKAGED) for p in demo.PACKAGED.rglob("*") if p.is_file())
-    for relative in files:
+    return [
+        p
+        for p in files
+        if not (folder / p).is_file() or not filecmp.cmp(demo.PACKAGED / p, folder / p, False)
+    ]
+
+
+def install_demo(data_dir: Path) -> Path:
+    """Copy the demo benchmark shipped in the package into ``<data_dir>/demo``; no network needed. Files
+    already there and unchanged are left as they are (not rewritten: their times stay)."""
+    from stc_cli.benchmarks import demo
+
+    folder = Path(data_dir) / demo.FOLDER
+    for relative in demo_changes(data_dir):
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(demo.PACKAGED / relative, folder / relative)
+    files = sorted(p.relative_to(demo.PACKAGED) for p in demo.PACKAGED.rglob("*") if p.is_file())
     marker = {"repo": "stc package", "files": {str(p): (demo.PACKAGED / p).stat().st_size for p in files}}
-    (folder / STATE).mkdir(exist_ok=True)
-    (folder / STATE / "complete.json").write_text(json.dumps(marker, indent=1))
+    if _read_json(folder / STATE / "complete.json") != marker:
+        (folder / STATE).mkdir(exist_ok=True)
+        (folder / STATE / "complete.json").write_text(json.dumps(marker, indent=1))
     return folder
 
 
 def free_bytes(folder: Path) -> int:
     """Free space on the disk that holds ``folder`` (or its nearest existing parent)."""
-    existing = folder
-    while not existing.exists():
+    return shutil.disk_usage(_existing(folder)).free
+
+
+def _existing(folder: Path) -> Path:
+    """``folder`` or its nearest existing ancestor."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    return shutil.disk_usage(existing).free
+    return existing
 
 
 def fetch(
@@ -424,6 +507,10 @@ def _unpack(item: Item, local: list[Path], folder: Path) -> None:
             archives.extract_zip(local[0], folder, source.rename)
         else:
             archives.extract_tar_parts(local, folder, source.rename)
+    except archives.NothingExpectedError as error:  # intact, so kept: the next run need not fetch it again
+        raise DownloadError(
+            f"{error}; the repository changed: pass --revision to pin the one stc knows, or report it"
+        ) from error
     except archives.ArchiveError:
         for path in local:  # corrupt: never reuse it
             path.unlink(missing_ok=True)

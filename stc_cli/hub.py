@@ -12,11 +12,38 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-_LOGIN_HINT = "pass --token, set HF_TOKEN or run `hf auth login`"
+_LOGIN_HINT = (
+    "pass --token, set HF_TOKEN or run `hf auth login` (older huggingface_hub: `huggingface-cli login`)"
+)
 
 
 class HubError(RuntimeError):
     """A hub request failed; the message is one sentence saying what failed and what to do."""
+
+
+class RepoNotFoundError(HubError):
+    """No such dataset repo on the hub (or a private one): a moved dataset may answer to its old name."""
+
+
+def endpoint_url(endpoint: str | None) -> str:
+    """The hub the requests go to: ``endpoint``, else the default (or ``$HF_ENDPOINT`` at import time)."""
+    from huggingface_hub import constants
+
+    return (endpoint or constants.ENDPOINT).rstrip("/")
+
+
+def gated_message(repo_id: str, endpoint: str | None, why: str = "") -> str:
+    """What to do about gated dataset ``repo_id`` (``why``: what the hub refused, after a refusal)."""
+    page = f"{endpoint_url(endpoint)}/datasets/{repo_id}"
+    return f"Dataset {repo_id} is gated{why}: accept its terms at {page} while logged in, then {_LOGIN_HINT}."
+
+
+def not_found_message(repo_ids: list[str], endpoint: str | None) -> str:
+    """What to do when the hub knows none of ``repo_ids`` (a dataset's name, then its old names)."""
+    return (
+        f"No dataset repo {' or '.join(repo_ids)} on {endpoint_url(endpoint)}, or it is private: check the "
+        f"name, or {_LOGIN_HINT} with an account that can read it."
+    )
 
 
 def resolve_token(token: str | None) -> str | None:
@@ -93,7 +120,6 @@ def _hub_errors(
     repo_id: str, path: str | None, revision: str | None, token: str | None, endpoint: str | None
 ):
     """Re-raise hub and network failures inside the block as :class:`HubError` with an actionable message."""
-    from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -103,24 +129,16 @@ def _hub_errors(
         RevisionNotFoundError,
     )
 
-    where = endpoint or constants.ENDPOINT
+    where = endpoint_url(endpoint)
     rev = revision or "main"
     what = f"{path!r} from dataset {repo_id}" if path else f"the file list of dataset {repo_id}"
     try:
         yield
-    except GatedRepoError as exc:
+    except GatedRepoError as exc:  # 401 without a token, 403 with one that has not accepted the terms
         given = "the token given does not grant access" if token else "no token was given"
-        msg = (
-            f"Dataset {repo_id} is gated and {given}: accept its terms at {where}/datasets/{repo_id} "
-            f"while logged in, then {_LOGIN_HINT}."
-        )
-        raise HubError(msg) from exc
+        raise HubError(gated_message(repo_id, endpoint, f" and {given}")) from exc
     except RepositoryNotFoundError as exc:
-        msg = (
-            f"No dataset repo {repo_id} on {where}, or it is private: check the name, "
-            f"or {_LOGIN_HINT} with an account that can read it."
-        )
-        raise HubError(msg) from exc
+        raise RepoNotFoundError(not_found_message([repo_id], endpoint)) from exc
     except RevisionNotFoundError as exc:
         msg = f"Dataset {repo_id} has no revision {rev!r}: check the branch, tag or commit sha."
         raise HubError(msg) from exc

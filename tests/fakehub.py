@@ -47,19 +47,24 @@ class FakeHub:
         self.raw: dict[str, bytes] = {}
         self.shas: dict[str, str] = {}
         self.gated: set[str] = set()
+        self.gated_files: set[str] = set()
         self.gets: Counter[str] = Counter()
         self.requests: list[str] = []
         self._fail: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
 
     def add_repo(
-        self, repo_id: str, files: dict[str, bytes], *, gated: bool = False, sha: str | None = None
+        self, repo_id: str, files: dict[str, bytes], *, gated: bool | str = False, sha: str | None = None
     ) -> str:
-        """Add (or replace) a dataset repo; returns its fixed 40-hex commit sha."""
+        """Add (or replace) a dataset repo; returns its fixed 40-hex commit sha.
+
+        ``gated=True`` refuses every request without ``token``; ``gated="files"`` lists the repo to anyone
+        and refuses only its files, as the real hub does for a gated dataset. A refusal is 401 without
+        a token and 403 with another one (an account that has not accepted the terms).
+        """
         self.repos[repo_id] = dict(files)
         self.shas[repo_id] = sha or _sha1(repo_id.encode())
-        if gated:
-            self.gated.add(repo_id)
+        (self.gated_files if gated == "files" else self.gated if gated else set()).add(repo_id)
         return self.shas[repo_id]
 
     def fail_next(self, path: str, times: int = 1) -> None:
@@ -136,8 +141,12 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = m["repo"]
         if repo_id not in hub.repos:
             return self._error(404, "RepoNotFound", "Repository not found", head)
-        if repo_id in hub.gated and self.headers.get("Authorization") != f"Bearer {hub.token}":
-            return self._error(401, "GatedRepo", "Access to this dataset is restricted.", head)
+        gated = repo_id in hub.gated or (repo_id in hub.gated_files and m.re is _RESOLVE)
+        auth = self.headers.get("Authorization")
+        if gated and auth != f"Bearer {hub.token}":
+            return self._error(
+                403 if auth else 401, "GatedRepo", "Access to this dataset is restricted.", head
+            )
         files, sha = hub.repos[repo_id], hub.shas[repo_id]
         if (m["rev"] or "main") not in ("main", sha):
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {m['rev']}", head)

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from stc_cli.archives import ArchiveError, _JoinedParts, extract_tar_parts, extract_zip
+from stc_cli.archives import (
+    ArchiveError,
+    NothingExpectedError,
+    _JoinedParts,
+    extract_tar_parts,
+    extract_zip,
+)
 
 
 def listing(root: Path) -> list[str]:
@@ -344,3 +350,34 @@ def test_missing_dest_not_created_on_failure(tmp_path, dl):
     with pytest.raises(ArchiveError):
         extract_zip(archive, tmp_path / "new")
     assert sorted(os.listdir(tmp_path)) == ["dl"]
+
+
+def test_zip_with_nothing_the_layout_expects_says_what_it_held(tmp_path, dl, data):
+    names = [f"top/clips/{n}.mp4" for n in range(7)]
+    archive = make_zip(dl / "v.zip", {name: b"x" for name in names})
+    with pytest.raises(NothingExpectedError) as err:
+        extract_zip(archive, data, strip_top)  # keeps only <top>/sample_*/video.mp4
+    shown = ", ".join(repr(name) for name in names[:3])
+    assert str(err.value) == (
+        f"{archive}: holds 7 files (first: {shown}), none of them where the layout expects one; "
+        "nothing was extracted"
+    )
+    assert_clean(tmp_path)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_tar_with_nothing_the_layout_expects_says_what_it_held(tmp_path, dl, data, gz):
+    # OVO-Bench's rename keeps what is under one top folder: files at the top are not in the layout.
+    parts = split(tar_bytes([("a.mp4", b"a"), ("b.mp4", b"b")], gz=gz), dl, "src_videos.tar", n=2)
+    with pytest.raises(
+        NothingExpectedError, match=r"\(\+1 more parts\): holds 2 files \(first: 'a.mp4', 'b.mp4'\)"
+    ):
+        extract_tar_parts(parts, data, lambda name: name.partition("/")[2] or None)
+    assert_clean(tmp_path)
+
+
+def test_empty_archive_holds_no_files(tmp_path, dl, data):
+    archive = make_zip(dl / "empty.zip", {"__MACOSX/": b"", "folder/": b""})
+    with pytest.raises(NothingExpectedError, match="empty.zip: holds no files; nothing was extracted"):
+        extract_zip(archive, data)
+    assert_clean(tmp_path)

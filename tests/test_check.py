@@ -77,3 +77,23 @@ def test_unknown_benchmark_lists_the_known_ones(tmp_path):
     assert (
         "unknown benchmark 'ovobench'; known: ovo, streamingbench, mlvu, egoschema, videomme" in result.stderr
     )
+
+
+def test_demo_is_checked_before_download_from_the_packaged_copy(tmp_path):
+    # As `stc eval --bench demo` does: the copy shipped in the package, with the same note.
+    from stc_cli.benchmarks import demo
+
+    result = check("--bench", "demo", "--data-dir", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "note: demo: using the copy shipped in the package"
+    report = json.loads(result.stdout)
+    assert (report["n_queries"], report["n_videos"], report["complete"]) == (12, 3, True)
+    assert report["folder"] == str(demo.PACKAGED) and report["notes"] == [
+        "demo: using the copy shipped in the package"
+    ]
+    assert not (tmp_path / "demo").exists()
+    downloaded = runner.invoke(app, ["download", "demo", "--data-dir", str(tmp_path)])
+    assert downloaded.exit_code == 0, downloaded.output
+    after = check("--bench", "demo", "--data-dir", str(tmp_path), "--json")  # its own copy now, no note
+    assert after.exit_code == 0 and not after.stderr.strip() and json.loads(after.stdout)["notes"] == []
+    assert json.loads(after.stdout)["folder"] == str(tmp_path / "demo")

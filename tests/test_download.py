@@ -9,6 +9,7 @@ import socket
 import tarfile
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -186,16 +187,19 @@ def test_not_enough_disk_space_is_refused_with_the_numbers(sb_hub, tmp_path, mon
 def test_unknown_benchmark_and_missing_repository(fake_hub, tmp_path):
     unknown = download(fake_hub, tmp_path, "mvbench")
     assert (
-        unknown.exit_code == 1 and "unknown benchmark 'mvbench'; stc download knows: ovo," in unknown.stderr
+        unknown.exit_code == 2 and "unknown benchmark 'mvbench'; stc download knows: ovo," in unknown.stderr
     )
     missing = download(fake_hub, tmp_path, "videomme")
     assert missing.exit_code == 1 and "lmms-lab/Video-MME" in missing.stderr
 
 
 # OVO-Bench's metadata comes from GitHub, not the hub. The real file (1640 records) is not available here:
-# the tests serve a small one, and `small_ovo_metadata` makes the manifest expect its size and count.
+# the tests serve a small one, and `small_ovo_metadata` makes the manifest expect its size and count, with
+# no sha256 pinned (so that the other checks are seen); tests that pin one say so.
 OVO = "JoeLeelyf/OVO-Bench"
-RAW = f"/{OVO}/c34093f/data/ovo_bench_new.json"
+OVO_COMMIT = "c34093f9a072d93f9e1c6b923446dfba71f4528e"  # raw GitHub URLs need the full sha
+OVO_REAL_SHA256 = "dc4a90daf26764dc8ab8b228ea4af864ba2ea50c2833ead8c9af6573f78ccf97"
+RAW = f"/{OVO}/{OVO_COMMIT}/data/ovo_bench_new.json"
 OVO_JSON = json.dumps([{"id": n, "task": "EPM", "video": f"{n}.mp4"} for n in range(3)]).encode()
 OVO_SHA256 = hashlib.sha256(OVO_JSON).hexdigest()
 
@@ -208,7 +212,7 @@ def github_source(manifest):
 @pytest.fixture
 def small_ovo_metadata(monkeypatch):
     manifest = module.MANIFESTS["ovo"]
-    small = replace(github_source(manifest), size=len(OVO_JSON), records=3)
+    small = replace(github_source(manifest), size=len(OVO_JSON), records=3, sha256=None)
     sources = tuple(small if isinstance(s, module.GithubFile) else s for s in manifest.sources)
     monkeypatch.setitem(module.MANIFESTS, "ovo", replace(manifest, sources=sources))
     return small
@@ -248,10 +252,43 @@ def assert_nothing_left(folder):
 
 def test_default_manifest_pins_the_real_ovo_metadata():
     source = github_source(module.MANIFESTS["ovo"])
-    assert (source.repo, source.commit, source.pattern) == (OVO, "c34093f", "data/ovo_bench_new.json")
-    assert (source.size, source.records) == (918_443, 1640)
+    assert (source.repo, source.commit, source.pattern) == (OVO, OVO_COMMIT, "data/ovo_bench_new.json")
+    assert (source.size, source.records, source.sha256) == (918_443, 1640, OVO_REAL_SHA256)
     assert source.pattern.removeprefix(source.strip) == "ovo_bench_new.json" and not source.videos
-    assert source.sha256 is None or re.fullmatch("[0-9a-f]{64}", source.sha256)  # None until verified
+
+
+def test_real_ovo_pin_refuses_other_content_of_the_right_size(fake_hub, tmp_path):
+    # The manifest as shipped: fetched from the full-sha URL, and 918,443 bytes are not enough.
+    fake_hub.add_repo(OVO, {"src_videos.tar.partaa": b""})
+    fake = json.dumps([{"id": n} for n in range(1640)]).encode()
+    fake_hub.raw[RAW] = fake.ljust(918_443)
+    result = download(fake_hub, tmp_path, "ovo", "--no-videos")
+    assert result.exit_code == 1
+    sha = hashlib.sha256(fake.ljust(918_443)).hexdigest()
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{RAW} is not the expected file: sha256 {sha}, not {OVO_REAL_SHA256}" in line
+    assert f"(commit {OVO_COMMIT}, 918,443 bytes)" in line and fake_hub.gets[RAW] == 1
+    assert_nothing_left(tmp_path / "ovo")
+
+
+def pin(monkeypatch, source, sha256):
+    """Make the OVO-Bench manifest expect ``sha256`` of its GitHub file."""
+    manifest = module.MANIFESTS["ovo"]
+    pinned = replace(source, sha256=sha256)
+    sources = tuple(pinned if isinstance(s, module.GithubFile) else s for s in manifest.sources)
+    monkeypatch.setitem(module.MANIFESTS, "ovo", replace(manifest, sources=sources))
+
+
+def test_a_file_accepted_before_the_pin_is_checked_again(ovo_hub, tmp_path, monkeypatch, small_ovo_metadata):
+    assert download(ovo_hub, tmp_path, "ovo", "--no-videos").exit_code == 0  # no pin: size and records
+    pin(monkeypatch, small_ovo_metadata, "0" * 64)  # a later stc pins another file
+    again = download(ovo_hub, tmp_path, "ovo", "--no-videos")
+    assert again.exit_code == 1 and "nothing to do" not in again.stdout
+    target = tmp_path / "ovo" / "ovo_bench_new.json"
+    assert f"{target} is not the expected file: sha256 {OVO_SHA256}, not {'0' * 64}" in again.stderr
+    pin(monkeypatch, small_ovo_metadata, OVO_SHA256)  # the pin it matches: complete, nothing fetched
+    right = download(ovo_hub, tmp_path, "ovo", "--no-videos")
+    assert right.exit_code == 0 and "nothing to do" in right.stdout and ovo_hub.gets[RAW] == 1
 
 
 def test_ovo_metadata_is_fetched_from_github_and_its_sha256_recorded(ovo_hub, tmp_path):
@@ -327,7 +364,7 @@ def test_ovo_metadata_failure_says_where_to_place_it_and_leaves_nothing(
     assert message.format(port=port) in result.stderr
     target = tmp_path / "ovo" / "ovo_bench_new.json"
     assert (
-        f"place data/ovo_bench_new.json of the GitHub repository {OVO} (commit c34093f, "
+        f"place data/ovo_bench_new.json of the GitHub repository {OVO} (commit {OVO_COMMIT}, "
         f"{len(OVO_JSON):,} bytes) at {target} by hand" in result.stderr
     )
     assert_nothing_left(tmp_path / "ovo")
@@ -335,10 +372,7 @@ def test_ovo_metadata_failure_says_where_to_place_it_and_leaves_nothing(
 
 
 def test_ovo_metadata_sha256_is_checked_once_pinned(ovo_hub, tmp_path, monkeypatch, small_ovo_metadata):
-    pinned = replace(small_ovo_metadata, sha256="0" * 64)
-    manifest = module.MANIFESTS["ovo"]
-    sources = tuple(pinned if isinstance(s, module.GithubFile) else s for s in manifest.sources)
-    monkeypatch.setitem(module.MANIFESTS, "ovo", replace(manifest, sources=sources))
+    pin(monkeypatch, small_ovo_metadata, "0" * 64)
     result = download(ovo_hub, tmp_path, "ovo", "--no-videos")
     assert result.exit_code == 1 and f"sha256 {OVO_SHA256}, not {'0' * 64}" in result.stderr
     assert_nothing_left(tmp_path / "ovo")
@@ -359,3 +393,153 @@ def test_ovo_metadata_fetch_gives_up_on_a_silent_server(ovo_hub, tmp_path, monke
         result = download(ovo_hub, tmp_path, "ovo", github=f"http://127.0.0.1:{silent.getsockname()[1]}")
     assert result.exit_code == 1 and "(timed out); place data/ovo_bench_new.json" in result.stderr
     assert_nothing_left(tmp_path / "ovo")
+
+
+# Datasets that moved: lmms-lab/egoschema and lmms-lab/Video-MME are lmms-eval/... since 2026.
+EGO_FILES = {"Subset/test-00000-of-00001.parquet": b"subset", "MC/test-00000-of-00001.parquet": b"mc"}
+
+
+def test_moved_dataset_is_fetched_under_its_new_name(fake_hub, tmp_path):
+    fake_hub.add_repo("lmms-eval/egoschema", EGO_FILES)
+    fake_hub.add_repo("lmms-lab/egoschema", EGO_FILES)  # the old name still answers: not asked
+    result = download(fake_hub, tmp_path, "egoschema", "--no-videos")
+    assert result.exit_code == 0, result.output
+    assert "egoschema: lmms-eval/egoschema@" in result.stdout and "old name" not in result.stdout
+    assert not any("lmms-lab" in request for request in fake_hub.requests)
+    marker = json.loads((tmp_path / "egoschema/.stc-download/complete.json").read_text())
+    assert marker["repo"] == "lmms-eval/egoschema"
+    assert (tmp_path / "egoschema/MC/test-00000-of-00001.parquet").read_bytes() == b"mc"
+
+
+def test_moved_dataset_falls_back_to_its_old_name_and_says_so(fake_hub, tmp_path):
+    fake_hub.add_repo("lmms-lab/egoschema", EGO_FILES)
+    result = download(fake_hub, tmp_path, "egoschema", "--no-videos")
+    assert result.exit_code == 0, result.output
+    assert "egoschema: note: lmms-eval/egoschema not found; using its old name lmms-lab/egoschema" in (
+        result.stdout
+    )
+    assert "egoschema: lmms-lab/egoschema@" in result.stdout
+    marker = json.loads((tmp_path / "egoschema/.stc-download/complete.json").read_text())
+    assert marker["repo"] == "lmms-lab/egoschema"
+
+
+def test_moved_dataset_under_neither_name_names_both(fake_hub, tmp_path):
+    result = download(fake_hub, tmp_path, "videomme")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"No dataset repo lmms-eval/Video-MME or lmms-lab/Video-MME on {fake_hub.url}" in line
+
+
+# MLVU/MVLU is gated: the hub lists it to anyone but serves its files only after its terms are accepted.
+MLVU_FILES = {"MLVU/json/1_plotQA.json": b"[]", "MLVU/video/1_plotQA/a.mp4": b"video"}
+
+
+def test_gated_mlvu_dry_run_says_what_to_do_before_any_transfer(fake_hub, tmp_path):
+    fake_hub.add_repo("MLVU/MVLU", MLVU_FILES, gated="files")
+    result = download(fake_hub, tmp_path, "mlvu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    first, summary, *_ = result.stdout.splitlines()
+    assert first.startswith(
+        f"mlvu: note: Dataset MLVU/MVLU is gated: accept its terms at {fake_hub.url}/datasets/MLVU/MVLU "
+        "while logged in, then pass --token, set HF_TOKEN or run `hf auth login`"
+    )
+    assert "`huggingface-cli login`" in first and summary.startswith("mlvu: MLVU/MVLU@")
+    assert not any(fake_hub.gets.values())
+
+
+@pytest.mark.parametrize(
+    ("token", "why"), [(None, "no token was given"), ("hf_other_account", "the token given does not grant")]
+)
+def test_gated_mlvu_refusal_is_one_line_saying_what_to_do(fake_hub, tmp_path, token, why):
+    fake_hub.add_repo("MLVU/MVLU", MLVU_FILES, gated="files")  # 401 without a token, 403 with another
+    result = download(fake_hub, tmp_path, "mlvu", *(["--token", token] if token else []))
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: Dataset MLVU/MVLU is gated and {why}")
+    assert f"accept its terms at {fake_hub.url}/datasets/MLVU/MVLU" in line and "HF_TOKEN" in line
+    assert not (tmp_path / "mlvu/.stc-download/complete.json").exists()
+    granted = download(fake_hub, tmp_path, "mlvu", "--token", fake_hub.token)
+    assert granted.exit_code == 0, granted.output
+    assert listing(tmp_path / "mlvu") == ["json/1_plotQA.json", "video/1_plotQA/a.mp4"]
+
+
+def test_archive_without_the_expected_files_is_not_marked_complete(fake_hub, tmp_path):
+    members = {f"Real-Time Visual Understanding_1-50/clips/{n}.mp4": b"x" for n in range(5)}
+    zip_name = "Real-Time Visual Understanding_1-50.zip"
+    csv = {"StreamingBench/Real_Time_Visual_Understanding.csv": CSV.encode()}
+    fake_hub.add_repo(SB, {**csv, zip_name: zip_of(members)})
+    result = download(fake_hub, tmp_path, "streamingbench")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    first = ", ".join(f"'Real-Time Visual Understanding_1-50/clips/{n}.mp4'" for n in range(3))
+    assert f"{zip_name}: holds 5 files (first: {first}), none of them where the layout expects one" in line
+    assert "pass --revision" in line
+    folder = tmp_path / "streamingbench"
+    assert not (folder / ".stc-download/complete.json").exists()
+    assert not (folder / ".stc-download/done/Real-Time_Visual_Understanding_1-50.zip").exists()
+    assert not (folder / "videos").exists()
+    # Intact, so kept: running again reports the same without fetching it again.
+    again = download(fake_hub, tmp_path, "streamingbench")
+    assert again.exit_code == 1 and "holds 5 files" in again.stderr and fake_hub.gets[zip_name] == 1
+
+
+def unwritable_folder(tmp_path):
+    """A folder no file can be created in: read-only permissions, or for root (who ignores them) /sys."""
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o555)
+        return folder
+    for candidate in ("/sys", "/proc"):
+        try:
+            tempfile.TemporaryFile(dir=candidate).close()
+        except OSError:
+            return Path(candidate)
+    pytest.skip("running as root with no folder that refuses writes")
+
+
+@pytest.mark.parametrize("bench", ["demo", "streamingbench"])
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_data_dir_that_is_a_file_or_unwritable_is_one_error_line(sb_hub, tmp_path, bench, kind):
+    if kind == "file":
+        data_dir = tmp_path / "data"
+        data_dir.write_text("a file")
+        at_fault = f"--data-dir {data_dir}: {data_dir} is a file, not a folder"
+    else:
+        data_dir = unwritable_folder(tmp_path) / "stc"
+        at_fault = f"--data-dir {data_dir}: cannot write into {data_dir.parent} ("
+    for dry in ([], ["--dry-run"]):
+        result = download(sb_hub, data_dir, bench, *dry)
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {at_fault}") and "Traceback" not in result.output
+    assert not any(sb_hub.gets.values())
+
+
+def test_demo_download_again_is_a_no_op_that_rewrites_nothing(tmp_path):
+    first = runner.invoke(app, ["download", "demo", "--data-dir", str(tmp_path)])
+    assert first.exit_code == 0 and "copied from the stc package" in first.stdout
+    folder = tmp_path / "demo"
+    files = [p for p in folder.rglob("*") if p.is_file()]
+
+    def stats():
+        return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+
+    before = stats()
+    again = runner.invoke(app, ["download", "demo", "--data-dir", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == f"demo: already there in {folder}, unchanged; nothing to do"
+    assert stats() == before
+    # An edited file is put back; the others are left alone.
+    (folder / "demo.json").write_text("[]")
+    before = stats()
+    fixed = runner.invoke(app, ["download", "demo", "--data-dir", str(tmp_path)])
+    assert fixed.exit_code == 0 and "copied from the stc package" in fixed.stdout
+    from stc_cli.benchmarks import demo
+
+    assert (folder / "demo.json").read_bytes() == (demo.PACKAGED / "demo.json").read_bytes()
+    assert {p: s for p, s in stats().items() if p.name != "demo.json"} == {
+        p: s for p, s in before.items() if p.name != "demo.json"
+    }

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stc_cli.hub import HubError, download_file, list_files, resolve_token
+from stc_cli.hub import HubError, RepoNotFoundError, download_file, list_files, resolve_token
 from tests.fakehub import FakeHub
 
 REPO = "stc-test/bench"
@@ -75,6 +75,21 @@ def test_gated_repo_without_token_says_how_to_pass_one(hub, tmp_path):
     assert not (tmp_path / "data.json").exists()
 
 
+def test_gated_files_of_a_listed_repo_are_refused_401_or_403_in_one_line(hub, tmp_path):
+    # The real hub lists a gated dataset to anyone and refuses its files: 401 without a token, 403 with
+    # an account that has not accepted the terms. Both are GatedRepoError, both get the same advice.
+    hub.add_repo("stc-test/terms", {"data.json": b"{}"}, gated="files")
+    assert list_files("stc-test/terms", endpoint=hub.url)[1] == {"data.json": 2}
+    for token, why in ((None, "no token was given"), ("hf_not_accepted", "the token given does not grant")):
+        with pytest.raises(HubError) as err:
+            download_file("stc-test/terms", "data.json", tmp_path, token=token, endpoint=hub.url)
+        message = str(err.value)
+        assert message.startswith(f"Dataset stc-test/terms is gated and {why}")
+        assert f"accept its terms at {hub.url}/datasets/stc-test/terms" in message and "HF_TOKEN" in message
+        assert "\n" not in message and "hf_not_accepted" not in message
+    assert not (tmp_path / "data.json").exists()
+
+
 def test_gated_repo_with_the_right_token_works(hub, tmp_path):
     sha, sizes = list_files(GATED, token=hub.token, endpoint=hub.url)
     assert sha == hub.shas[GATED] and sizes == {"data.json": 12}
@@ -94,9 +109,10 @@ def test_gated_repo_with_a_wrong_token_never_shows_it(hub, tmp_path):
 
 
 def test_missing_repo(hub, tmp_path):
-    with pytest.raises(HubError, match="No dataset repo stc-test/nope .*or it is private"):
+    # Its own type: a dataset that moved is then tried under its old name.
+    with pytest.raises(RepoNotFoundError, match="No dataset repo stc-test/nope .*or it is private"):
         list_files("stc-test/nope", endpoint=hub.url)
-    with pytest.raises(HubError, match="No dataset repo stc-test/nope"):
+    with pytest.raises(RepoNotFoundError, match="No dataset repo stc-test/nope"):
         download_file("stc-test/nope", "a.csv", tmp_path, endpoint=hub.url)
     assert not (tmp_path / "a.csv").exists()
 

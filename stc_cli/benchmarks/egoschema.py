@@ -1,7 +1,7 @@
 """EgoSchema: 3-minute egocentric clips, one 5-way question each; the public subset of 500 is scored
 here, the full 5031 only by the EgoSchema validation server.
 
-Layout under ``<data_dir>/egoschema/`` (HF dataset ``lmms-lab/egoschema``):
+Layout under ``<data_dir>/egoschema/`` (HF dataset ``lmms-eval/egoschema``, formerly ``lmms-lab/egoschema``):
 
 - ``Subset/test-00000-of-00001.parquet``: the 500 questions with answers;
 - ``MC/test-00000-of-00001.parquet``: all 5031 questions, answers hidden;
@@ -84,7 +84,7 @@ def load_queries(data_dir: Path, split: str = "subset") -> list[Query]:
         raise ValueError(f"unknown EgoSchema split {split!r}; use one of {', '.join(SPLITS)}")
     path = Path(data_dir) / FOLDER / SPLITS[split]
     if not path.is_file():
-        raise MetadataError(path, "not found; `stc download egoschema` fetches it from lmms-lab/egoschema")
+        raise MetadataError(path, "not found; `stc download egoschema` fetches it from lmms-eval/egoschema")
     import pandas as pd
 
     try:

@@ -1,6 +1,7 @@
 """Video-MME (CVPR 2025): 2700 four-option questions on 900 videos, 300 each short, medium and long.
 
-Layout under ``<data_dir>/videomme/`` (Hugging Face dataset ``lmms-lab/Video-MME``):
+Layout under ``<data_dir>/videomme/`` (Hugging Face dataset ``lmms-eval/Video-MME``, formerly
+``lmms-lab/Video-MME``):
 
 - ``videomme/test-00000-of-00001.parquet``: one row per question;
 - ``data/<videoID>.mp4``: the videos (unzipped from ``videos_chunked_NN.zip``);
@@ -119,7 +120,7 @@ def load_queries(data_dir: Path, subtitles: bool = False, tasks=None) -> list[Qu
     path = root / METADATA
     if not path.is_file():
         raise MetadataError(
-            path, "Video-MME metadata not found; `stc download videomme` fetches it from lmms-lab/Video-MME"
+            path, "Video-MME metadata not found; `stc download videomme` fetches it from lmms-eval/Video-MME"
         )
     unknown = sorted(set(tasks or ()) - set(TASKS))
     if unknown:
@@ -130,7 +131,7 @@ def load_queries(data_dir: Path, subtitles: bool = False, tasks=None) -> list[Qu
         raise MetadataError(path, f"cannot read the parquet file ({exc}); download it again") from exc
     missing = [column for column in _COLUMNS if column not in frame.columns]
     if missing:
-        raise MetadataError(path, f"missing column(s) {missing}; expected the lmms-lab/Video-MME parquet")
+        raise MetadataError(path, f"missing column(s) {missing}; expected the lmms-eval/Video-MME parquet")
 
     queries, seen, subtitle_texts = [], set(), {}
     for index, row in enumerate(frame.to_dict("records")):

@@ -14,12 +14,18 @@ from stc_cli.commands import fail
 
 def check(
     bench: Annotated[
-        str, typer.Option(help="Benchmark: ovo, streamingbench, mlvu, egoschema, videomme or demo.")
+        str,
+        typer.Option(
+            metavar="NAME", help="Benchmark: ovo, streamingbench, mlvu, egoschema, videomme or demo."
+        ),
     ],
     data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc)."),
     ] = None,
-    metadata_only: Annotated[bool, typer.Option(help="Check the metadata only, not the videos.")] = False,
+    metadata_only: Annotated[
+        bool, typer.Option("--metadata-only", help="Check the metadata only, not the videos.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Validate a benchmark's data directory: metadata, per-task counts, missing or broken videos.
@@ -33,7 +39,8 @@ def check(
     from stc_cli.datadir import resolve_data_dir
 
     try:
-        with Progress(console=Console(stderr=True), transient=True) as bar:
+        console = Console(stderr=True)
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task("opening videos", total=None)
             report = run_check(
                 bench,
@@ -43,6 +50,8 @@ def check(
             )
     except ValueError as error:  # MetadataError is a ValueError; so is an unknown benchmark
         fail(str(error))
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -12,29 +12,44 @@ from stc_cli.commands import fail
 
 def download(
     benches: Annotated[
-        list[str], typer.Argument(help="Benchmarks: ovo, streamingbench, mlvu, egoschema, videomme, demo.")
+        list[str],
+        typer.Argument(
+            metavar="BENCH", help="Benchmarks: ovo, streamingbench, mlvu, egoschema, videomme, demo."
+        ),
     ],
     data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc)."),
     ] = None,
     videos: Annotated[bool, typer.Option(help="Fetch the videos too, not only the metadata.")] = True,
     ovo_videos: Annotated[
         str,
-        typer.Option(help="OVO-Bench: src (source videos, ~44 GB), chunked (pre-cut clips, ~144 GB), both."),
+        typer.Option(
+            metavar="src|chunked|both",
+            help="OVO-Bench: src (source videos, ~44 GB), chunked (pre-cut clips, ~144 GB), both.",
+        ),
     ] = "src",
-    revision: Annotated[str | None, typer.Option(help="Dataset revision (branch, tag or commit).")] = None,
+    revision: Annotated[
+        str | None, typer.Option(metavar="REV", help="Dataset revision (branch, tag or commit).")
+    ] = None,
     token: Annotated[
         str | None,
-        typer.Option(help="Hub token for gated datasets (default: $HF_TOKEN, else your hub login)."),
+        typer.Option(
+            metavar="TOKEN", help="Hub token for gated datasets (default: $HF_TOKEN, else your hub login)."
+        ),
     ] = None,
-    endpoint: Annotated[str | None, typer.Option(help="Hub endpoint, e.g. a mirror.")] = None,
+    endpoint: Annotated[str | None, typer.Option(metavar="URL", help="Hub endpoint, e.g. a mirror.")] = None,
     github_url: Annotated[
         str | None,
-        typer.Option(help="Base URL for files published on GitHub (https://raw.githubusercontent.com)."),
+        typer.Option(
+            metavar="URL", help="Base URL for files published on GitHub (https://raw.githubusercontent.com)."
+        ),
     ] = None,
-    keep_archives: Annotated[bool, typer.Option(help="Keep the archives after unpacking them.")] = False,
+    keep_archives: Annotated[
+        bool, typer.Option("--keep-archives", help="Keep the archives after unpacking them.")
+    ] = False,
     dry_run: Annotated[
-        bool, typer.Option(help="List what would be fetched, and its size; fetch nothing.")
+        bool, typer.Option("--dry-run", help="List what would be fetched, and its size; fetch nothing.")
     ] = False,
 ) -> None:
     """Bring benchmarks into the data directory, in the layout `stc check` and `stc eval` read.
@@ -43,15 +58,39 @@ def download(
     """
     from stc_cli import archives, hub
     from stc_cli.datadir import resolve_data_dir
-    from stc_cli.download import DownloadError, fetch, install_demo, plan
+    from stc_cli.download import (
+        MANIFESTS,
+        DataDirError,
+        DownloadError,
+        check_writable,
+        demo_changes,
+        fetch,
+        gated_note,
+        install_demo,
+        plan,
+    )
 
+    unknown = [bench for bench in benches if bench not in MANIFESTS and bench != "demo"]
+    if unknown:  # before any transfer: a typo in the last name must not wait for the first download
+        fail(f"unknown benchmark {unknown[0]!r}; stc download knows: {', '.join([*MANIFESTS, 'demo'])}")
     root = resolve_data_dir(data_dir)
+    # Name the setting the folder came from, so that the error says what to change.
+    given = (
+        f"--data-dir {root}" if data_dir is not None else f"data directory {root} ($STC_DATA_DIR or default)"
+    )
     try:
         token = hub.resolve_token(token)
         for bench in benches:
+            check_writable(root / bench, given)
             if bench == "demo":
-                typer.echo(f"demo: copied from the stc package into {install_demo(root)}")
+                if demo_changes(root):
+                    typer.echo(f"demo: copied from the stc package into {install_demo(root)}")
+                else:  # left alone: rewriting identical files would only change their times
+                    typer.echo(f"demo: already there in {install_demo(root)}, unchanged; nothing to do")
                 continue
+            note = gated_note(bench, endpoint)
+            if note:  # before listing, so that --dry-run says it before any transfer is tried
+                typer.echo(f"{bench}: note: {note}")
             todo = plan(
                 bench,
                 root,
@@ -83,5 +122,13 @@ def download(
                 progress=typer.echo,
             )
             typer.echo(f"{bench}: complete in {todo.folder}")
+    except DataDirError as error:
+        fail(str(error), code=2)
     except (DownloadError, hub.HubError, archives.ArchiveError) as error:
         fail(str(error), code=1)
+    except OSError as error:  # e.g. a disk that fills up or a folder made read-only midway
+        where = error.filename or root
+        fail(
+            f"{where}: {error.strerror or error}; check the data directory, then run the same command again",
+            code=1,
+        )
