@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from stc_cli import benchmarks
 from stc_cli.benchmarks.base import MODES, ScoreReport
@@ -25,10 +29,15 @@ SHAPES = (
 )
 
 
-def read_results(
-    path: Path, bench: str | None = None, response_key: str | None = None
-) -> tuple[str, list[dict], str]:
-    """``(bench, records, source)`` from ``path``; ``source`` is ``"samples"`` or ``"upstream"``.
+class Results(NamedTuple):
+    bench: str
+    records: list[dict]
+    source: str  # "samples" or "upstream"
+    notes: list[str]  # what reading left out, for the report
+
+
+def read_results(path: Path, bench: str | None = None, response_key: str | None = None) -> Results:
+    """The records of ``path``, one per id for samples.jsonl (the last of each: a rerun appends the newer).
 
     Raises ValueError naming the file (and line) at fault and the shapes that are accepted.
     """
@@ -37,6 +46,9 @@ def read_results(
         raise ValueError(f"{path}: no such file or folder")
     if path.is_dir() and (path / "samples.jsonl").is_file():
         path = path / "samples.jsonl"
+    elif path.is_dir() and (path / "run.json").is_file():  # a run that has not written a record yet
+        shards = " (a torchrun run merges shards/ into it at its end)" if (path / "shards").is_dir() else ""
+        raise ValueError(f"no records in {path}: a run folder without samples.jsonl{shards}")
     if path.is_file() and path.suffix == ".jsonl":
         if response_key:
             raise ValueError(f"--response-key applies to StreamingBench result files only, not to {path}")
@@ -55,7 +67,7 @@ def read_results(
             )
         found = name
         records += rows
-    return found, records, "upstream"
+    return Results(found, records, "upstream", [])
 
 
 @dataclass
@@ -73,13 +85,14 @@ def score_results(
     """Score ``path``. ``mode`` defaults to ``robust`` for samples.jsonl and ``official`` for upstream
     files (their numbers are meant to compare with the published ones). EgoSchema full-set records
     (no target) give a ``Submission`` written next to ``path``, never a score."""
-    return score_records(path, *read_results(path, bench, response_key), mode)
+    name, records, source, notes = read_results(path, bench, response_key)
+    return score_records(path, name, records, source, mode, notes)
 
 
 def score_records(
-    path: Path, name: str, records: list[dict], source: str, mode: str | None = None
+    path: Path, name: str, records: list[dict], source: str, mode: str | None = None, notes=()
 ) -> ScoreReport | Submission:
-    """``score_results`` for records ``read_results`` has already read from ``path``."""
+    """``score_results`` for records ``read_results`` has already read from ``path`` (with its ``notes``)."""
     if mode is not None and mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not records:
@@ -90,8 +103,60 @@ def score_records(
         return Submission(out, module.write_submission(records, out), module.SUBMIT_HELP)
     report = module.score(records, mode or ("robust" if source == "samples" else "official"))
     comparable = getattr(module, "COMPARABLE", {}).get(report.mode, _UNPUBLISHED[report.mode])
-    report.notes.insert(0, f"{report.mode} scoring: {comparable}")
+    report.notes[:0] = [f"{report.mode} scoring: {comparable}", *notes]
+    if not report.n_scored:  # nothing entered a denominator: no accuracy (the scorers' 0.0 would read as 0 %)
+        report.overall = None
     return report
+
+
+def finite(obj):
+    """``obj`` with NaN and infinities as None: JSON has no such numbers, and ``json.dumps`` would write
+    ``NaN``, which strict parsers refuse."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(value) for value in obj]
+    return obj
+
+
+def run_status(path: Path, records: list[dict]) -> str:
+    """``complete``, ``partial <answered>/<queries>`` or ``unknown``: whether every query the run was asked
+    (run.json: its benchmark, ``--tasks`` and ``--limit``) has a record without an error. Unknown without a
+    run.json, or where neither run.json nor the benchmark's metadata here gives the number of queries."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        header = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        selection = header.get("selection") or {}
+        total = selection.get("queries")
+        if not isinstance(total, int):  # an older run.json: --limit and --tasks are in settings.config
+            total = _count_queries({**header["settings"]["config"], **selection})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no run.json, or not one of ours
+        return "unknown"
+    if total is None:
+        return "unknown"
+    answered = sum(not record.get("error") for record in records)
+    return "complete" if answered >= total else f"partial {answered}/{total}"
+
+
+def _count_queries(config: dict) -> int | None:
+    """How many queries ``stc eval`` picks with ``config``; None when the metadata is not here to count."""
+    from stc_cli.datadir import resolve_data_dir
+
+    try:
+        module = benchmarks.get(config["bench"])
+        data_dir = resolve_data_dir(config.get("data_dir"))
+        if module.NAME == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
+            data_dir = module.PACKAGED.parent  # as `stc eval` does: the copy shipped in the package
+        with warnings.catch_warnings():  # only counting: the loader's warnings are for `stc eval`
+            warnings.simplefilter("ignore")
+            queries = module.load_queries(data_dir)
+    except (ValueError, OSError, ImportError, KeyError, TypeError):  # MetadataError is a ValueError
+        return None
+    tasks, limit = config.get("tasks") or (), config.get("limit")
+    queries = [query for query in queries if not tasks or query.task in tasks]
+    return len(queries[:limit] if isinstance(limit, int) else queries)
 
 
 _UNPUBLISHED = {
@@ -101,35 +166,85 @@ _UNPUBLISHED = {
 }
 
 
-def _from_samples(path: Path, bench: str | None) -> tuple[str, list[dict], str]:
-    records = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+# What the scorers read from a record of `stc eval` (``Query.to_record()`` and ``response``).
+_FIELDS = {
+    "id": str,
+    "task": str,
+    "category": str,
+    "target": str,
+    "options": list,
+    "extra": dict,
+    "response": object,
+}
+
+
+def _from_samples(path: Path, bench: str | None) -> Results:
+    *complete, last = _text(path).split("\n")  # ``last`` is "" unless the last line has no newline
+    rows, notes = [], []
+    for number, line in enumerate([*complete, last], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number > len(complete):  # no newline after it: a write a crash cut, or a run still writing
+                notes.append(f"{path}, line {number}: cut short (a run in progress, or a crash): left out")
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {number}: not JSON ({error.msg}); each line must be one record"
-                ) from None
-            if not isinstance(record, dict) or "id" not in record:
-                raise ValueError(f"{path}, line {number}: a record must be a JSON object with an 'id'")
-            records.append(record)
-    names = {r.get("bench") for r in records} - {None}
+            raise ValueError(
+                f"{path}, line {number}: not JSON ({error.msg}); each line must be one record"
+            ) from None
+        if not isinstance(record, dict) or "id" not in record:
+            raise ValueError(f"{path}, line {number}: a record must be a JSON object with an 'id'")
+        rows.append((number, record))
+    if not rows:
+        raise ValueError(f"no records in {path}")
+    names = {r.get("bench") for _, r in rows if isinstance(r.get("bench"), str)}
     if bench is None:
         if len(names) != 1:
             found = ", ".join(sorted(names)) or "none"
             raise ValueError(f"{path}: records name benchmarks {found}; pass --bench to choose one")
         bench = names.pop()
     benchmarks.get(bench)  # an unknown name fails here, listing the known ones
-    return bench, [r for r in records if r.get("bench", bench) == bench], "samples"
+    rows = [(number, r) for number, r in rows if r.get("bench", bench) == bench]
+    if not rows:
+        raise ValueError(f"no {bench} records in {path}")
+    for number, record in rows:
+        for key, kind in _FIELDS.items():
+            if key not in record:
+                problem = f"no {key!r} field"
+            elif not isinstance(record[key], kind):
+                problem = f"{key!r} is a {type(record[key]).__name__}, not a {kind.__name__}"
+            else:
+                continue
+            fields = ", ".join(_FIELDS)
+            raise ValueError(f"{path}, line {number}: {problem}; a record of `stc eval` has {fields}")
+    latest = {record["id"]: record for _, record in rows}  # the last record of an id wins
+    if len(latest) < len(rows):
+        example = next(i for i, n in Counter(r["id"] for _, r in rows).items() if n > 1)
+        dropped = len(rows) - len(latest)
+        notes.append(
+            f"{dropped} earlier records of repeated ids left out (e.g. {example}): each id is scored once, "
+            "from its last record"
+        )
+    return Results(bench, list(latest.values()), "samples", notes)
+
+
+def _text(path: Path) -> str:
+    """The file as text; ValueError naming it when it cannot be read or holds binary data."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:  # no text format stc reads holds a NUL byte
+        raise ValueError(f"{path}: binary data, not text; stc score reads {SHAPES}")
+    return text
 
 
 def _read_json(path: Path):
     try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
+        return json.loads(_text(path))
     except json.JSONDecodeError as error:
         raise ValueError(
             f"{path}: not valid JSON ({error.msg} at line {error.lineno}); stc score reads {SHAPES}"

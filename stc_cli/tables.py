@@ -70,7 +70,8 @@ def score_table(report):
     if rest:
         table.add_row("tasks", "", "", style="bold")
         task_rows(rest)
-    table.add_row("overall", str(report.n_scored), f"{report.overall:.2f}", style="bold")
+    overall = "n/a" if report.overall is None else f"{report.overall:.2f}"  # None: nothing was scored
+    table.add_row("overall", str(report.n_scored), overall, style="bold")
     return table
 
 
@@ -78,9 +79,11 @@ def bench_table(result: dict):
     from rich.table import Table
 
     vit, prune, prefill, cfg = result["vit"], result["pruner"], result["prefill"], result["config"]
-    # A Qwen2-VL chunk is one temporal patch: two frames, timed as one step (older reports: one frame).
-    per_chunk = vit.get("frames_per_chunk", 1)
-    unit = "frame" if per_chunk == 1 else "chunk"
+    # The LLM rows' unit: a frame, or for Qwen2-VL one temporal patch (a "chunk" of two frames).
+    step = 2 if vit.get("grid_thw") else 1
+    per_call = vit.get("frames_per_chunk", step)  # frames per ViT call
+    unit = "frame" if step == 1 else "chunk"
+    calls = f" (ViT: {cfg['frames']} calls of {per_call} frames)" if per_call != step else ""
     grid = f", grid {'x'.join(map(str, vit['grid_thw']))}" if vit.get("grid_thw") else ""
     table = Table(
         title=f"STC latency, random weights: {vit['preset']} x{vit['layers']} layers, {prefill['preset']} "
@@ -88,13 +91,16 @@ def bench_table(result: dict):
         caption=f"update_ratio {cfg['update_ratio']}, interval {cfg['interval']}, "
         f"{vit['tokens_per_frame']} ViT tokens{grid}, LLM tokens from the "
         f"{prefill.get('full_tokens_from', 'bilinear pool')}, k {prefill['kept_tokens']}; "
-        f"median of {cfg['repeats']} repeats of {cfg['frames']} {unit}s",
+        f"median of {cfg['repeats']} repeats of {cfg['frames']} {unit}s{calls}",
     )
-    table.add_column(f"per {unit}" if per_chunk == 1 else f"per chunk ({per_chunk} frames)")
+    table.add_column(f"per {unit}" if step == 1 else f"per chunk ({step} frames)")
     for column in ("STC off", "STC on", "on / off"):
         table.add_column(column, justify="right")
     table.add_row(
-        "ViT ms", f"{vit['full_ms_per_frame']:.2f}", f"{vit['stc_ms_per_frame']:.2f}", f"{vit['ratio']:.3f}"
+        "ViT ms" + (f" ({per_call} frames per call)" if per_call != step else ""),
+        f"{vit['full_ms_per_frame'] * step:.2f}",
+        f"{vit['stc_ms_per_frame'] * step:.2f}",
+        f"{vit['ratio']:.3f}",
     )
     table.add_row(
         "pruner ms", "", f"{prune['ms_per_frame']:.3f}", f"{100 * prune['share_of_stc_vit']:.2f}% of STC ViT"
@@ -111,13 +117,30 @@ def bench_table(result: dict):
         f"{prefill['rekv_pruned_ms_per_frame']:.2f}",
         f"{prefill['rekv_ratio']:.3f}",
     )
+    if long := result.get("long_stream"):
+        table.add_row(
+            f"  ReKV, window full ({long['n_local']:,})",
+            f"{long['full_ms_per_frame']:.2f}",
+            f"{long['pruned_ms_per_frame']:.2f}",
+            f"{long['ratio']:.3f}",
+        )
+    if decode := result.get("decode"):
+        for prefix, name in (("", "decode ms / token"), ("rekv_", "  through ReKV")):
+            table.add_row(
+                f"{name}, context {decode[f'{prefix}full_context_tokens']} vs "
+                f"{decode[f'{prefix}pruned_context_tokens']}",
+                f"{decode[f'{prefix}full_ms_per_token']:.2f}",
+                f"{decode[f'{prefix}pruned_ms_per_token']:.2f}",
+                f"{decode[f'{prefix}ratio']:.3f}",
+            )
     peaks = result["peak_memory_mb"]
     if "process_rss" in peaks:  # CPU: one number for the whole process
         table.add_row("process peak RSS MiB", "", f"{peaks['process_rss']:.0f}", "")
     else:  # CUDA: per stage
-        for stage in ("vit", "prefill"):
-            off, on = peaks[f"{stage}_full"], peaks[f"{stage}_{'stc' if stage == 'vit' else 'pruned'}"]
-            table.add_row(f"{stage} peak MiB", f"{off:.0f}", f"{on:.0f}", f"{on / off:.3f}")
+        for stage in ("vit", "prefill", "window", "decode"):
+            if f"{stage}_full" in peaks:
+                off, on = peaks[f"{stage}_full"], peaks[f"{stage}_{'stc' if stage == 'vit' else 'pruned'}"]
+                table.add_row(f"{stage} peak MiB", f"{off:.0f}", f"{on:.0f}", f"{on / off:.3f}")
     table.add_row("cacher state bytes", "", f"{vit['cacher_state_bytes']:,}", "")
     if "state" in result:
         state = result["state"]
@@ -141,9 +164,11 @@ _TIMING_ROWS = (
 )
 
 
-def compare_table(names: list[str], reports: list, timings: list, accuracy: bool = True):
-    """Runs side by side: accuracy per task and overall (unless not ``accuracy``), then where the time
-    went (``TimingSummary``, None for upstream files). With two runs a last column gives second / first."""
+def compare_table(names: list[str], reports: list, timings: list, accuracy: bool = True, runs=()):
+    """Runs side by side: accuracy per task and overall (unless not ``accuracy``), each run's records,
+    errors, unparsed and ``runs`` (``scoring.run_status``: complete, partial N/M, unknown; marked unless
+    complete), then where the time went (``TimingSummary``, None for upstream files). With two runs a last
+    column gives second / first."""
     from rich.table import Table
 
     title = "runs side by side" if len(names) > 1 else "where the time went"
@@ -166,6 +191,14 @@ def compare_table(names: list[str], reports: list, timings: list, accuracy: bool
         for task in dict.fromkeys(task for report in reports for task in report.tasks):
             row(f"  {task}", [report.tasks.get(task) for report in reports])
         row("accuracy %", [report.overall for report in reports], style="bold")
+    if runs:  # counts, not rates: no ratio; a partial or failing run must not pass for a finished one
+        table.add_section()
+        extra = [""] if ratio else []
+        for label, field in (("records", "n_total"), ("errors", "n_errors"), ("unparsed", "n_unparsed")):
+            table.add_row(label, *[str(getattr(report, field)) for report in reports], *extra)
+        colour = {"complete": "green", "unknown": "yellow"}
+        marked = [f"[{colour.get(run, 'bold red')}]{run}[/]" for run in runs]
+        table.add_row("run", *marked, *extra)
     if any(timings):
         if accuracy:
             table.add_section()

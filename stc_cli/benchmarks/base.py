@@ -70,6 +70,15 @@ class MetadataError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+def check_time(path: Path | str, record: object, name: str, value) -> float:
+    """``value``, a metadata time in seconds, as a float; MetadataError unless it is a finite number >= 0.
+    A NaN window passes every comparison and an infinite one reads the whole video: both silently."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        message = f"{name} {value!r} is not a time in seconds (a finite number, 0 or more)"
+        raise MetadataError(path, message, record=record)
+    return float(value)
+
+
 @dataclass
 class ScoreReport:
     """Accuracies in percent. ``n_total`` counts records; ``n_scored`` those that entered a denominator."""

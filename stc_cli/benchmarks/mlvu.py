@@ -22,6 +22,7 @@ from stc_cli.benchmarks.base import (
     Query,
     ScoreReport,
     check_mode,
+    check_time,
     judge,
     judge_stc,
     mean,
@@ -99,6 +100,8 @@ def _task_queries(path: Path, stem: str) -> list[Query]:
             raise MetadataError(path, f"missing field(s) {', '.join(missing)}", record=index)
         if not isinstance(record["candidates"], list) or not record["candidates"]:
             raise MetadataError(path, "candidates must be a non-empty list", record=index)
+        if record.get("duration") is not None:  # recorded with each query: no NaN may reach samples.jsonl
+            check_time(path, index, "duration", record["duration"])
         options = tuple(str(c) for c in record["candidates"])
         if str(record["answer"]) not in options:
             warnings.warn(

@@ -26,6 +26,7 @@ from stc_cli.benchmarks.base import (
     Query,
     ScoreReport,
     check_mode,
+    check_time,
     mean,
     percent,
     response_status,
@@ -231,7 +232,10 @@ def _validate(path, index: int, item) -> None:
     fields = {"id": (int, str), "video": str}
     fields.update(_FORWARD_FIELDS.get(task, _MCQ_FIELDS))
     _check_fields(path, rid, item, fields)
+    if item.get("ask_time") is not None:  # CRR: where LiveCC's window starts
+        check_time(path, rid, "ask_time", item["ask_time"])
     if task not in _FORWARD_FIELDS:
+        check_time(path, rid, "realtime", item["realtime"])
         if not (2 <= len(item["options"]) <= 5 and 0 <= item["gt"] < len(item["options"])):
             message = f"gt {item['gt']} is not an index into the {len(item['options'])} options (2 to 5)"
             raise MetadataError(path, message, record=rid)
@@ -242,6 +246,7 @@ def _validate(path, index: int, item) -> None:
         if not isinstance(probe, dict):
             raise MetadataError(path, "every test_info probe must be an object", record=rid)
         _check_fields(path, rid, probe, _PROBE_FIELDS[task], where="test_info probe ")
+        check_time(path, rid, "test_info probe realtime", probe["realtime"])
         if task != "REC" and probe["type"] not in (0, 1):
             raise MetadataError(path, f"probe type {probe['type']} is not 0 or 1", record=rid)
 

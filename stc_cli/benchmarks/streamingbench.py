@@ -339,6 +339,8 @@ def _seconds(raw, path: Path | str, qid: str) -> int:
         parts = [int(part) for part in raw.split(":")]
     except (AttributeError, ValueError) as exc:
         raise MetadataError(path, f"time_stamp {raw!r} is not a time; expected H:MM:SS", record=qid) from exc
+    if "-" in raw:  # int() reads "-5" (and "-0"): a negative part is no clock time
+        raise MetadataError(path, f"time_stamp {raw!r} has a negative part; expected H:MM:SS", record=qid)
     seconds = sum(part * 60**i for i, part in enumerate(reversed(parts)))
     if not _CLOCK.fullmatch(raw):
         warnings.warn(
