@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh OUTDIR: the checks that need a CUDA GPU, in one go (under 8 minutes on one
-# H100-class GPU, no network): the `gpu` tests, `stc bench` at full depth in float16, and `stc eval` with
-# random:full weights over the demo with STC on and off. Writes its logs, nvidia-smi and summary.json
-# (every ratio, STC on / off) into OUTDIR. Without CUDA it says so in one line and exits 0.
+# H100-class GPU, no network): the `gpu` tests, `stc bench` at full depth in float16 (ViT at 1 and 16
+# frames per call, prefill plain, through ReKV's memory and with its window full, decoding), and
+# `stc eval` with random:full weights over the demo with STC on and off. Writes its logs, nvidia-smi and
+# summary.json (every ratio, STC on / off) into OUTDIR. Without CUDA it says so in one line and exits 0.
 # Run it from the project's root with the project installed (or on PYTHONPATH).
 set -uo pipefail
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
@@ -15,6 +16,10 @@ fi
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 step() { echo "=== $1 ($(date +%T))" | tee -a "$LOG"; }
+# Each step's timeout is its own cap or what is left of 7 minutes, whichever is less (10 s at least), so
+# that the whole check ends within 8 minutes and the summary is still written.
+DEADLINE=$((SECONDS + 420))
+cap() { local left=$((DEADLINE - SECONDS)); echo $((left < $1 ? (left > 10 ? left : 10) : $1)); }
 
 step environment
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
@@ -22,20 +27,28 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 transformers.__version__, torch.cuda.get_device_name(0))" 2>&1 | tee -a "$LOG"
 
 step "pytest -m gpu"
-timeout 180 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests > "$OUT/gpu-tests.txt" 2>&1
+timeout "$(cap 180)" "$PY" -m pytest -q -m gpu -p no:cacheprovider tests > "$OUT/gpu-tests.txt" 2>&1
 echo "gpu tests rc $?" | tee -a "$LOG"
 tail -3 "$OUT/gpu-tests.txt" | tee -a "$LOG"
 
-step "stc bench, full depth, float16"
-timeout 200 "$PY" -m stc_cli bench --json > "$OUT/bench.json" 2> "$OUT/bench.err"
+# One frame per call, ReKV's window filled first (n_local 15000: 77 frames of 196 tokens, 250 of 60),
+# 16 decoded tokens per answer.
+step "stc bench, full depth, float16, long stream"
+timeout "$(cap 200)" "$PY" -m stc_cli bench --json --long-stream --decode-tokens 16 \
+    > "$OUT/bench.json" 2> "$OUT/bench.err"
 echo "bench rc $?" | tee -a "$LOG"
+# The paper's "encode 16 frames" per call; only its ViT row is read, so the LLM is cut to one layer.
+step "stc bench, 16 frames per ViT call"
+timeout "$(cap 90)" "$PY" -m stc_cli bench --json --frames-per-chunk 16 --llm-layers 1 --decode-tokens 0 \
+    --state-frames 0 > "$OUT/bench-16.json" 2> "$OUT/bench-16.err"
+echo "bench 16 rc $?" | tee -a "$LOG"
 
 RUNS=$(mktemp -d)
 for variant in base stc; do
     step "stc eval random:full demo, $variant"
     flags=(--model rekv --model-path random:full --bench demo --max-new-tokens 16 --output "$RUNS/$variant")
     [ "$variant" = base ] && flags+=(--no-stc)
-    timeout 100 "$PY" -m stc_cli eval "${flags[@]}" > "$OUT/eval-$variant.txt" 2>&1
+    timeout "$(cap 100)" "$PY" -m stc_cli eval "${flags[@]}" > "$OUT/eval-$variant.txt" 2>&1
     echo "eval $variant rc $?" | tee -a "$LOG"
 done
 "$PY" -m stc_cli score "$RUNS/base" "$RUNS/stc" --json > "$OUT/score.json" 2>> "$LOG"
@@ -53,15 +66,30 @@ try:
     summary["device"] = torch.cuda.get_device_name(0)
 except Exception as error:  # noqa: BLE001 (a summary, whatever broke)
     summary["device"] = f"unknown: {error}"
-try:
-    bench = json.loads((out / "bench.json").read_text())
-    summary["bench"] = {
-        "vit_ratio": bench["vit"]["ratio"],
-        "prefill_ratio": bench["prefill"]["ratio"],
-        "rekv_prefill_ratio": bench["prefill"].get("rekv_ratio"),
-    }
-except Exception as error:  # noqa: BLE001
-    summary["bench"] = f"unreadable: {error}"
+def bench_rows(path: Path) -> dict:
+    """Each row of one `stc bench --json` report: STC off, on (ms per frame or per token) and on / off."""
+    bench = json.loads(path.read_text())
+    vit, prefill = bench["vit"], bench["prefill"]
+    rows = {f"vit_{vit['frames_per_chunk']}_frames_per_call": (vit, "full_ms_per_frame", "stc_ms_per_frame")}
+    rows |= {"prefill": (prefill, "full_ms_per_frame", "pruned_ms_per_frame")}
+    rows |= {"rekv_prefill": (prefill, "rekv_full_ms_per_frame", "rekv_pruned_ms_per_frame")}
+    if "long_stream" in bench:
+        rows |= {"rekv_prefill_window_full": (bench["long_stream"], "full_ms_per_frame", "pruned_ms_per_frame")}
+    if "decode" in bench:
+        decode = bench["decode"]
+        rows |= {"decode_ms_per_token": (decode, "full_ms_per_token", "pruned_ms_per_token")}
+        rows |= {"rekv_decode_ms_per_token": (decode, "rekv_full_ms_per_token", "rekv_pruned_ms_per_token")}
+    return {name: {"off": b[off], "on": b[on], "ratio": b[on] / b[off]} for name, (b, off, on) in rows.items()}
+
+
+summary["bench"] = {}
+for name in ("bench.json", "bench-16.json"):
+    try:
+        rows = bench_rows(out / name)
+        # The 16-frame run's LLM is cut to one layer: only its ViT row counts.
+        summary["bench"] |= {k: v for k, v in rows.items() if name == "bench.json" or k.startswith("vit_")}
+    except Exception as error:  # noqa: BLE001
+        summary["bench"][name] = f"unreadable: {error}"
 try:
     base, stc = json.loads((out / "score.json").read_text())
     on, off = stc["timings"]["ms_per_frame"], base["timings"]["ms_per_frame"]

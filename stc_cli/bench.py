@@ -1,11 +1,14 @@
 """`stc bench`: STC latency on random-weight models at real sizes, STC on and off side by side.
 
-Frames are streamed one chunk (one frame) at a time, as ReKV + STC does, through:
+Frames are streamed one chunk at a time, as ReKV + STC does, through:
   ViT (SigLIP preset) stock vs with the cacher -> projector + 2x2 bilinear pool (not timed)
   -> pruner (timed) -> LLM prefill into a growing KV cache, all pooled tokens vs the kept ones.
-With a Qwen2-VL preset (LiveCC's tower) a chunk is one temporal patch instead (two frames, packed with
-``grid_thw``), and the LLM gets the patch merger's tokens (its output already has the LLM width), so
-``--frames`` counts chunks and the pruner and prefill work on merged tokens (364 at 392 x 728 px).
+A chunk is one ViT call of ``--frames-per-chunk`` frames (default one); its time is reported per frame.
+With a Qwen2-VL preset (LiveCC's tower) a chunk holds whole temporal patches (two frames each, packed
+with ``grid_thw``), and the LLM gets the patch merger's tokens (its output already has the LLM width), so
+the pruner and prefill work per temporal patch on merged tokens (364 at 392 x 728 px).
+Optional rows: prefill through ReKV's memory once its window is full (``--long-stream``), and greedy
+decoding after a prefill (``--decode-tokens``).
 Every compared pair runs in one process on the same frames, interleaved chunk by chunk; the
 reported figure is the median over repeats of the mean over chunks.
 """
@@ -32,10 +35,14 @@ from stc_cli.models.presets import (
     VISION_PRESETS,
     random_language_model,
     random_vision_tower,
+    seeded,
 )
 
 CPU_DEFAULT_LAYERS = 2
-REKV_N_LOCAL, REKV_TOPK, REKV_INIT_TOKENS = 15000, 64, 16  # ReKV's defaults; its init prompt is ~16 tokens
+REKV_TOPK, REKV_INIT_TOKENS = 64, 16  # ReKV's default; its init prompt is ~16 tokens
+QUESTION_TOKENS = 16  # the question prefilled before decoding
+# The real LM heads' vocabularies: reading the head is part of every generated token's cost.
+LM_HEAD_VOCAB = {"qwen2-7b": 152064, "qwen2-0.5b": 151936}
 STATE_CHECK_AFTER = 100
 
 
@@ -47,8 +54,54 @@ def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None,
     return device, dtype, layers, config.llm_layers or layers
 
 
+def frames_per_chunk(config: BenchConfig) -> int:
+    """Frames per ViT call: as given, else one frame (SigLIP) or one temporal patch of two (Qwen2-VL)."""
+    return config.frames_per_chunk or (2 if _is_qwen2vl(config.vision) else 1)
+
+
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg: None) -> dict:
     """Run the benchmark and return a JSON-ready dict (see ``docs/benchmarks.md`` for the fields)."""
+    check_options(config)
+    device, dtype, layers, llm_layers = resolve(config)
+    # Built before any model, so that a bad option fails at once.
+    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval)
+    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
+    state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
+    timer = _Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
+
+    progress("ViT: stock vs cacher")
+    vit, features = _vit_stage(config, timer, cacher, device, dtype, layers)
+    progress("pruner and LLM prefill")
+    llm = random_language_model(config.llm, llm_layers, dtype=dtype, device=device, seed=config.seed)
+    # Qwen2-VL's patch merger is its projector and 2x2 pool: its tokens go to the LLM as they are.
+    pooled = features if _is_qwen2vl(config.vision) else _project_and_pool(features, llm, seed=config.seed)
+    prune_ms, kept = _prune_stage(timer, pruner, pooled)
+    vit_ms_per_step = vit["stc_ms_per_frame"] * (2 if _is_qwen2vl(config.vision) else 1)  # the pruner's unit
+    result = {
+        "config": dataclasses.asdict(config),
+        "environment": environment(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "vit": vit,
+        "pruner": {"ms_per_frame": prune_ms, "share_of_stc_vit": prune_ms / vit_ms_per_step},
+        "prefill": _prefill_stage(config, timer, llm, pooled, kept),
+    }
+    memories = None
+    if config.long_stream:
+        progress(f"filling ReKV's window of {config.n_local} tokens")
+        result["long_stream"], memories = _long_stream_stage(config, timer, llm, pooled, kept)
+    if config.decode_tokens:
+        progress(f"decoding {config.decode_tokens} tokens")
+        result["decode"] = _decode_stage(config, timer, llm, pooled, kept, memories)
+    result["peak_memory_mb"] = timer.peak_mb()
+    if config.state_frames:
+        progress(f"state over {config.state_frames} chunks")
+        full_tokens, width = pooled[0].shape[1:]
+        result["state"] = state_check(config, state_pruner, full_tokens, width, device)
+    return result
+
+
+def check_options(config: BenchConfig) -> None:
+    """One-line ValueErrors, naming the option, before anything is built."""
     if config.frames < 2 or config.frames % 2:
         raise ValueError(f"--frames must be an even number >= 2, got {config.frames}")
     if config.repeats < 1 or config.warmup < 0 or config.state_frames < 0:
@@ -70,30 +123,17 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg
                 f"--vision {config.vision} merges into {merged} channels, but --llm {config.llm} is {width} "
                 "wide: pick an LLM of that width"
             )
-    device, dtype, layers, llm_layers = resolve(config)
-    # Built before any model, so that a bad option fails at once.
-    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval)
-    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
-    state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
-    timer = _Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
-
-    progress("ViT: stock vs cacher")
-    vit, features = _vit_stage(config, timer, cacher, device, dtype, layers)
-    progress("pruner and LLM prefill")
-    prune_ms, prefill = _llm_stage(config, timer, pruner, features, device, dtype, llm_layers)
-    result = {
-        "config": dataclasses.asdict(config),
-        "environment": environment(device),
-        "dtype": str(dtype).removeprefix("torch."),
-        "vit": vit,
-        "pruner": {"ms_per_frame": prune_ms, "share_of_stc_vit": prune_ms / vit["stc_ms_per_frame"]},
-        "prefill": prefill,
-        "peak_memory_mb": timer.peak_mb(),
-    }
-    if config.state_frames:
-        progress(f"state over {config.state_frames} chunks")
-        result["state"] = state_check(config, state_pruner, prefill["full_tokens"], prefill["width"], device)
-    return result
+    if config.frames_per_chunk is not None and config.frames_per_chunk < 1:
+        raise ValueError(f"--frames-per-chunk must be >= 1, got {config.frames_per_chunk}")
+    if _is_qwen2vl(config.vision) and frames_per_chunk(config) % 2:
+        raise ValueError(
+            f"--frames-per-chunk must be even for --vision {config.vision} (a chunk holds whole temporal "
+            f"patches of 2 frames), got {config.frames_per_chunk}"
+        )
+    if config.n_local < 1:
+        raise ValueError(f"--n-local must be >= 1, got {config.n_local}")
+    if config.decode_tokens < 0:
+        raise ValueError(f"--decode-tokens must be >= 0, got {config.decode_tokens}")
 
 
 def _vit_stage(
@@ -102,44 +142,44 @@ def _vit_stage(
     stock = random_vision_tower(config.vision, layers, dtype=dtype, device=device, seed=config.seed)
     patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
     cacher.attach(patched)
-    chunks = [_to(chunk, device, dtype) for chunk in vision_chunks(config.vision, timer.chunks, config.seed)]
+    per_chunk = frames_per_chunk(config)
+    chunks = vision_chunks(config.vision, timer.chunks, config.seed, per_chunk)
+    chunks = [_to(chunk, device, dtype) for chunk in chunks]
     qwen2vl = _is_qwen2vl(config.vision)
-    features: list[torch.Tensor] = []  # the STC pass's output, fed to the pruner
-
-    def llm_input(out) -> torch.Tensor:  # [1, P, C]: the merged tokens (Qwen2-VL) or the ViT's (SigLIP)
-        return out.pooler_output.unsqueeze(0) if qwen2vl else out.last_hidden_state
+    outputs: list = []  # the STC pass's output, fed to the pruner
 
     def steps():
         cacher.reset()
-        features.clear()
+        outputs.clear()
         return {
             "vit_full": lambda i: stock(**chunks[i]),
-            "vit_stc": lambda i: features.append(llm_input(patched(**chunks[i]))),
+            "vit_stc": lambda i: outputs.append(patched(**chunks[i])),
         }
 
     ms = timer.compare(steps)
+    full, stc = ms["vit_full"] / per_chunk, ms["vit_stc"] / per_chunk
     summary = {
         "preset": config.vision,
         "layers": stock.config.num_hidden_layers,
-        "tokens_per_frame": vit_tokens(config.vision),  # per chunk: what the cacher works on
-        "frames_per_chunk": 2 if qwen2vl else 1,
+        "tokens_per_frame": vit_tokens(config.vision),  # per frame (SigLIP) or temporal patch (Qwen2-VL)
+        "frames_per_chunk": per_chunk,
+        "timed_frames": config.frames * per_chunk,  # per pass, after the warm-up chunks
         "grid_thw": chunks[0]["grid_thw"][0].tolist() if qwen2vl else None,
-        "full_ms_per_frame": ms["vit_full"],
-        "stc_ms_per_frame": ms["vit_stc"],
-        "ratio": ms["vit_stc"] / ms["vit_full"],
+        "full_ms_per_chunk": ms["vit_full"],
+        "stc_ms_per_chunk": ms["vit_stc"],
+        "full_ms_per_frame": full,
+        "stc_ms_per_frame": stc,
+        "ratio": stc / full,
         "cacher_state_bytes": cacher.state_nbytes(),
     }
     cacher.detach()  # lets the towers go before the LLM is built
-    return summary, features
+    # The pruner and LLM work per frame (SigLIP) or per temporal patch (Qwen2-VL), [1, P, C] each; the
+    # LLM rows time as many of them as the ViT timed chunks, so their cost does not grow with the chunk.
+    per_step = [_llm_inputs(out, qwen2vl, pooled_tokens(config.vision)) for out in outputs]
+    return summary, [t for chunk in per_step for t in chunk][: timer.chunks]
 
 
-def _llm_stage(
-    config: BenchConfig, timer: _Timer, pruner: STCPruner, features, device, dtype, layers
-) -> tuple[float, dict]:
-    llm = random_language_model(config.llm, layers, dtype=dtype, device=device, seed=config.seed)
-    qwen2vl = _is_qwen2vl(config.vision)
-    # Qwen2-VL's patch merger is its projector and 2x2 pool: its tokens go to the LLM as they are.
-    pooled = features if qwen2vl else _project_and_pool(features, llm.config.hidden_size, seed=config.seed)
+def _prune_stage(timer: _Timer, pruner: STCPruner, pooled: list[torch.Tensor]) -> tuple[float, list]:
     kept: list[torch.Tensor] = []
 
     def prune_steps():
@@ -147,9 +187,14 @@ def _llm_stage(
         kept.clear()
         return {"pruner": lambda i: kept.append(pruner.compress(pooled[i])[0])}
 
+    return timer.compare(prune_steps)["pruner"], kept
+
+
+def _prefill_stage(config: BenchConfig, timer: _Timer, llm, pooled: list, kept: list) -> dict:
     def prefill_steps():
         full_stream, pruned_stream = _prefill_stream(llm), _prefill_stream(llm)
-        full_rekv, pruned_rekv = _rekv_stream(llm, pooled[0].shape[1]), _rekv_stream(llm, kept[0].shape[1])
+        full_rekv = _rekv_model(llm, pooled[0].shape[1], config.n_local).encode
+        pruned_rekv = _rekv_model(llm, kept[0].shape[1], config.n_local).encode
         return {
             "prefill_full": lambda i: full_stream(pooled[i]),
             "prefill_pruned": lambda i: pruned_stream(kept[i]),
@@ -157,14 +202,13 @@ def _llm_stage(
             "rekv_pruned": lambda i: pruned_rekv(kept[i]),
         }
 
-    prune_ms = timer.compare(prune_steps)["pruner"]
     ms = timer.compare(prefill_steps)
-    prefill = {
+    return {
         "preset": config.llm,
         "layers": llm.config.num_hidden_layers,
         "width": llm.config.hidden_size,
         "full_tokens": pooled[0].shape[1],
-        "full_tokens_from": "patch merger" if qwen2vl else "bilinear pool",
+        "full_tokens_from": "patch merger" if _is_qwen2vl(config.vision) else "bilinear pool",
         "kept_tokens": config.tokens_per_frame,
         "full_ms_per_frame": ms["prefill_full"],
         "pruned_ms_per_frame": ms["prefill_pruned"],
@@ -173,7 +217,94 @@ def _llm_stage(
         "rekv_pruned_ms_per_frame": ms["rekv_pruned"],
         "rekv_ratio": ms["rekv_pruned"] / ms["rekv_full"],
     }
-    return prune_ms, prefill
+
+
+def _long_stream_stage(
+    config: BenchConfig, timer: _Timer, llm, pooled: list, kept: list
+) -> tuple[dict, dict]:
+    """Prefill through ReKV's memory once its window is full, as on a long stream: each side first
+    streams, untimed, as many frames of its own token count as fill ``n_local`` video tokens (so the init
+    prompt has slid out and every frame attends a full window), then the timed frames continue it.
+    Returns the block and the two memories (``{"full": ..., "pruned": ...}``) for the decoding rows."""
+    memories, fill, window, blocks = {}, {}, {}, {}
+    with torch.inference_mode():
+        for side, frames in (("full", pooled), ("pruned", kept)):
+            tokens = frames[0].shape[1]
+            memories[side] = rekv = _rekv_model(llm, tokens, config.n_local)
+            fill[side] = -(-config.n_local // tokens)
+            for i in range(fill[side]):
+                rekv.encode(frames[i % len(frames)])
+            window[side], blocks[side] = _window_tokens(rekv), len(rekv.memory[0].blocks)
+    # The same two streams go on across repeats: a full window stays full, and refilling it per
+    # repeat would multiply the fill's cost.
+    ms = timer.compare(
+        lambda: {
+            "window_full": _encode_step(memories["full"], pooled),
+            "window_pruned": _encode_step(memories["pruned"], kept),
+        }
+    )
+    block = {"n_local": config.n_local, "full_tokens": pooled[0].shape[1], "kept_tokens": kept[0].shape[1]}
+    for side in ("full", "pruned"):  # at the start of timing
+        block |= {f"{side}_fill_frames": fill[side], f"{side}_window_tokens": window[side]}
+        block[f"{side}_offloaded_blocks"] = blocks[side]
+    block |= {
+        "full_ms_per_frame": ms["window_full"],
+        "pruned_ms_per_frame": ms["window_pruned"],
+        "ratio": ms["window_pruned"] / ms["window_full"],
+    }
+    return block, memories
+
+
+def _decode_stage(config: BenchConfig, timer: _Timer, llm, pooled: list, kept: list, memories) -> dict:
+    """Greedy decoding after a prefill, STC off vs on: the contexts differ only in their visual tokens.
+    Plain: ``[init ; the prefill rows' frames ; question]`` in a KV cache. Through ReKV's memory, as
+    ``stc eval`` answers: the question retrieves ``topk`` blocks per layer, is prefilled on them, then
+    tokens are generated on that answer cache; the memory is the long stream's when there is one,
+    else the prefill rows' frames. Each repeat answers afresh; each step is one argmax token fed back."""
+    head = _lm_head(config, llm)
+    init, question = _prompt(llm, 0, REKV_INIT_TOKENS), _prompt(llm, REKV_INIT_TOKENS, QUESTION_TOKENS)
+    frames = {"full": pooled, "pruned": kept}
+    if memories is None:
+        with torch.inference_mode():
+            memories = {side: _encoded(llm, chunks, config.n_local) for side, chunks in frames.items()}
+    for rekv in memories.values():
+        rekv.lm_head = head
+    context: dict[str, int] = {}
+
+    def steps():
+        out = {}
+        for side, chunks in frames.items():
+            prompt = torch.cat([init, *chunks, question], dim=1)
+            out[f"decode_{side}"] = _plain_decoder(llm, head, prompt)
+            context[side] = prompt.shape[1]
+        for side, rekv in memories.items():
+            rekv.retrieve(question)
+            out[f"rekv_decode_{side}"] = _greedy(llm, rekv.extend, rekv.extend(question))
+            context[f"rekv_{side}"] = rekv.memory[0].answer_k.shape[1]  # init, chosen blocks, question
+        return out
+
+    ms = timer.compare(steps, chunks=config.warmup + config.decode_tokens)
+    for rekv in memories.values():
+        rekv.end_answer()
+    block = {"tokens": config.decode_tokens, "question_tokens": QUESTION_TOKENS, "vocab": head.out_features}
+    for prefix in ("", "rekv_"):
+        block |= {
+            f"{prefix}full_context_tokens": context[f"{prefix}full"],
+            f"{prefix}pruned_context_tokens": context[f"{prefix}pruned"],
+            f"{prefix}full_ms_per_token": ms[f"{prefix}decode_full"],
+            f"{prefix}pruned_ms_per_token": ms[f"{prefix}decode_pruned"],
+            f"{prefix}ratio": ms[f"{prefix}decode_pruned"] / ms[f"{prefix}decode_full"],
+        }
+    block["rekv_memory"] = "long stream" if config.long_stream else "prefill rows' frames"
+    return block
+
+
+def _llm_inputs(out, qwen2vl: bool, merged: int) -> tuple[torch.Tensor, ...]:
+    """A chunk's tower output as ``[1, P, C]`` per frame (SigLIP) or per temporal patch (Qwen2-VL's
+    merged tokens, ``merged`` per patch)."""
+    if not qwen2vl:
+        return out.last_hidden_state.split(1)
+    return out.pooler_output.view(-1, merged, out.pooler_output.shape[-1]).split(1)
 
 
 def _is_qwen2vl(vision_preset: str) -> bool:
@@ -217,22 +348,27 @@ def synthetic_video(n: int, size: int | tuple[int, int], seed: int = 0) -> torch
     return frames
 
 
-def vision_chunks(vision_preset: str, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """``n`` chunks of a synthetic video, each the keyword arguments of one call of the preset's tower:
-    one frame, ``pixel_values [1, 3, S, S]`` (SigLIP); or one temporal patch of two frames, packed as
-    ``hidden_states [gh * gw, 3 * 2 * p * p]`` with ``grid_thw [[1, gh, gw]]`` (Qwen2-VL)."""
+def vision_chunks(
+    vision_preset: str, n: int, seed: int = 0, frames: int | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """``n`` chunks of ``frames`` frames of a synthetic video (default: 1 for SigLIP, 2 for Qwen2-VL),
+    each the keyword arguments of one call of the preset's tower: ``pixel_values [F, 3, S, S]``
+    (SigLIP); or F / 2 temporal patches of two frames, packed as ``hidden_states [F / 2 * gh * gw,
+    3 * 2 * p * p]`` with ``grid_thw [[F / 2, gh, gw]]`` (Qwen2-VL)."""
     if not _is_qwen2vl(vision_preset):
-        frames = synthetic_video(n, VISION_PRESETS[vision_preset]["image_size"], seed)
-        return [{"pixel_values": frame} for frame in frames.split(1)]
+        video = synthetic_video(n * (frames or 1), VISION_PRESETS[vision_preset]["image_size"], seed)
+        return [{"pixel_values": chunk} for chunk in video.split(frames or 1)]
     spec = QWEN2VL_VISION_PRESETS[vision_preset]
     tp, p, m = spec["temporal_patch_size"], spec["patch_size"], spec["spatial_merge_size"]
-    frames = synthetic_video(tp * n, QWEN2VL_FRAME_SIZES[vision_preset], seed)
-    gh, gw = frames.shape[2] // p, frames.shape[3] // p
+    per_chunk = (frames or tp) // tp  # temporal patches per call
+    n *= per_chunk
+    video = synthetic_video(tp * n, QWEN2VL_FRAME_SIZES[vision_preset], seed)
+    gh, gw = video.shape[2] // p, video.shape[3] // p
     # The 5.24 video processor's order: 2x2 merge windows in raster order, each window's patches in raster
     # order; per patch the channel, the frame within the temporal patch, the pixel row and column.
-    patches = frames.view(n, tp, 3, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    patches = patches.reshape(n, gh * gw, 3 * tp * p * p)
-    grid = torch.tensor([[1, gh, gw]])
+    patches = video.view(n, tp, 3, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    patches = patches.reshape(n // per_chunk, per_chunk * gh * gw, 3 * tp * p * p)  # patch after patch
+    grid = torch.tensor([[per_chunk, gh, gw]])
     return [{"hidden_states": chunk, "grid_thw": grid} for chunk in patches]
 
 
@@ -291,18 +427,22 @@ class _Timer:
         self.device, self.warmup, self.chunks, self.repeats = device, warmup, chunks, repeats
         self.peaks: dict[str, float] = {}
 
-    def compare(self, make_steps: Callable[[], dict[str, Callable[[int], object]]]) -> dict[str, float]:
+    def compare(
+        self, make_steps: Callable[[], dict[str, Callable[[int], object]]], chunks: int | None = None
+    ) -> dict[str, float]:
         """Median over repeats of each step's mean ms per chunk. ``make_steps()`` starts a repeat
-        (fresh streams) and returns the steps to compare, each called with the chunk index."""
-        runs = [self._interleaved(make_steps()) for _ in range(self.repeats)]
+        (fresh streams) and returns the steps to compare, each called with the chunk index, ``chunks``
+        times (default: the timer's), the first ``warmup`` untimed."""
+        runs = [self._interleaved(make_steps, chunks or self.chunks) for _ in range(self.repeats)]
         return {label: statistics.median(run[label] for run in runs) for label in runs[0]}
 
-    def _interleaved(self, steps: dict[str, Callable[[int], object]]) -> dict[str, float]:
+    def _interleaved(self, make_steps: Callable[[], dict], chunks: int) -> dict[str, float]:
         # Every step on chunk 0, then every step on chunk 1, ...: the settings compared share the
         # machine's state (clocks, caches, neighbours) as closely as a single process allows.
-        totals = dict.fromkeys(steps, 0.0)
-        with torch.inference_mode():
-            for i in range(self.chunks):
+        with torch.inference_mode():  # the untimed set-up too (prefills in make_steps)
+            steps = make_steps()
+            totals = dict.fromkeys(steps, 0.0)
+            for i in range(chunks):
                 for label, step in steps.items():
                     if self.device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(self.device)
@@ -315,7 +455,7 @@ class _Timer:
                         self.peaks[label] = max(self.peaks.get(label, 0.0), peak)
                     if i >= self.warmup:
                         totals[label] += (time.perf_counter() - start) * 1000
-        return {label: total / (self.chunks - self.warmup) for label, total in totals.items()}
+        return {label: total / (chunks - self.warmup) for label, total in totals.items()}
 
     def peak_mb(self) -> dict:
         """Per-stage CUDA peaks; on CPU only the whole process's peak RSS can be read."""
@@ -336,10 +476,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _project_and_pool(features: list[torch.Tensor], width: int, seed: int) -> list[torch.Tensor]:
+def _project_and_pool(features: list[torch.Tensor], llm, seed: int) -> list[torch.Tensor]:
     """LLaVA-OneVision's path to the LLM: a (random) projector to the LLM width, then a bilinear 2x
     downsample of the token grid (27 x 27 -> 14 x 14 = 196). Returns ``[1, P, width]`` per frame."""
-    first = features[0]
+    first, width = features[0], llm.config.hidden_size
     g = torch.Generator(device=first.device).manual_seed(seed)
     proj = torch.randn(first.shape[-1], width, generator=g, device=first.device).to(first.dtype)
     proj /= first.shape[-1] ** 0.5
@@ -353,15 +493,74 @@ def _project_and_pool(features: list[torch.Tensor], width: int, seed: int) -> li
     return out
 
 
-def _rekv_stream(llm, block: int) -> Callable:
-    """The same through ReKV's memory (``stc eval --model rekv``'s LLM), one block per frame, after an
-    init prompt of ``REKV_INIT_TOKENS`` tokens."""
+def _rekv_model(llm, block: int, n_local: int):
+    """ReKV's memory over ``llm`` (``stc eval --model rekv``'s LLM), one block per frame, after an init
+    prompt of ``REKV_INIT_TOKENS`` tokens."""
     from stc_cli.models.rekv_lm import ReKVLanguageModel
 
-    rekv = ReKVLanguageModel(llm, n_local=REKV_N_LOCAL, block=block, topk=REKV_TOPK)
-    init_ids = torch.arange(REKV_INIT_TOKENS, device=llm.device)[None] % llm.config.vocab_size
-    rekv.encode(llm.embed_tokens(init_ids))
-    return rekv.encode
+    rekv = ReKVLanguageModel(llm, n_local=n_local, block=block, topk=REKV_TOPK)
+    rekv.encode(_prompt(llm, 0, REKV_INIT_TOKENS))
+    return rekv
+
+
+def _encoded(llm, frames: list[torch.Tensor], n_local: int):
+    """A ReKV memory with ``frames`` streamed into it."""
+    rekv = _rekv_model(llm, frames[0].shape[1], n_local)
+    for frame in frames:
+        rekv.encode(frame)
+    return rekv
+
+
+def _encode_step(rekv, frames: list[torch.Tensor]) -> Callable[[int], None]:
+    return lambda i: rekv.encode(frames[i])
+
+
+def _window_tokens(rekv) -> int:
+    """Video tokens in the sliding window of the next frame: ``n_local`` once the init prompt is out."""
+    memory = rekv.memory[0]
+    return min(memory.local_k.shape[1], memory.length - REKV_INIT_TOKENS)
+
+
+def _prompt(llm, start: int, length: int) -> torch.Tensor:
+    """``[1, length, width]``: embeddings of the token ids ``start...`` (a stand-in for text)."""
+    ids = torch.arange(start, start + length, device=llm.device)[None] % llm.config.vocab_size
+    return llm.embed_tokens(ids)
+
+
+def _lm_head(config: BenchConfig, llm) -> torch.nn.Linear:
+    """A random LM head at the real vocabulary size (``llm``'s own, small, for the tiny preset)."""
+    vocab = LM_HEAD_VOCAB.get(config.llm, llm.config.vocab_size)
+    with seeded(config.seed + 1, llm.device):
+        head = torch.nn.Linear(llm.config.hidden_size, vocab, bias=False)
+    return head.to(llm.dtype).eval()
+
+
+def _plain_decoder(llm, head, prompt: torch.Tensor) -> Callable[[int], None]:
+    """Prefill ``prompt`` into a fresh KV cache; the step generates one token on it."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=llm.config)
+
+    def forward(embeds: torch.Tensor) -> torch.Tensor:
+        return head(llm(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state[0, -1])
+
+    return _greedy(llm, forward, forward(prompt))
+
+
+def _greedy(llm, forward: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor) -> Callable:
+    """A step that generates one token: the argmax of the latest logits, embedded and fed to ``forward``
+    (the logits of the next one). No sampling, and the token stays on the device (no host sync). Ids
+    past the small random embedding table wrap: a lookup costs the same whichever row it reads.
+    ``step.tokens`` collects the tokens fed back."""
+    state, tokens = {"logits": logits}, []
+
+    def step(_i: int) -> None:
+        token = state["logits"].argmax(-1).reshape(1, 1) % llm.config.vocab_size
+        tokens.append(token)
+        state["logits"] = forward(llm.embed_tokens(token))
+
+    step.tokens = tokens
+    return step
 
 
 def _prefill_stream(llm) -> Callable:

@@ -22,6 +22,11 @@ class BenchConfig:
     tokens_per_frame: int = 60
     memory_window: int = 64  # for the state check
     state_frames: int = 1_000  # chunks streamed through the pruner and a tiny cacher; 0 skips it
+    # frames per ViT call: SigLIP a batch, Qwen2-VL N / 2 temporal patches; None: 1 (SigLIP), 2 (Qwen2-VL)
+    frames_per_chunk: int | None = None
+    long_stream: bool = False  # also time ReKV prefill with its window full (streams untimed frames first)
+    n_local: int = 15_000  # ReKV's sliding window in tokens, for every ReKV row
+    decode_tokens: int = 16  # greedy tokens timed per answer; 0 skips the decoding rows
     device: str = "auto"
     dtype: str = "auto"  # float16 on CUDA, float32 on CPU
     seed: int = 0
@@ -55,6 +60,7 @@ class EvalConfig:
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False
+    max_consecutive_errors: int = 20  # stop a run whose model or data is broken; 0: never
 
     @property
     def variant(self) -> str:

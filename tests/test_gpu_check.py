@@ -24,3 +24,46 @@ def test_without_cuda_it_says_so_and_exits_0(tmp_path):
         "gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing to check"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_summary_reads_every_bench_row(tmp_path):
+    """The script's summary step (its embedded Python), over `stc bench` reports made here on tiny presets:
+    the 16-frame run stands in with 4 frames per call."""
+    import dataclasses
+    import json
+
+    from stc_cli.bench import run_bench
+    from stc_cli.configs import BenchConfig
+
+    tiny = BenchConfig(
+        vision="tiny",
+        llm="tiny",
+        tokens_per_frame=2,
+        frames=2,
+        warmup=1,
+        repeats=1,
+        state_frames=0,
+        device="cpu",
+    )
+    runs = {
+        "bench.json": dataclasses.replace(tiny, long_stream=True, n_local=8, decode_tokens=1),
+        "bench-16.json": dataclasses.replace(tiny, frames_per_chunk=4, decode_tokens=0),
+    }
+    for name, config in runs.items():
+        (tmp_path / name).write_text(json.dumps(run_bench(config)))
+    text = SCRIPT.read_text()
+    code = text.split("<<'PYTHON' 2>&1 | tee -a \"$LOG\"\n", 1)[1].split("\nPYTHON\n", 1)[0]
+    done = subprocess.run([sys.executable, "-", str(tmp_path)], input=code, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    bench = json.loads((tmp_path / "summary.json").read_text())["bench"]
+    assert sorted(bench) == [
+        "decode_ms_per_token",
+        "prefill",
+        "rekv_decode_ms_per_token",
+        "rekv_prefill",
+        "rekv_prefill_window_full",
+        "vit_1_frames_per_call",
+        "vit_4_frames_per_call",
+    ]
+    for row in bench.values():
+        assert row["ratio"] == row["on"] / row["off"]

@@ -30,8 +30,19 @@ def bench(
         int | None, typer.Option(help="Cut the LLM to N layers instead (default: --layers).")
     ] = _BENCH.llm_layers,
     frames: Annotated[
-        int, typer.Option(help="Timed chunks per pass (even): frames, or Qwen2-VL frame pairs.")
+        int,
+        typer.Option(
+            help="Timed chunks (ViT calls) per pass, even; the pruner and LLM rows time as many frames "
+            "(Qwen2-VL: temporal patches)."
+        ),
     ] = _BENCH.frames,
+    frames_per_chunk: Annotated[
+        int | None,
+        typer.Option(
+            help="Frames the ViT encodes per call, timed per frame: SigLIP a batch of N; Qwen2-VL N / 2 "
+            "temporal patches (N even). Default: 1 (SigLIP), 2 (Qwen2-VL)."
+        ),
+    ] = _BENCH.frames_per_chunk,
     warmup: Annotated[int, typer.Option(help="Untimed chunks at the start of each pass.")] = _BENCH.warmup,
     repeats: Annotated[
         int, typer.Option(help="Passes per setting; the median is reported.")
@@ -51,6 +62,23 @@ def bench(
     state_frames: Annotated[
         int, typer.Option(help="Chunks streamed for the state check (0 skips it).")
     ] = _BENCH.state_frames,
+    long_stream: Annotated[
+        bool,
+        typer.Option(
+            help="Also time ReKV prefill with its window full: each side first streams, untimed, enough "
+            "frames of its own token count to fill --n-local tokens."
+        ),
+    ] = _BENCH.long_stream,
+    n_local: Annotated[
+        int, typer.Option(help="ReKV's sliding window in tokens (ReKV's default), for every ReKV row.")
+    ] = _BENCH.n_local,
+    decode_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Greedy tokens timed per answer after a prefill, plain and through ReKV's memory, after "
+            "--warmup untimed ones (0 skips decoding)."
+        ),
+    ] = _BENCH.decode_tokens,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _BENCH.device,
     dtype: Annotated[
         str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
@@ -70,6 +98,7 @@ def bench(
         layers=layers,
         llm_layers=llm_layers,
         frames=frames,
+        frames_per_chunk=frames_per_chunk,
         warmup=warmup,
         repeats=repeats,
         update_ratio=update_ratio,
@@ -77,6 +106,9 @@ def bench(
         tokens_per_frame=tokens_per_frame,
         memory_window=memory_window,
         state_frames=state_frames,
+        long_stream=long_stream,
+        n_local=n_local,
+        decode_tokens=decode_tokens,
         device=device,
         dtype=dtype,
     )
