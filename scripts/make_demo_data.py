@@ -57,6 +57,9 @@ def main() -> None:
             ("position", 1.0, "Where is the square at the end of the video?", POSITIONS, first),
             ("position", end, "Where is the square at the end of the video?", POSITIONS, last),
         ]):
+            # rotate the options so that the answers take A, B, C, D in turn: a constant answer scores 25 %
+            turn = (options.index(answer) - len(questions)) % len(options)
+            options = options[turn:] + options[:turn]
             questions.append({
                 "id": f"clip_{n}/{k}", "video": video, "task": task, "time": time, "question": question,
                 "options": options, "answer": "ABCD"[options.index(answer)],

@@ -15,7 +15,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from stc_cli.benchmarks.base import MetadataError, Query, ScoreReport, check_mode, judge_choice, percent
+from stc_cli.benchmarks.base import (
+    MetadataError,
+    Query,
+    ScoreReport,
+    check_mode,
+    check_time,
+    judge_choice,
+    percent,
+)
 
 NAME = "demo"
 FOLDER = "demo"
@@ -63,7 +71,7 @@ def load_queries(data_dir: Path) -> list[Query]:
                 task=record["task"],
                 category=TASKS[record["task"]],
                 video=record["video"],
-                window=(0.0, float(record["time"])),
+                window=(0.0, check_time(path, index, "time", record["time"])),
                 prompt=prompt(record["question"], record["options"]),
                 question=record["question"],
                 options=tuple(record["options"]),

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -28,13 +29,27 @@ def test_queries_follow_how_the_clips_were_drawn(data_dir):
     queries = {q.id: q for q in demo.load_queries(data_dir)}
     assert len(queries) == 12
     # clip_1 is a green square moving right to left: at 1 s it is still on the right, at 6 s on the left.
-    assert [queries[f"demo/clip_1/{k}"].target for k in range(4)] == ["B", "B", "C", "A"]
+    # The options are rotated so that the answers take A, B, C, D in turn (answers: green, right to left,
+    # on the right, on the left).
+    assert [queries[f"demo/clip_1/{k}"].target for k in range(4)] == ["A", "B", "C", "D"]
+    assert queries["demo/clip_1/0"].options == ("green", "blue", "yellow", "red")
+    assert queries["demo/clip_1/3"].options == (
+        "in the middle",
+        "on the right",
+        "there is no square",
+        "on the left",
+    )
     assert queries["demo/clip_1/2"].window == (0.0, 1.0) and queries["demo/clip_1/3"].window == (0.0, 6.0)
     assert queries["demo/clip_0/0"].prompt == (
         "Question: What color is the square?\nOptions:\nA. red\nB. green\nC. blue\nD. yellow\n"
         "Answer with the option's letter."
     )
     assert queries["demo/clip_0/0"].video == "videos/clip_0.mp4"
+
+
+def test_the_answer_key_is_balanced_so_a_constant_answer_scores_chance():
+    queries = demo.load_queries(demo.PACKAGED.parent)
+    assert Counter(q.target for q in queries) == {"A": 3, "B": 3, "C": 3, "D": 3}
 
 
 def test_score(data_dir):
