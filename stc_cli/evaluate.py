@@ -7,6 +7,8 @@ videos; rank 0 merges the shards (``distributed.py``).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +40,7 @@ def protocol_of(config: EvalConfig) -> Protocol:
     override single settings applied; raises ValueError for an unknown or unfit name or value."""
     models.check(config.model)
     benchmarks.get(config.bench)  # an unknown --bench fails here, listing the known ones
+    _check_settings(config)
     protocol = protocols.resolve(config.model, config.bench, config.protocol)
     decoding = None
     if config.answer_mode is not None:
@@ -81,7 +84,6 @@ def plan(config: EvalConfig) -> Plan:
         if config.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {config.limit}")
         queries = queries[: config.limit]
-    _check_settings(config)
     queries = [protocol.prepare(q) for q in queries]
     video_root = data_dir / module.FOLDER
     schedule = protocol.schedule
@@ -107,7 +109,7 @@ def _output(config: EvalConfig, protocol: Protocol) -> Path:
 
 
 def _check_settings(config: EvalConfig) -> None:
-    """Options out of range fail here, before minutes of model loading."""
+    """Options out of range fail here, before minutes of model loading: none is accepted and then ignored."""
     if config.pruner_memory not in PRUNER_MEMORIES or (
         config.pruner_memory == "process" and config.model != "rekv"
     ):
@@ -116,16 +118,23 @@ def _check_settings(config: EvalConfig) -> None:
         )
     if not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
+    if config.fps is not None and not math.isfinite(config.fps):
+        raise ValueError(f"--fps must be a finite number of frames per second, got {config.fps}")
     counts = {
         "--cache-interval": config.cache_interval,
-        "--tokens-per-frame": config.tokens_per_frame or 1,
+        "--tokens-per-frame": config.tokens_per_frame,
         "--n-local": config.n_local,
         "--topk": config.topk,
-        "--max-cache-tokens": config.max_cache_tokens or 1,
+        "--max-new-tokens": config.max_new_tokens,
+        "--max-cache-tokens": config.max_cache_tokens,
     }
     for flag, value in counts.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+    if config.max_consecutive_errors < 0:
+        raise ValueError(
+            f"--max-consecutive-errors must be >= 0 (0: never stop), got {config.max_consecutive_errors}"
+        )
 
 
 def _precut(query: Query, video_root: Path) -> Query:
@@ -154,18 +163,12 @@ def evaluate(
         torch.cuda.set_device(device)  # kernels and allocations of libraries that use the current device
     dtype = resolve_dtype(config.dtype, device, models.CUDA_DTYPES[config.model])
     model = models.build(config, the_plan.protocol, device, dtype)
-    # what moves a score or a timing; a rerun into the same folder must match it (environment aside)
-    settings = {
-        "config": {key: value for key, value in asdict(config).items() if key != "overwrite"},
-        "protocol": the_plan.protocol.settings(),
-        "model": model.describe(),
-    }
     environment = {
         "stc": __version__,
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "python": platform.python_version(),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
     }
     return run(
         model,
@@ -175,13 +178,45 @@ def evaluate(
         schedule=the_plan.schedule,
         sampling=the_plan.protocol.sampling_rule(),
         read=the_plan.protocol.read,
-        settings=settings,
+        settings=run_settings(config, the_plan, model.describe(), device),
+        selection={"limit": config.limit, "tasks": list(config.tasks), "queries": len(the_plan.queries)},
         environment=environment,
         overwrite=config.overwrite,
+        max_consecutive_errors=config.max_consecutive_errors,
         progress=progress,
         on_start=on_start,
         shard=shard,
     )
+
+
+# Options that pick queries or say where to write, not how to answer: a rerun may change them and resume.
+NOT_SETTINGS = (
+    "overwrite",
+    "limit",
+    "tasks",
+    "output",
+    "max_consecutive_errors",
+    "device",
+    "dtype",
+    "data_dir",
+)
+
+
+def run_settings(config: EvalConfig, the_plan: Plan, model: dict, device) -> dict:
+    """What moves a score or a timing: a rerun into the same folder must match it. ``--device`` and
+    ``--dtype`` count as what they resolve to (``model`` holds the dtype), the data as its folder."""
+    kept = {key: value for key, value in asdict(config).items() if key not in NOT_SETTINGS}
+    kept.update(device=device.type, videos=str(the_plan.video_root.resolve()))
+    return {"config": kept, "protocol": the_plan.protocol.settings(), "model": model}
+
+
+def cpu_name() -> str:
+    """The CPU's marketing name (``platform.processor()`` is empty or just the architecture on Linux)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str:

@@ -28,14 +28,13 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from stc_cli import distributed
+from stc_cli import distributed, run_folder
 from stc_cli.benchmarks.base import Query
 from stc_cli.distributed import Shard
 from stc_cli.models.base import Answer, Step, VideoModel, timed
@@ -50,9 +49,15 @@ _HOST = torch.device("cpu")  # decoding runs on the host: timing it waits for no
 class RunSummary:
     output: Path
     n_queries: int
-    n_skipped: int  # written by an earlier run
+    n_skipped: int  # answered by an earlier run
     n_written: int
     n_errors: int
+    n_retried: int = 0  # written again because an earlier run's record had failed
+    first_error: str | None = None  # of this process's records
+
+
+class RunFailed(RuntimeError):
+    """The run stopped because every recent sample failed: the model or the data is broken."""
 
 
 def run(
@@ -65,32 +70,52 @@ def run(
     sampling: Sampling = Sampling(1.0),  # noqa: B008 (frozen)
     read: Callable[[str], str] = lambda response: response,
     settings: dict | None = None,
+    selection: dict | None = None,
     environment: dict | None = None,
     overwrite: bool = False,
+    max_consecutive_errors: int | None = None,
     progress: Callable[[dict], None] = lambda _record: None,
     on_start: Callable[[int], None] = lambda _count: None,
     shard: Shard = Shard(),  # noqa: B008 (frozen)
 ) -> RunSummary:
-    """Answer every query not yet in ``output/samples.jsonl``; videos are read under ``video_root``.
-    Frames are taken by ``sampling``; ``read`` gives the answer a scorer reads from a response.
-    ``settings`` must match on a rerun; ``environment`` (versions, machine) is recorded, not checked.
-    ``on_start`` hears how many records this process is about to write, ``progress`` each record.
+    """Answer every query not yet answered in ``output/samples.jsonl``; videos are read under
+    ``video_root``. Frames are taken by ``sampling``; ``read`` gives the answer a scorer reads from a
+    response. ``settings`` must match on a rerun; ``selection`` (which queries: limit, tasks) and
+    ``environment`` (versions, machine) are recorded, not checked. A query whose record failed is answered
+    again and its new record replaces the old one. ``on_start`` hears how many records this process is
+    about to write, ``progress`` each record.
 
     With ``shard.world > 1`` this process answers the queries of its share of the videos and its summary
     covers them; rank 0 then waits for the other ranks, merges, and its summary covers the whole run.
 
     Raises ValueError for an unknown schedule, a stream run over windows that do not start at 0, or an
-    output folder written with other settings; TimeoutError (rank 0) when another rank stops writing.
+    output folder that is in use, is not a run folder or was written with other settings; RunFailed after
+    ``max_consecutive_errors`` failed records in a row; TimeoutError (rank 0) when another rank stops
+    writing.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if schedule == "stream" and any(q.window[0] > 0 for q in queries):
         raise ValueError("the stream schedule needs windows that start at 0: use --schedule clip")
+    run_folder.check(output, overwrite, shard)
     output.mkdir(parents=True, exist_ok=True)
+    with run_folder.locked(output, shard):
+        return _run_locked(
+            model, queries, video_root, output, schedule, sampling, read, settings, selection, environment,
+            overwrite, max_consecutive_errors, progress, on_start, shard,
+        )  # fmt: skip
+
+
+def _run_locked(
+    model, queries, video_root, output, schedule, sampling, read, settings, selection, environment,
+    overwrite, max_consecutive_errors, progress, on_start, shard,
+) -> RunSummary:  # fmt: skip
     header = {"settings": settings or {}, "schedule": schedule, "world": shard.world}
     resuming = _claim(output, header, overwrite, shard)
-    if shard.rank == 0 and environment is not None:  # this launch's
-        _write_json(output / "run.json", {**_read_json(output / "run.json"), "environment": environment})
+    if shard.rank == 0:  # this launch's
+        launch = {"selection": selection, "environment": environment}
+        recorded = {key: value for key, value in launch.items() if value is not None}
+        _write_json(output / "run.json", {**run_folder.read_json(output / "run.json"), **recorded})
     by_video: dict[str, list[Query]] = {}
     for query in queries:
         by_video.setdefault(query.video, []).append(query)
@@ -98,22 +123,33 @@ def run(
     shares = [
         [q for v in Shard(r, shard.world).take(videos) for q in by_video[v]] for r in range(shard.world)
     ]
-    done = finished_ids(shard.samples(output)) | (_ids_elsewhere(output, shard) if resuming else set())
+    done, failed = run_folder.read_done(shard.samples(output))
+    done |= _ids_elsewhere(output, shard) if resuming else set()
     mine = {video: by_video[video] for video in shard.take(videos)}
     on_start(sum(q.id not in done for group in mine.values() for q in group))  # what this process will write
     replay = _stream if schedule == "stream" else _clip
+    opener = _Opener(_opening_order(mine, video_root, done, schedule), sampling)
 
     def answer_all(path: Path, group: list[Query]) -> Iterator[dict]:
-        return replay(model, path, group, sampling, read, done)
+        return replay(model, path, group, read, done, opener.open)
 
     alive = distributed.heartbeat(shard, output) if shard.world > 1 else contextlib.nullcontext()
-    with alive:
-        counts = _answer(answer_all, mine, video_root, shard.samples(output), done, progress)
+    samples = shard.samples(output)
+    try:
+        with alive, opener:
+            counts = _answer(answer_all, mine, video_root, samples, done, progress, max_consecutive_errors)
+    finally:  # a retried query's new record takes its old one's place, however the run ends
+        retried = run_folder.compact(samples)
+    first_error = counts.pop("first_error")
+    counts["n_retried"] = retried
     if shard.world > 1:
         counts = _gather(output, shard, header, shares, videos, counts)
     if shard.rank == 0:
-        _write_json(output / "run.json", {**_read_json(output / "run.json"), "finished": _now()})
-    return RunSummary(output, len(queries) if shard.rank == 0 else len(shares[shard.rank]), **counts)
+        _write_json(
+            output / "run.json", {**run_folder.read_json(output / "run.json"), "finished": run_folder.now()}
+        )
+    total = len(queries) if shard.rank == 0 else len(shares[shard.rank])
+    return RunSummary(output, total, first_error=first_error, **counts)
 
 
 def _answer(
@@ -123,22 +159,34 @@ def _answer(
     samples: Path,
     done: set[str],
     progress: Callable[[dict], None],
-) -> dict[str, int]:
+    max_consecutive_errors: int | None,
+) -> dict:
     """Append a record to ``samples`` for each query (grouped by video) not in ``done``, as
-    ``answer_all(video path, its queries)`` yields them; return RunSummary's counts."""
-    written = errors = 0
+    ``answer_all(video path, its queries)`` yields them; return RunSummary's counts and the first error.
+    Raises RunFailed once ``max_consecutive_errors`` records in a row have failed."""
+    written = errors = streak = 0
+    first_error = None
     with open(samples, "a", encoding="utf-8") as sink:
         for video, group in by_video.items():
             if all(q.id in done for q in group):
                 continue
             for record in answer_all(video_root / video, group):
-                sink.write(json.dumps(record) + "\n")
+                sink.write(json.dumps(record, allow_nan=False) + "\n")
                 sink.flush()
                 written += 1
-                errors += record["error"] is not None
+                failed = record["error"] is not None
+                errors += failed
+                streak = streak + 1 if failed else 0
+                first_error = first_error or (f"{record['id']}: {record['error']}" if failed else None)
                 progress(record)
+                if max_consecutive_errors and streak >= max_consecutive_errors:
+                    raise RunFailed(
+                        f"stopped after {streak} failed samples in a row (--max-consecutive-errors); the "
+                        f"first: {first_error}. The records are in {samples}; fix the cause and run the "
+                        "same command again: failed samples are retried"
+                    )
     skipped = sum(q.id in done for group in by_video.values() for q in group)
-    return {"n_skipped": skipped, "n_written": written, "n_errors": errors}
+    return {"n_skipped": skipped, "n_written": written, "n_errors": errors, "first_error": first_error}
 
 
 def _ids_elsewhere(output: Path, shard: Shard) -> set[str]:
@@ -168,29 +216,62 @@ def _gather(
     return {name: sum(marker[name] for marker in markers) for name in counts}
 
 
-def finished_ids(samples: Path) -> set[str]:
-    """Ids already in ``samples``. A last line cut short by a crash is dropped from the file."""
-    if not samples.is_file():
-        return set()
-    lines = samples.read_text(encoding="utf-8").splitlines(keepends=True)
-    ids = set()
-    for number, line in enumerate(lines, start=1):
-        try:
-            ids.add(json.loads(line)["id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if number != len(lines):
-                raise ValueError(f"{samples}, line {number}: not a record; fix or remove the line") from None
-            samples.write_text("".join(lines[:-1]), encoding="utf-8")  # an interrupted write
-    return ids
+def _opening_order(by_video: dict[str, list[Query]], video_root: Path, done: set[str], schedule: str):
+    """``(path, window)`` of each video opening, in the order ``_stream`` or ``_clip`` will ask for them."""
+    order = []
+    for video, group in by_video.items():
+        if all(q.id in done for q in group):
+            continue
+        if schedule == "stream":
+            order.append((video_root / video, _stream_window(group)))
+        else:
+            order += [(video_root / video, q.window) for q in group if q.id not in done]
+    return order
+
+
+class _Opener:
+    """Opens videos in a known order, the next one ahead in a worker thread: while the model works on one
+    video, the next is opened and its first ``DECODE_BATCH`` frames decoded, so the GPU does not wait for
+    the decoder between videos. Use inside ``with``."""
+
+    def __init__(self, order: list[tuple[Path, tuple]], sampling: Sampling):
+        self.order, self.sampling = order, sampling
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stc-open")
+        self._ahead: tuple[int, Future] | None = None  # (place in order, its opening)
+
+    def __enter__(self) -> _Opener:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def open(self, path: Path, window: tuple) -> VideoFrames:
+        """The video; VideoError where it is missing or broken."""
+        place = self.order.index((path, window)) if (path, window) in self.order else None
+        ahead, self._ahead = self._ahead, None
+        if place is not None and place + 1 < len(self.order):
+            self._ahead = (place + 1, self._pool.submit(self._open, *self.order[place + 1]))
+        if ahead is not None and ahead[0] == place:
+            return ahead[1].result()
+        return self._open(path, window)
+
+    def _open(self, path: Path, window: tuple) -> VideoFrames:
+        video = VideoFrames(path, self.sampling, window)
+        video.decode_ahead(DECODE_BATCH)
+        return video
+
+
+def _stream_window(queries: list[Query]) -> tuple[float, float]:
+    return (0.0, max(q.window[1] for q in queries))
 
 
 def _stream(
-    model: VideoModel, path: Path, queries: list[Query], sampling: Sampling, read, done: set[str]
+    model: VideoModel, path: Path, queries: list[Query], read, done: set[str], open_video
 ) -> Iterator[dict]:
     queries = sorted(queries, key=lambda q: q.window[1])
     started = time.perf_counter()
     try:
-        video = VideoFrames(path, sampling, (0.0, max(q.window[1] for q in queries)))
+        video = open_video(path, _stream_window(queries))
     except VideoError as error:
         yield from (_record(q, error=str(error)) for q in queries if q.id not in done)
         return
@@ -210,7 +291,8 @@ def _stream(
             except Exception as error:  # any failed call (CUDA OOM included) is recorded; the run goes on
                 broken = _failed("adding frames", error)
         added = max(added, visible)
-        if query.id in done:
+        if query.id in done:  # answered before: its frames' cost was billed then, to its own record
+            cost = Step()
             continue
         if broken:
             yield _record(query, error=broken)
@@ -220,14 +302,14 @@ def _stream(
 
 
 def _clip(
-    model: VideoModel, path: Path, queries: list[Query], sampling: Sampling, read, done: set[str]
+    model: VideoModel, path: Path, queries: list[Query], read, done: set[str], open_video
 ) -> Iterator[dict]:
     for query in queries:
         if query.id in done:
             continue
         started = time.perf_counter()
         try:
-            video = VideoFrames(path, sampling, query.window)
+            video = open_video(path, query.window)
         except VideoError as error:
             yield _record(query, error=str(error))
             continue
@@ -308,7 +390,7 @@ def _add(total: Step, step: Step) -> None:
 def _claim(output: Path, header: dict, overwrite: bool, shard: Shard) -> bool:
     """Write run.json (rank 0), or check that a rerun in the same folder uses the same settings; whether
     it resumes. Each rank clears only its own files: the others may already be writing theirs."""
-    previous = _read_json(output / "run.json")
+    previous = run_folder.read_json(output / "run.json")
     header = json.loads(json.dumps(header))  # as run.json holds it: tuples become lists
     shard.samples(output).parent.mkdir(exist_ok=True)
     shard.marker(output).unlink(missing_ok=True)
@@ -333,9 +415,11 @@ def _claim(output: Path, header: dict, overwrite: bool, shard: Shard) -> bool:
     if shard.rank == 0:
         (output / "samples.jsonl").unlink(missing_ok=True)
         for path in (output / "shards").glob("*rank*"):  # left by a run over more processes
+            if path.name.startswith(".lock"):  # held by the ranks of this launch
+                continue
             if shard.world == 1 or int(re.search(r"rank(\d+)", path.name)[1]) >= shard.world:
                 path.unlink()
-        _write_json(output / "run.json", {**header, "started": _now()})
+        _write_json(output / "run.json", {**header, "started": run_folder.now()})
     return False
 
 
@@ -347,17 +431,6 @@ def _differences(old, new, prefix: str = ""):
     for key in dict.fromkeys([*old, *new]):
         if old.get(key) != new.get(key):
             yield from _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -16,7 +16,13 @@ A frame's time is its index over the native rate, whichever rule picked it.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
+import sys
+import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,41 @@ import torch  # before decord: decord's bundled libraries must load after torch'
 RULES = ("stride", "uniform")
 UNIFORM_MIN_FRAMES = 4  # qwen-vl-utils FPS_MIN_FRAMES
 FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (one Qwen2-VL temporal patch is 2 frames)
+
+
+def _decord():
+    """decord, with ffmpeg's own messages silenced: a damaged frame would otherwise print lines such as
+    ``[mpeg4 @ 0x...] ac-tex damaged`` over progress bars and logs; what matters reaches VideoError."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
+
+
+# decord's own C++ log lines (``[12:00:00] .../video_reader.cc:83: ERROR opening: ...``) and ffmpeg's
+# (``[mov,mp4,m4a,3gp,3g2,mj2 @ 0x...] moov atom not found``)
+_DECORD_LINE = re.compile(rb"\.cc:\d+: |^\[[^\]]* @ 0x[0-9a-f]+\]")
+_STDERR = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decord_lines_dropped():
+    """Drop what decord writes to the process's stderr in the block, and pass every other line on.
+    decord prints a file it cannot open whatever its log level; VideoError says the same in one line."""
+    with _STDERR, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            others = [line for line in sink.read().splitlines(keepends=True) if not _DECORD_LINE.search(line)]
+            if others:  # written meanwhile by someone else (another thread): not ours to drop
+                os.write(2, b"".join(others))
 
 
 class VideoError(ValueError):
@@ -111,15 +152,15 @@ class VideoFrames:
     video is never held whole at native resolution (an hour of 1080p at 1 fps is 22 GB)."""
 
     def __init__(self, path: Path, sampling: Sampling, window) -> None:
-        import decord
-
+        decord = _decord()
         self.path = path
         if not path.is_file():
             raise VideoError(
                 f"{path}: no such video; `stc check` lists what is missing and `stc download` fetches it"
             )
         try:
-            self._reader = decord.VideoReader(str(path), num_threads=1)
+            with _decord_lines_dropped():
+                self._reader = decord.VideoReader(str(path), num_threads=1)
             self.native_fps = float(self._reader.get_avg_fps())
             if sampling.rule == "uniform":
                 ends = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 1].tolist()
@@ -132,14 +173,26 @@ class VideoFrames:
         except (decord.DECORDError, RuntimeError) as error:  # decord raises either for a broken file
             raise self._broken(error) from error
         self.times = tuple(i / self.native_fps for i in self._indices)
+        self._ahead: tuple[int, torch.Tensor] | None = None  # (first frame, frames) decoded in advance
 
     def __len__(self) -> int:
         return len(self._indices)
 
+    def decode_ahead(self, count: int) -> None:
+        """Decode the first ``count`` frames now (in a worker, before the model asks): ``pixels`` then
+        serves any span inside them without decoding."""
+        self._ahead = (0, self.pixels(0, count))
+
     def pixels(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """uint8 ``[n, H, W, 3]`` (RGB) of frames ``start`` to ``stop`` (exclusive) of ``times``."""
-        import decord
+        decord = _decord()
 
+        stop = len(self._indices) if stop is None else stop
+        if self._ahead is not None:
+            first, frames = self._ahead
+            if first <= start and stop <= first + len(frames):
+                return frames[start - first : stop - first]
+            self._ahead = None  # the model has moved past it
         indices = self._indices[start:stop]
         if not indices:
             return torch.empty(0, *self.size, 3, dtype=torch.uint8)

@@ -4,6 +4,16 @@ import torch
 from tests.fakehub import fake_hub, hf_env  # noqa: F401  (fixtures for every test module)
 
 
+@pytest.fixture
+def data(tmp_path):
+    """The demo benchmark installed under tmp_path: (its folder, its queries)."""
+    from stc_cli.benchmarks import demo
+    from stc_cli.download import install_demo
+
+    folder = install_demo(tmp_path)
+    return folder, demo.load_queries(tmp_path)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def no_tf32():
     """GPU tests compare against float32 references: TF32 matmuls and convolutions (cuDNN's default for

@@ -101,6 +101,39 @@ def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(tmp_path
     assert stc_eval("--output", out, "--limit", "2", "--update-ratio", "0.5", "--overwrite").exit_code == 0
 
 
+def test_harmless_changes_resume_and_answer_changing_ones_are_listed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert stc_eval("--output", "run", "--limit", "3").exit_code == 0
+    # a raised --limit, the folder as an absolute path, --device cpu for what auto resolved to
+    more = stc_eval("--output", str(tmp_path / "run"), "--limit", "5", "--device", "cpu")
+    assert more.exit_code == 0 and "2 samples written, 3 already there" in more.stdout
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["selection"] == {
+        "limit": 5,
+        "tasks": [],
+        "queries": 5,
+    }
+    changed = stc_eval("--output", "run", "--update-ratio", "0.5", "--topk", "8")
+    assert changed.exit_code == 2
+    assert "settings.config.update_ratio: 0.25 there, 0.5 now; settings.config.topk: 64 there, 8 now" in (
+        changed.stderr
+    )
+
+
+def test_a_run_where_every_sample_fails_exits_1_and_a_broken_one_stops_early(tmp_path, data_dir):
+    for video in (data_dir / "demo" / "videos").iterdir():
+        video.write_bytes(b"not a video")
+    every = stc_eval("--data-dir", str(data_dir), "--output", str(tmp_path / "all"))
+    assert every.exit_code == 1 and len(records(tmp_path / "all")) == 12
+    errors = [line for line in every.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: every sample failed; the first: demo/clip_0/2: ")
+    early = stc_eval(
+        "--data-dir", str(data_dir), "--output", str(tmp_path / "early"), "--max-consecutive-errors", "3"
+    )
+    assert early.exit_code == 1 and len(records(tmp_path / "early")) == 3
+    assert "error: stopped after 3 failed samples in a row (--max-consecutive-errors)" in early.stderr
+    assert "Traceback" not in early.output
+
+
 def test_a_corrupt_video_becomes_error_records_and_the_run_goes_on(tmp_path, data_dir):
     (data_dir / "demo" / "videos" / "clip_1.mp4").write_bytes(b"not a video")
     result = stc_eval("--data-dir", str(data_dir), "--output", str(tmp_path / "run"))
@@ -128,6 +161,11 @@ def test_bad_options_fail_before_any_model_is_built(tmp_path):
         ("--device", "tpu9"): "--device must be auto, cpu, cuda or cuda:N, got 'tpu9'",
         ("--answer-mode", "logits"): "--answer-mode must be generate or logits, with --model livecc",
         ("--n-local", "-3"): "--n-local must be >= 1, got -3",
+        ("--tokens-per-frame", "0"): "--tokens-per-frame must be >= 1, got 0",
+        ("--max-cache-tokens", "0"): "--max-cache-tokens must be >= 1, got 0",
+        ("--fps", "inf"): "--fps must be a finite number of frames per second, got inf",
+        ("--fps", "nan"): "--fps must be a finite number of frames per second, got nan",
+        ("--max-consecutive-errors", "-1"): "--max-consecutive-errors must be >= 0 (0: never stop), got -1",
     }
     for flags, message in cases.items():
         result = stc_eval("--output", str(tmp_path / "run"), *flags)

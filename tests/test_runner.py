@@ -2,10 +2,9 @@ import json
 
 import pytest
 
-from stc_cli.benchmarks import demo
-from stc_cli.download import install_demo
 from stc_cli.models.base import Answer, Step
-from stc_cli.runner import finished_ids, run
+from stc_cli.run_folder import read_records
+from stc_cli.runner import run
 from stc_cli.video import Sampling
 
 TWO_FPS = Sampling(2.0)
@@ -40,12 +39,6 @@ class RecordingModel:
         memory = self.memory
         text = f"{len(memory)} frames, last at {memory[-1][0]}, sum {sum(m for _, m in memory)}"
         return Answer({"answer": 2.0}, {"new_tokens": 3}, text=text, model_input=f"Q: {query.prompt}")
-
-
-@pytest.fixture
-def data(tmp_path):
-    folder = install_demo(tmp_path)
-    return folder, demo.load_queries(tmp_path)
 
 
 def records(output):
@@ -202,7 +195,7 @@ def test_bad_runs_are_refused(data, tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "samples.jsonl").write_text('oops\n{"id": "x"}\n')
     with pytest.raises(ValueError, match="line 1: not a record"):
-        finished_ids(tmp_path / "c" / "samples.jsonl")
+        read_records(tmp_path / "c" / "samples.jsonl")
 
 
 def test_stc_score_reads_the_run_folder(data, tmp_path):

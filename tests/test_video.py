@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -97,3 +99,51 @@ def test_uniform_rule_reads_the_decoded_timestamps():
 def test_unknown_sampling_rule():
     with pytest.raises(ValueError, match="unknown frame sampling rule 'every'; known: stride, uniform"):
         Sampling(1.0, "every")
+
+
+def damaged_video(path):
+    """An mp4 whose first frames carry a run of 0xff bytes: it opens and decodes, and ffmpeg complains."""
+    data = bytearray(write_video(path, frames=8, size=(64, 96)).read_bytes())
+    start = data.index(b"mdat") + 200
+    data[start : start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    return path
+
+
+def run_python(code: str, *args) -> subprocess.CompletedProcess:
+    # A fresh process: decord's log level is process-wide, and ffmpeg writes to file descriptor 2 itself.
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_ffmpeg_messages_from_decord_do_not_reach_the_terminal(tmp_path):
+    video = damaged_video(tmp_path / "damaged.mp4")
+    plain = run_python("import sys, decord; decord.VideoReader(sys.argv[1]).get_batch(range(8))", video)
+    if " @ 0x" not in plain.stderr:  # the check below would prove nothing
+        pytest.skip("this decord/ffmpeg prints nothing for the damaged video")
+    quiet = run_python(
+        "import sys\n"
+        "from stc_cli.video import Sampling, read_frames\n"
+        "print(tuple(read_frames(sys.argv[1], Sampling(4.0)).pixels.shape))",
+        video,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "(8, 64, 96, 3)" and quiet.stderr == ""
+
+
+def test_a_video_decord_cannot_open_is_one_error_and_nothing_on_the_terminal(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    plain = run_python(
+        "import sys, decord\ntry: decord.VideoReader(sys.argv[1])\nexcept Exception: pass", broken
+    )
+    assert "ERROR opening" in plain.stderr  # what decord prints whatever its log level
+    quiet = run_python(
+        "import sys\n"
+        "from stc_cli.video import Sampling, VideoError, read_frames\n"
+        "print('before', file=sys.stderr, flush=True)\n"
+        "try:\n    read_frames(sys.argv[1], Sampling(1.0))\nexcept VideoError as error:\n    print(error)",
+        broken,
+    )
+    assert quiet.stdout.startswith(f"{broken}: cannot be decoded (") and quiet.stderr == "before\n"

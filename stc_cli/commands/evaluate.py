@@ -14,85 +14,129 @@ _EVAL = EvalConfig()
 
 
 def eval_(
-    bench: Annotated[str, typer.Option(help="ovo, streamingbench, mlvu, egoschema, videomme or demo.")],
+    bench: Annotated[
+        str, typer.Option(metavar="NAME", help="ovo, streamingbench, mlvu, egoschema, videomme or demo.")
+    ],
     model: Annotated[
-        str, typer.Option(help="Base system: rekv (LLaVA-OneVision) or livecc (Qwen2-VL).")
+        str, typer.Option(metavar="NAME", help="Base system: rekv (LLaVA-OneVision) or livecc (Qwen2-VL).")
     ] = _EVAL.model,
     model_path: Annotated[
         str | None,
-        typer.Option(help="Hub id, checkpoint folder, or random:tiny / random:full (random weights)."),
+        typer.Option(
+            metavar="ID|DIR",
+            help="Hub id, checkpoint folder, or random:tiny / random:full (random weights). Default: the "
+            "model's released checkpoint, llava-hf/llava-onevision-qwen2-7b-ov-hf (rekv) or "
+            "chenjoya/LiveCC-7B-Instruct (livecc).",
+        ),
     ] = _EVAL.model_path,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc)."),
     ] = None,
     tasks: Annotated[
-        list[str] | None, typer.Option(help="Only these tasks (repeat the option or separate by commas).")
+        list[str] | None,
+        typer.Option(
+            metavar="TASK[,TASK]", help="Only these tasks (repeat the option or separate by commas)."
+        ),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N queries.")] = _EVAL.limit,
+    limit: Annotated[int | None, typer.Option(metavar="N", help="Only the first N queries.")] = _EVAL.limit,
     protocol: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="Named evaluation protocol (default: the one that reproduces the published numbers; "
-            "--show-protocol lists them)."
+            "--show-protocol lists them).",
         ),
     ] = _EVAL.protocol,
     show_protocol: Annotated[
-        bool, typer.Option(help="Print the resolved protocol with its upstream sources and exit.")
+        bool,
+        typer.Option(
+            "--show-protocol", help="Print the resolved protocol with its upstream sources and exit."
+        ),
     ] = False,
     fps: Annotated[
-        float | None, typer.Option(help="Frames per second read from the videos (default: the protocol's).")
+        float | None,
+        typer.Option(metavar="FPS", help="Frames per second read from the videos (default: the protocol's)."),
     ] = _EVAL.fps,
     schedule: Annotated[
         str | None,
-        typer.Option(help="stream (one pass per video), clip (one per query) or auto (stream where it can)."),
+        typer.Option(
+            metavar="stream|clip|auto",
+            help="stream (one pass per video), clip (one per query) or auto (stream where it can).",
+        ),
     ] = _EVAL.schedule,
     output: Annotated[
-        Path | None, typer.Option(help="Run folder (default: runs/<model>-<bench>-<stc|cacher|pruner|base>).")
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Run folder (default: runs/MODEL-BENCH-VARIANT, VARIANT one of stc, cacher, pruner, base).",
+        ),
     ] = None,
     stc: Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")] = _EVAL.stc,
     cacher: Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")] = _EVAL.cacher,
     pruner: Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")] = _EVAL.pruner,
     update_ratio: Annotated[
-        float, typer.Option(help="Cacher: share of tokens recomputed per layer.")
+        float, typer.Option(metavar="R", help="Cacher: share of tokens recomputed per layer.")
     ] = _EVAL.update_ratio,
     cache_interval: Annotated[
-        int, typer.Option(help="Cacher: a reference frame every N frames.")
+        int, typer.Option(metavar="N", help="Cacher: a reference frame every N frames.")
     ] = _EVAL.cache_interval,
     tokens_per_frame: Annotated[
-        int | None, typer.Option(help="Pruner: tokens kept per frame (default: 60 of 196, or that share).")
+        int | None,
+        typer.Option(metavar="K", help="Pruner: tokens kept per frame (default: 60 of 196, or that share)."),
     ] = _EVAL.tokens_per_frame,
     pruner_memory: Annotated[
         str,
         typer.Option(
+            metavar="video|process",
             help="Pruner: video (memory starts afresh per video) or process (kept for the whole run, as "
-            "released: order-dependent)."
+            "released: order-dependent).",
         ),
     ] = _EVAL.pruner_memory,
-    n_local: Annotated[int, typer.Option(help="ReKV: sliding-window length in tokens.")] = _EVAL.n_local,
-    topk: Annotated[int, typer.Option(help="ReKV: frames retrieved per question.")] = _EVAL.topk,
+    n_local: Annotated[
+        int, typer.Option(metavar="TOKENS", help="ReKV: sliding-window length in tokens.")
+    ] = _EVAL.n_local,
+    topk: Annotated[int, typer.Option(metavar="N", help="ReKV: frames retrieved per question.")] = _EVAL.topk,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Longest answer in tokens (default: the protocol's).")
+        int | None, typer.Option(metavar="N", help="Longest answer in tokens (default: the protocol's).")
     ] = _EVAL.max_new_tokens,
     answer_mode: Annotated[
-        str | None, typer.Option(help="livecc: generate, or logits (the candidate with the largest logit).")
+        str | None,
+        typer.Option(
+            metavar="generate|logits",
+            help="livecc: generate, or logits (the candidate with the largest logit).",
+        ),
     ] = _EVAL.answer_mode,
     max_cache_tokens: Annotated[
         int | None,
-        typer.Option(help="livecc: bound the KV cache, evicting the oldest chunks (upstream: unbounded)."),
+        typer.Option(
+            metavar="TOKENS",
+            help="livecc: bound the KV cache, evicting the oldest chunks (upstream: unbounded).",
+        ),
     ] = _EVAL.max_cache_tokens,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _EVAL.device,
+    device: Annotated[
+        str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N.")
+    ] = _EVAL.device,
     dtype: Annotated[
-        str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
+        str,
+        typer.Option(
+            metavar="auto|float32|float16|bfloat16",
+            help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.",
+        ),
     ] = _EVAL.dtype,
     overwrite: Annotated[
-        bool, typer.Option(help="Start the run folder afresh instead of resuming it.")
+        bool, typer.Option("--overwrite", help="Start the run folder afresh instead of resuming it.")
     ] = _EVAL.overwrite,
+    max_consecutive_errors: Annotated[
+        int, typer.Option(metavar="N", help="Stop the run after N failed samples in a row (0: never).")
+    ] = _EVAL.max_consecutive_errors,
 ) -> None:
     """Run a model with STC on (default) or off over a benchmark; resumable, one record per query."""
     from stc_cli.benchmarks.base import MetadataError
     from stc_cli.distributed import Shard
     from stc_cli.evaluate import evaluate, plan, protocol_of
     from stc_cli.progress import EvalProgress
+    from stc_cli.runner import RunFailed
 
     config = EvalConfig(
         model=model,
@@ -120,6 +164,7 @@ def eval_(
         device=device,
         dtype=dtype,
         overwrite=overwrite,
+        max_consecutive_errors=max_consecutive_errors,
     )
     if show_protocol:
         _show(config, protocol_of)
@@ -133,18 +178,32 @@ def eval_(
             summary = evaluate(config, the_plan, progress=progress, on_start=progress.start, shard=shard)
     except (ValueError, MetadataError, TimeoutError, OSError) as error:
         fail(str(error))
+    except RunFailed as error:
+        fail(str(error), code=1)
     except RuntimeError as error:  # per-sample failures are recorded by the runner; this is model loading
         if "out of memory" not in str(error):
             raise
         fail(f"out of memory while loading the model ({error}); try --dtype float16 or a smaller checkpoint")
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to continue where it stopped", code=130)
+    _report(summary, shard)
+
+
+def _report(summary, shard) -> None:
+    """The run's summary (rank 0; the other ranks say what their shard wrote), and exit 1 if every sample
+    this launch wrote failed."""
+    retried = f" ({summary.n_retried} of them retried)" if summary.n_retried else ""
     failed = f", {summary.n_errors} failed (see their error field)" if summary.n_errors else ""
-    typer.echo(
-        f"{summary.n_written} samples written, {summary.n_skipped} already there{failed}: "
-        f"{summary.output / 'samples.jsonl'}"
-    )
-    typer.echo(f"score it: stc score {summary.output}")
+    counts = f"{summary.n_written} samples written{retried}, {summary.n_skipped} already there{failed}"
+    if shard.rank == 0:
+        typer.echo(f"{counts}: {summary.output / 'samples.jsonl'}")
+        typer.echo(f"score it: stc score {summary.output}")
+    else:
+        typer.echo(
+            f"rank {shard.rank} of {shard.world}: {counts} ({shard.samples(summary.output)})", err=True
+        )
+    if summary.n_written and summary.n_errors == summary.n_written:
+        fail(f"every sample failed; the first: {summary.first_error}", code=1)
 
 
 def _show(config: EvalConfig, protocol_of) -> None:
