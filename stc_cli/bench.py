@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.configs import BenchConfig
-from stc_cli.devices import resolve_device, resolve_dtype
+from stc_cli.devices import cpu_name, resolve_device, resolve_dtype
 from stc_cli.models.presets import (
     LLM_PRESETS,
     QWEN2VL_FRAME_SIZES,
@@ -59,8 +59,10 @@ def frames_per_chunk(config: BenchConfig) -> int:
     return config.frames_per_chunk or (2 if _is_qwen2vl(config.vision) else 1)
 
 
-def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg: None) -> dict:
-    """Run the benchmark and return a JSON-ready dict (see ``docs/benchmarks.md`` for the fields)."""
+def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = lambda *_: None) -> dict:
+    """Run the benchmark and return a JSON-ready dict (see ``docs/benchmarks.md`` for the fields).
+    ``progress(stages done, stages in all, the stage starting)`` hears each stage as it starts, and the
+    end (``done == total``)."""
     check_options(config)
     device, dtype, layers, llm_layers = resolve(config)
     # Built before any model, so that a bad option fails at once.
@@ -68,10 +70,15 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg
     pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
     state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
     timer = _Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
+    stages = 2 + bool(config.long_stream) + bool(config.decode_tokens) + bool(config.state_frames)
+    started = iter(range(stages + 1))
 
-    progress("ViT: stock vs cacher")
+    def stage(name: str) -> None:
+        progress(next(started), stages, name)
+
+    stage("ViT: stock vs cacher")
     vit, features = _vit_stage(config, timer, cacher, device, dtype, layers)
-    progress("pruner and LLM prefill")
+    stage("pruner and LLM prefill")
     llm = random_language_model(config.llm, llm_layers, dtype=dtype, device=device, seed=config.seed)
     # Qwen2-VL's patch merger is its projector and 2x2 pool: its tokens go to the LLM as they are.
     pooled = features if _is_qwen2vl(config.vision) else _project_and_pool(features, llm, seed=config.seed)
@@ -87,16 +94,17 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _msg
     }
     memories = None
     if config.long_stream:
-        progress(f"filling ReKV's window of {config.n_local} tokens")
+        stage(f"filling ReKV's window of {config.n_local} tokens")
         result["long_stream"], memories = _long_stream_stage(config, timer, llm, pooled, kept)
     if config.decode_tokens:
-        progress(f"decoding {config.decode_tokens} tokens")
+        stage(f"decoding {config.decode_tokens} tokens")
         result["decode"] = _decode_stage(config, timer, llm, pooled, kept, memories)
     result["peak_memory_mb"] = timer.peak_mb()
     if config.state_frames:
-        progress(f"state over {config.state_frames} chunks")
+        stage(f"state over {config.state_frames} chunks")
         full_tokens, width = pooled[0].shape[1:]
         result["state"] = state_check(config, state_pruner, full_tokens, width, device)
+    stage("done")
     return result
 
 
@@ -410,7 +418,7 @@ def environment(device: torch.device) -> dict:
 
     from stc_cli import __version__
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": f"{device.type}: {name}",
         "threads": torch.get_num_threads(),
@@ -460,16 +468,6 @@ class _Timer:
     def peak_mb(self) -> dict:
         """Per-stage CUDA peaks; on CPU only the whole process's peak RSS can be read."""
         return dict(self.peaks) if self.peaks else {"process_rss": _peak_rss_mb()}
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-
-        return platform.processor() or "unknown CPU"
 
 
 def _peak_rss_mb() -> float:

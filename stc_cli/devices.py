@@ -47,3 +47,14 @@ def resolve_dtype(name: str, device: torch.device, cuda_default: str = "float16"
     if name not in DTYPES:
         raise ValueError(f"--dtype must be auto, float32, float16 or bfloat16, got {name!r}")
     return getattr(torch, name)
+
+
+def cpu_name() -> str:
+    """The CPU's marketing name (``platform.processor()`` is empty or just the architecture on Linux)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"

@@ -19,6 +19,7 @@ A dataset that moved to another organisation is listed under its new name first,
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import fnmatch
 import hashlib
@@ -436,6 +437,23 @@ def fetch(
     if sha256:
         marker["sha256"] = sha256
     (plan.folder / STATE / "complete.json").write_text(json.dumps(marker, indent=1))
+
+
+def fetched_bytes(plan: Plan) -> int:
+    """Bytes of ``plan``'s pending items fetched so far, read from the disk (for progress lines): items
+    marked done, their files waiting in the staging folder, and partial transfers there."""
+    done, staging = plan.folder / STATE / "done", plan.folder / STATE / "files"
+    fetched = 0
+    for item in plan.pending:
+        if (done / item.key).is_file():
+            fetched += item.size
+        else:
+            fetched += sum(
+                (staging / path).stat().st_size for path in item.paths if (staging / path).is_file()
+            )
+    with contextlib.suppress(OSError):  # partial files come and go while the transfer runs
+        fetched += sum(path.stat().st_size for path in staging.rglob("*.incomplete"))
+    return fetched
 
 
 def _github_file(source: GithubFile, folder: Path, staging: Path, base_url: str | None) -> str:

@@ -7,7 +7,6 @@ videos; rank 0 merges the shards (``distributed.py``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 from collections.abc import Callable
@@ -154,7 +153,7 @@ def evaluate(
     ``<output>/samples.jsonl``."""
     import torch
 
-    from stc_cli.devices import resolve_device, resolve_dtype
+    from stc_cli.devices import cpu_name, resolve_device, resolve_dtype
 
     shard = shard or Shard.from_env()
     the_plan = the_plan or plan(config)
@@ -208,15 +207,6 @@ def run_settings(config: EvalConfig, the_plan: Plan, model: dict, device) -> dic
     kept = {key: value for key, value in asdict(config).items() if key not in NOT_SETTINGS}
     kept.update(device=device.type, videos=str(the_plan.video_root.resolve()))
     return {"config": kept, "protocol": the_plan.protocol.settings(), "model": model}
-
-
-def cpu_name() -> str:
-    """The CPU's marketing name (``platform.processor()`` is empty or just the architecture on Linux)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str:

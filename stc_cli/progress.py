@@ -26,8 +26,9 @@ def _stderr(line: str) -> None:
 
 
 class LogLines:
-    """Plain progress lines. Call ``start(total)``, then ``update(done, errors)`` as work completes; use
-    inside ``with`` so that the 30 s heartbeat thread stops. ``unit`` names what is counted."""
+    """Plain progress lines. Call ``start(total)``, then ``update(done, errors)`` as work completes, or
+    give ``poll`` (work done so far, read every second: for work that reports nothing, like a transfer);
+    use inside ``with`` so that the heartbeat thread stops. ``unit`` names what is counted."""
 
     def __init__(
         self,
@@ -38,11 +39,13 @@ class LogLines:
         every_s: float = LOG_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         format_count: Callable[[float], str] = lambda n: f"{n:.0f}" if float(n).is_integer() else f"{n:.1f}",
+        poll: Callable[[], float] | None = None,
     ):
         self.label, self.unit, self.write, self.every_s, self.clock = label, unit, write, every_s, clock
-        self.format_count = format_count
+        self.format_count, self.poll = format_count, poll
         self.total: float | None = None
         self.done = self.errors = 0
+        self.detail = ""
         self.started = self.last_line = clock()
         self._next_mark = LOG_STEP
         self._lock, self._stop = threading.Lock(), threading.Event()
@@ -61,9 +64,12 @@ class LogLines:
             self.total, self.started = total, self.clock()
             self.write(f"{self.label}: {self.format_count(total)} {self.unit} to do")
 
-    def update(self, done: float, errors: int = 0) -> None:
+    def update(self, done: float, errors: int = 0, *, total: float | None = None, detail: str = "") -> None:
+        """``done`` so far; ``total`` where ``start`` was not called; ``detail`` names what runs now."""
+        if total is not None and self.total is None:
+            self.start(total)
         with self._lock:
-            self.done, self.errors = done, errors
+            self.done, self.errors, self.detail = done, errors, detail
             if self.total and done >= self._next_mark * self.total:
                 while self._next_mark * self.total <= done:  # one line even when a step crosses two marks
                     self._next_mark += LOG_STEP
@@ -81,7 +87,7 @@ class LogLines:
             parts.append(f"{self.errors} errors")
         if self.total and self.done and self.done < self.total and elapsed > 0:
             parts.append(f"ETA {_duration(elapsed * (self.total - self.done) / self.done)}")
-        return ", ".join(parts)
+        return ", ".join(parts) + (f" ({self.detail})" if self.detail else "")
 
     def _line(self) -> None:
         self.last_line = self.clock()
@@ -89,6 +95,8 @@ class LogLines:
 
     def _beat(self) -> None:
         while not self._stop.wait(min(self.every_s, 1.0)):
+            if self.poll is not None and self.total:
+                self.update(self.poll(), self.errors, detail=self.detail)
             with self._lock:
                 if self.clock() - self.last_line >= self.every_s:
                     self._line()

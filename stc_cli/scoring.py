@@ -218,6 +218,11 @@ def _from_samples(path: Path, bench: str | None) -> Results:
                 continue
             fields = ", ".join(_FIELDS)
             raise ValueError(f"{path}, line {number}: {problem}; a record of `stc eval` has {fields}")
+        for key in ("timings_ms", "counts"):  # optional, but numbers where present: timings sums them
+            value = record.get(key)
+            if value is not None and not (isinstance(value, dict) and all(map(_is_number, value.values()))):
+                shown = json.dumps(value)[:60]
+                raise ValueError(f"{path}, line {number}: {key!r} must map names to numbers, got {shown}")
     latest = {record["id"]: record for _, record in rows}  # the last record of an id wins
     if len(latest) < len(rows):
         example = next(i for i, n in Counter(r["id"] for _, r in rows).items() if n > 1)
@@ -227,6 +232,10 @@ def _from_samples(path: Path, bench: str | None) -> Results:
             "from its last record"
         )
     return Results(bench, list(latest.values()), "samples", notes)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _text(path: Path) -> str:

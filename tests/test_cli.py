@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from stc_cli import __version__
@@ -136,3 +137,36 @@ def test_bench_table_shows_cuda_peaks_per_stage():
     rows = [[cell.strip() for cell in line.split("│")[1:5]] for line in console.export_text().splitlines()]
     assert ["vit peak MiB", "900", "1000", "1.111"] in rows
     assert ["prefill peak MiB", "400", "300", "0.750"] in rows
+
+
+def test_bench_off_a_terminal_prints_a_line_per_stage():
+    result = runner.invoke(app, [*TINY_BENCH, "--state-frames", "0", "--decode-tokens", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0] == "stc bench: 2 stages to do"
+    assert lines[1].startswith("stc bench: 1/2 stages (50%), ") and lines[1].endswith(
+        "(pruner and LLM prefill)"
+    )
+    assert lines[2].startswith("stc bench: 2/2 stages (100%), ") and lines[2].endswith("(done)")
+
+
+@pytest.mark.parametrize("command", ["eval", "bench", "download", "check", "score"])
+def test_help_shows_real_metavars_and_uncut_text(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=80)
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output and "<str>" not in result.output and "<int>" not in result.output
+    assert "…" not in result.output  # nothing cut to fit the width
+    if command == "eval":
+        assert "--model-path ID|DIR" in result.output and "llava-hf/llava-" in result.output
+
+
+def test_an_unknown_benchmark_exits_2_in_every_command(tmp_path):
+    for argv in (
+        ["eval", "--bench", "nosuch"],
+        ["check", "--bench", "nosuch"],
+        ["download", "nosuch", "--data-dir", str(tmp_path)],
+        ["score", "--bench", "nosuch", str(tmp_path)],
+    ):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert result.stderr.strip().splitlines()[-1].startswith("error: unknown benchmark 'nosuch'"), argv

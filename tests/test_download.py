@@ -67,6 +67,11 @@ def download(hub, data_dir, *args, github=None):
     return runner.invoke(app, ["download", *args, *options])
 
 
+def messages(result):
+    """stderr without the progress lines a log gets (stderr is not a terminal under CliRunner)."""
+    return [line for line in result.stderr.strip().splitlines() if not line.startswith("stc download ")]
+
+
 def listing(folder):
     return sorted(
         str(p.relative_to(folder))
@@ -90,6 +95,11 @@ def test_streamingbench_lands_in_the_layout_check_reads(sb_hub, tmp_path, video_
     assert marker["revision"] == sb_hub.shas[SB] and len(marker["files"]) == 3
     check = runner.invoke(app, ["check", "--bench", "streamingbench", "--data-dir", str(tmp_path), "--json"])
     assert check.exit_code == 0, check.output
+    # stderr is not a terminal here, as under SLURM or nohup: plain progress lines, the last at 100 %
+    total = sum(marker["files"].values()) / 1e6
+    lines = [line for line in result.stderr.splitlines() if line.startswith("stc download streamingbench:")]
+    assert lines[0] == f"stc download streamingbench: {total:.1f} MB to do"
+    assert lines[-1].startswith(f"stc download streamingbench: {total:.1f}/{total:.1f} MB (100%)")
     assert json.loads(check.stdout)["n_videos"] == 2
 
 
@@ -265,7 +275,7 @@ def test_real_ovo_pin_refuses_other_content_of_the_right_size(fake_hub, tmp_path
     result = download(fake_hub, tmp_path, "ovo", "--no-videos")
     assert result.exit_code == 1
     sha = hashlib.sha256(fake.ljust(918_443)).hexdigest()
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = messages(result)
     assert f"{RAW} is not the expected file: sha256 {sha}, not {OVO_REAL_SHA256}" in line
     assert f"(commit {OVO_COMMIT}, 918,443 bytes)" in line and fake_hub.gets[RAW] == 1
     assert_nothing_left(tmp_path / "ovo")
@@ -426,7 +436,7 @@ def test_moved_dataset_falls_back_to_its_old_name_and_says_so(fake_hub, tmp_path
 def test_moved_dataset_under_neither_name_names_both(fake_hub, tmp_path):
     result = download(fake_hub, tmp_path, "videomme")
     assert result.exit_code == 1
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = messages(result)
     assert f"No dataset repo lmms-eval/Video-MME or lmms-lab/Video-MME on {fake_hub.url}" in line
 
 
@@ -454,7 +464,7 @@ def test_gated_mlvu_refusal_is_one_line_saying_what_to_do(fake_hub, tmp_path, to
     fake_hub.add_repo("MLVU/MVLU", MLVU_FILES, gated="files")  # 401 without a token, 403 with another
     result = download(fake_hub, tmp_path, "mlvu", *(["--token", token] if token else []))
     assert result.exit_code == 1
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = messages(result)
     assert line.startswith(f"error: Dataset MLVU/MVLU is gated and {why}")
     assert f"accept its terms at {fake_hub.url}/datasets/MLVU/MVLU" in line and "HF_TOKEN" in line
     assert not (tmp_path / "mlvu/.stc-download/complete.json").exists()
@@ -470,7 +480,7 @@ def test_archive_without_the_expected_files_is_not_marked_complete(fake_hub, tmp
     fake_hub.add_repo(SB, {**csv, zip_name: zip_of(members)})
     result = download(fake_hub, tmp_path, "streamingbench")
     assert result.exit_code == 1
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = messages(result)
     first = ", ".join(f"'Real-Time Visual Understanding_1-50/clips/{n}.mp4'" for n in range(3))
     assert f"{zip_name}: holds 5 files (first: {first}), none of them where the layout expects one" in line
     assert "pass --revision" in line
@@ -513,7 +523,7 @@ def test_data_dir_that_is_a_file_or_unwritable_is_one_error_line(sb_hub, tmp_pat
     for dry in ([], ["--dry-run"]):
         result = download(sb_hub, data_dir, bench, *dry)
         assert result.exit_code == 2, result.output
-        (line,) = result.stderr.strip().splitlines()
+        (line,) = messages(result)
         assert line.startswith(f"error: {at_fault}") and "Traceback" not in result.output
     assert not any(sb_hub.gets.values())
 

@@ -61,3 +61,12 @@ def test_eval_progress_writes_lines_when_stderr_is_not_a_terminal():
         "stc eval: 1/2 samples (50%)",
         "stc eval: 2/2 samples (100%), 1 errors",
     ]
+
+
+def test_work_that_reports_nothing_is_polled():
+    lines, fetched = [], [0.0]
+    with LogLines("stc download ovo", "MB", write=lines.append, every_s=60, poll=lambda: fetched[0]) as log:
+        log.start(100)
+        fetched[0] = 55.0  # a transfer that has written 55 MB, read within a second
+        time.sleep(1.5)
+    assert lines[1].startswith("stc download ovo: 55/100 MB (55%)")

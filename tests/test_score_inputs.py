@@ -194,3 +194,14 @@ def test_no_nan_or_infinity_reaches_the_json(samples, tmp_path):  # noqa: F811
     assert table.exit_code == 0, table.output
     overall = next(line for line in table.stdout.splitlines() if "overall" in line)
     assert [cell.strip() for cell in overall.split("│")[1:4]] == ["overall", "0", "n/a"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("timings_ms", {"vit": "x"}), ("counts", "oops"), ("timings_ms", {"vit": True})]
+)
+def test_timings_or_counts_that_are_not_numbers_are_refused_naming_the_line(samples, key, value):  # noqa: F811
+    records = [json.loads(text) for text in samples.read_text().splitlines()]
+    records[1][key] = value
+    samples.write_text("".join(json.dumps(r) + "\n" for r in records))
+    shown = json.dumps(value)
+    refused(score(samples), f"{samples}, line 2: {key!r} must map names to numbers, got {shown}")

@@ -18,70 +18,89 @@ def bench(
     vision: Annotated[
         str,
         typer.Option(
+            metavar="PRESET",
             help="Vision tower preset: siglip-so400m-384, tiny, qwen2vl-7b (LiveCC's tower, frame pairs "
-            "at 392x728) or qwen2vl-tiny."
+            "at 392x728) or qwen2vl-tiny.",
         ),
     ] = _BENCH.vision,
-    llm: Annotated[str, typer.Option(help="LLM width preset: qwen2-7b, qwen2-0.5b or tiny.")] = _BENCH.llm,
+    llm: Annotated[
+        str, typer.Option(metavar="PRESET", help="LLM width preset: qwen2-7b, qwen2-0.5b or tiny.")
+    ] = _BENCH.llm,
     layers: Annotated[
-        int | None, typer.Option(help="Cut both models to N layers. Default: full depth on CUDA, 2 on CPU.")
+        int | None,
+        typer.Option(metavar="N", help="Cut both models to N layers. Default: full depth on CUDA, 2 on CPU."),
     ] = _BENCH.layers,
     llm_layers: Annotated[
-        int | None, typer.Option(help="Cut the LLM to N layers instead (default: --layers).")
+        int | None, typer.Option(metavar="N", help="Cut the LLM to N layers instead (default: --layers).")
     ] = _BENCH.llm_layers,
     frames: Annotated[
         int,
         typer.Option(
+            metavar="N",
             help="Timed chunks (ViT calls) per pass, even; the pruner and LLM rows time as many frames "
-            "(Qwen2-VL: temporal patches)."
+            "(Qwen2-VL: temporal patches).",
         ),
     ] = _BENCH.frames,
     frames_per_chunk: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="Frames the ViT encodes per call, timed per frame: SigLIP a batch of N; Qwen2-VL N / 2 "
-            "temporal patches (N even). Default: 1 (SigLIP), 2 (Qwen2-VL)."
+            "temporal patches (N even). Default: 1 (SigLIP), 2 (Qwen2-VL).",
         ),
     ] = _BENCH.frames_per_chunk,
-    warmup: Annotated[int, typer.Option(help="Untimed chunks at the start of each pass.")] = _BENCH.warmup,
+    warmup: Annotated[
+        int, typer.Option(metavar="N", help="Untimed chunks at the start of each pass.")
+    ] = _BENCH.warmup,
     repeats: Annotated[
-        int, typer.Option(help="Passes per setting; the median is reported.")
+        int, typer.Option(metavar="N", help="Passes per setting; the median is reported.")
     ] = _BENCH.repeats,
     update_ratio: Annotated[
-        float, typer.Option(help="Cacher: share of tokens recomputed per layer.")
+        float, typer.Option(metavar="R", help="Cacher: share of tokens recomputed per layer.")
     ] = _BENCH.update_ratio,
     interval: Annotated[
-        int, typer.Option(help="Cacher: a reference chunk every N chunks.")
+        int, typer.Option(metavar="N", help="Cacher: a reference chunk every N chunks.")
     ] = _BENCH.interval,
     tokens_per_frame: Annotated[
-        int, typer.Option(help="Pruner: tokens kept per frame.")
+        int, typer.Option(metavar="K", help="Pruner: tokens kept per frame.")
     ] = _BENCH.tokens_per_frame,
     memory_window: Annotated[
-        int, typer.Option(help="Pruner memory window for the state check.")
+        int, typer.Option(metavar="N", help="Pruner memory window for the state check.")
     ] = _BENCH.memory_window,
     state_frames: Annotated[
-        int, typer.Option(help="Chunks streamed for the state check (0 skips it).")
+        int, typer.Option(metavar="N", help="Chunks streamed for the state check (0 skips it).")
     ] = _BENCH.state_frames,
     long_stream: Annotated[
         bool,
         typer.Option(
+            "--long-stream",
             help="Also time ReKV prefill with its window full: each side first streams, untimed, enough "
             "frames of its own token count to fill --n-local tokens."
         ),
     ] = _BENCH.long_stream,
     n_local: Annotated[
-        int, typer.Option(help="ReKV's sliding window in tokens (ReKV's default), for every ReKV row.")
+        int,
+        typer.Option(
+            metavar="TOKENS", help="ReKV's sliding window in tokens (ReKV's default), for every ReKV row."
+        ),
     ] = _BENCH.n_local,
     decode_tokens: Annotated[
         int,
         typer.Option(
+            metavar="T",
             help="Greedy tokens timed per answer after a prefill, plain and through ReKV's memory, after "
-            "--warmup untimed ones (0 skips decoding)."
+            "--warmup untimed ones (0 skips decoding).",
         ),
     ] = _BENCH.decode_tokens,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _BENCH.device,
+    device: Annotated[
+        str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N.")
+    ] = _BENCH.device,
     dtype: Annotated[
-        str, typer.Option(help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.")
+        str,
+        typer.Option(
+            metavar="auto|float32|float16|bfloat16",
+            help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.",
+        ),
     ] = _BENCH.dtype,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of the table.")
@@ -91,6 +110,7 @@ def bench(
     from rich.console import Console
 
     from stc_cli.bench import run_bench
+    from stc_cli.progress import LogLines
 
     config = BenchConfig(
         vision=vision,
@@ -114,8 +134,16 @@ def bench(
     )
     console = Console(stderr=True)
     try:
-        with console.status("stc bench") as status:
-            result = run_bench(config, progress=lambda msg: status.update(f"stc bench: {msg}"))
+        if console.is_terminal:
+            with console.status("stc bench") as status:
+                result = run_bench(
+                    config, progress=lambda done, total, stage: status.update(f"stc bench: {stage}")
+                )
+        else:  # a log: a line per stage and at least every 30 s
+            with LogLines("stc bench", "stages") as log:
+                result = run_bench(
+                    config, progress=lambda done, total, stage: log.update(done, total=total, detail=stage)
+                )
     except ValueError as error:
         fail(str(error))
     if as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -64,7 +65,6 @@ def download(
         DownloadError,
         check_writable,
         demo_changes,
-        fetch,
         gated_note,
         install_demo,
         plan,
@@ -112,8 +112,7 @@ def download(
                 for item in todo.pending:
                     typer.echo(f"  {item.source.kind:9} {item.size / 1e6:10.1f} MB  {', '.join(item.paths)}")
                 continue
-            # One line per item; huggingface_hub draws each file's own progress bar under it.
-            fetch(
+            _fetch(
                 todo,
                 token=token,
                 endpoint=endpoint,
@@ -132,3 +131,18 @@ def download(
             f"{where}: {error.strerror or error}; check the data directory, then run the same command again",
             code=1,
         )
+
+
+def _fetch(todo, **options) -> None:
+    """``fetch`` with a line per item. On a terminal huggingface_hub draws each file's bar under it; in a
+    log (stderr not a terminal), a line each tenth of the bytes and at least every 30 s."""
+    from stc_cli.download import fetch, fetched_bytes
+    from stc_cli.progress import LogLines
+
+    if sys.stderr.isatty():
+        fetch(todo, **options)
+        return
+    with LogLines(f"stc download {todo.bench}", "MB", poll=lambda: fetched_bytes(todo) / 1e6) as log:
+        log.start(sum(item.size for item in todo.pending) / 1e6)
+        fetch(todo, **options)
+        log.update(fetched_bytes(todo) / 1e6)
