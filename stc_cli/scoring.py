@@ -142,7 +142,7 @@ def run_status(path: Path, records: list[dict]) -> str:
 
 def _count_queries(config: dict) -> int | None:
     """How many queries ``stc eval`` picks with ``config``; None when the metadata is not here to count."""
-    from stc_cli.datadir import resolve_data_dir
+    from stc_cli.datasets.datadir import resolve_data_dir
 
     try:
         module = benchmarks.get(config["bench"])

@@ -8,7 +8,7 @@ from tests.fakehub import fake_hub, hf_env  # noqa: F401  (fixtures for every te
 def data(tmp_path):
     """The demo benchmark installed under tmp_path: (its folder, its queries)."""
     from stc_cli.benchmarks import demo
-    from stc_cli.download import install_demo
+    from stc_cli.datasets.download import install_demo
 
     folder = install_demo(tmp_path)
     return folder, demo.load_queries(tmp_path)

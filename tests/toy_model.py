@@ -19,9 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.distributed import Shard
+from stc_cli.evaluation.distributed import Shard
+from stc_cli.evaluation.runner import run
 from stc_cli.models.base import Answer, Step
-from stc_cli.runner import run
 from stc_cli.video import Sampling
 from tests.videos import write_video
 

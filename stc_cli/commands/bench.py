@@ -75,7 +75,7 @@ def bench(
         typer.Option(
             "--long-stream",
             help="Also time ReKV prefill with its window full: each side first streams, untimed, enough "
-            "frames of its own token count to fill --n-local tokens."
+            "frames of its own token count to fill --n-local tokens.",
         ),
     ] = _BENCH.long_stream,
     n_local: Annotated[

@@ -35,8 +35,8 @@ def check(
     from rich.console import Console
     from rich.progress import Progress
 
-    from stc_cli.check import check as run_check
-    from stc_cli.datadir import resolve_data_dir
+    from stc_cli.datasets.check import check as run_check
+    from stc_cli.datasets.datadir import resolve_data_dir
 
     try:
         console = Console(stderr=True)

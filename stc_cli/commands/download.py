@@ -57,9 +57,9 @@ def download(
 
     Resumable: running the same command again continues where it stopped, and is a no-op once complete.
     """
-    from stc_cli import archives, hub
-    from stc_cli.datadir import resolve_data_dir
-    from stc_cli.download import (
+    from stc_cli.datasets import archives, hub
+    from stc_cli.datasets.datadir import resolve_data_dir
+    from stc_cli.datasets.download import (
         MANIFESTS,
         DataDirError,
         DownloadError,
@@ -136,7 +136,7 @@ def download(
 def _fetch(todo, **options) -> None:
     """``fetch`` with a line per item. On a terminal huggingface_hub draws each file's bar under it; in a
     log (stderr not a terminal), a line each tenth of the bytes and at least every 30 s."""
-    from stc_cli.download import fetch, fetched_bytes
+    from stc_cli.datasets.download import fetch, fetched_bytes
     from stc_cli.progress import LogLines
 
     if sys.stderr.isatty():

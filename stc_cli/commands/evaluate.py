@@ -133,10 +133,10 @@ def eval_(
 ) -> None:
     """Run a model with STC on (default) or off over a benchmark; resumable, one record per query."""
     from stc_cli.benchmarks.base import MetadataError
-    from stc_cli.distributed import Shard
-    from stc_cli.evaluate import evaluate, plan, protocol_of
+    from stc_cli.evaluation.distributed import Shard
+    from stc_cli.evaluation.evaluate import evaluate, plan, protocol_of
+    from stc_cli.evaluation.runner import RunFailed
     from stc_cli.progress import EvalProgress
-    from stc_cli.runner import RunFailed
 
     config = EvalConfig(
         model=model,

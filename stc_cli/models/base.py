@@ -1,4 +1,4 @@
-"""The interface every base system implements for the runner (``stc_cli/runner.py``).
+"""The interface every base system implements for the runner (``stc_cli/evaluation/runner.py``).
 
 A model keeps the memory of one video: ``reset()`` empties it, ``add_frames`` appends frames to it
 (encoding them, STC included), ``answer`` answers a query from it without changing it, so that the

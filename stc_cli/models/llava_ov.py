@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from stc_cli.hub import checkpoint_folder
+from stc_cli.datasets.hub import checkpoint_folder
 from stc_cli.models import checkpoints
 from stc_cli.models.frames import FrameTransform
 from stc_cli.models.presets import LLM_PRESETS, VISION_PRESETS, seeded

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from stc_cli.hub import checkpoint_folder
+from stc_cli.datasets.hub import checkpoint_folder
 from stc_cli.models import checkpoints
 from stc_cli.models.presets import LLM_PRESETS, QWEN2VL_VISION_PRESETS, seeded
 from stc_cli.models.qwen2vl_frames import Qwen2VLFrames

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stc_cli import download as module
 from stc_cli.cli import app
+from stc_cli.datasets import download as module
 from tests.videos import write_video
 
 runner = CliRunner()
@@ -183,7 +183,7 @@ def test_ovo_split_tar_parts_are_streamed_into_src_videos(ovo_hub, tmp_path, vid
 def test_not_enough_disk_space_is_refused_with_the_numbers(sb_hub, tmp_path, monkeypatch):
     import shutil
 
-    from stc_cli import download as module
+    from stc_cli.datasets import download as module
 
     monkeypatch.setattr(
         module.shutil, "disk_usage", lambda _path: shutil._ntuple_diskusage(10**12, 10**12, 1000)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from stc_cli.evaluation.run_folder import read_records
+from stc_cli.evaluation.runner import run
 from stc_cli.models.base import Answer, Step
-from stc_cli.run_folder import read_records
-from stc_cli.runner import run
 from stc_cli.video import Sampling
 
 TWO_FPS = Sampling(2.0)
@@ -98,7 +98,7 @@ def test_frames_are_decoded_and_added_in_bounded_batches_with_the_same_answers(d
     clip_1 = [q for q in queries if q.video == "videos/clip_1.mp4"]
     whole = RecordingModel()
     run(whole, clip_1, folder, tmp_path / "whole", sampling=TWO_FPS)
-    monkeypatch.setattr("stc_cli.runner.DECODE_BATCH", 4)
+    monkeypatch.setattr("stc_cli.evaluation.runner.DECODE_BATCH", 4)
     batched = RecordingModel()
     run(batched, clip_1, folder, tmp_path / "batched", sampling=TWO_FPS)
     # 2 frames for the first query, then 10 more in batches of 4, 4 and 2

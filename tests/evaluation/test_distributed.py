@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stc_cli.distributed import Shard, done_key, heartbeat, mark_done, wait_for_ranks
-from stc_cli.runner import run
+from stc_cli.evaluation.distributed import Shard, done_key, heartbeat, mark_done, wait_for_ranks
+from stc_cli.evaluation.runner import run
 from stc_cli.video import Sampling
 from tests.toy_model import ToyModel, answers, make_videos, torchrun, toy_queries, untimed
 

@@ -1,4 +1,4 @@
-"""The run folder's rules (``stc_cli/run_folder.py``) as the runner applies them: nothing lost, nothing
+"""The run folder's rules (``stc_cli/evaluation/run_folder.py``) as the runner applies them: nothing lost, nothing
 doubled, one writer at a time, failed records healed by a rerun."""
 
 import json
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from stc_cli.distributed import Shard
-from stc_cli.run_folder import FolderError, compact, locked
-from stc_cli.runner import RunFailed, run
-from tests.test_runner import TWO_FPS, RecordingModel, records
+from stc_cli.evaluation.distributed import Shard
+from stc_cli.evaluation.run_folder import FolderError, compact, locked
+from stc_cli.evaluation.runner import RunFailed, run
+from tests.evaluation.test_runner import TWO_FPS, RecordingModel, records
 
 
 def lines(output):
@@ -61,8 +61,8 @@ def test_a_second_process_on_the_folder_is_refused_and_a_killed_holder_blocks_no
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from stc_cli.run_folder import locked; "
-            "from stc_cli.distributed import Shard\n"
+            "import sys, time; from pathlib import Path; from stc_cli.evaluation.run_folder import locked; "
+            "from stc_cli.evaluation.distributed import Shard\n"
             "with locked(Path(sys.argv[1]), Shard()):\n    print('held', flush=True); time.sleep(60)",
             str(output),
         ],

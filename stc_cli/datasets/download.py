@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stc_cli import archives, hub
+from stc_cli.datasets import archives, hub
 
 STATE = ".stc-download"
 GITHUB_URL = "https://raw.githubusercontent.com"  # serves <owner>/<repo>/<commit>/<path>

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from stc_cli.benchmarks import demo
 from stc_cli.cli import app
 from stc_cli.configs import EvalConfig
-from stc_cli.evaluate import plan
+from stc_cli.evaluation.evaluate import plan
 from tests.toy_model import answers, torchrun, untimed
 from tests.videos import write_video
 
@@ -251,7 +251,7 @@ def test_show_protocol_prints_each_setting_with_its_source_and_loads_nothing(tmp
 
 
 def test_the_default_protocols_reproduce_the_released_harnesses():
-    from stc_cli.evaluate import protocol_of
+    from stc_cli.evaluation.evaluate import protocol_of
 
     ovo = protocol_of(EvalConfig(bench="ovo"))
     assert (ovo.name, ovo.fps, ovo.sampling, ovo.retrieval, ovo.template) == (

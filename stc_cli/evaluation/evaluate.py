@@ -16,10 +16,10 @@ from pathlib import Path
 from stc_cli import __version__, benchmarks, models, protocols
 from stc_cli.benchmarks.base import Query
 from stc_cli.configs import EvalConfig
-from stc_cli.datadir import resolve_data_dir
-from stc_cli.distributed import Shard
+from stc_cli.datasets.datadir import resolve_data_dir
+from stc_cli.evaluation.distributed import Shard
+from stc_cli.evaluation.runner import RunSummary, run
 from stc_cli.protocols import Protocol
-from stc_cli.runner import RunSummary, run
 
 PRUNER_MEMORIES = ("video", "process")
 

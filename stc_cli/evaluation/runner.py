@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from stc_cli import distributed, run_folder
 from stc_cli.benchmarks.base import Query
-from stc_cli.distributed import Shard
+from stc_cli.evaluation import distributed, run_folder
+from stc_cli.evaluation.distributed import Shard
 from stc_cli.models.base import Answer, Step, VideoModel, timed
 from stc_cli.video import Sampling, VideoError, VideoFrames
 

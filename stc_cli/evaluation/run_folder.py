@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stc_cli.distributed import Shard, write_atomic
+from stc_cli.evaluation.distributed import Shard, write_atomic
 
 OURS = frozenset({"run.json", "samples.jsonl", "shards", ".lock"})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stc_cli.archives import (
+from stc_cli.datasets.archives import (
     ArchiveError,
     NothingExpectedError,
     _JoinedParts,

@@ -1,4 +1,4 @@
-"""stc_cli.hub against a loopback fake hub, driven by the real huggingface_hub client over HTTP."""
+"""stc_cli.datasets.hub against a loopback fake hub, driven by the real huggingface_hub client over HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stc_cli.hub import HubError, RepoNotFoundError, download_file, list_files, resolve_token
+from stc_cli.datasets.hub import HubError, RepoNotFoundError, download_file, list_files, resolve_token
 from tests.fakehub import FakeHub
 
 REPO = "stc-test/bench"
