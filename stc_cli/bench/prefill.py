@@ -1,0 +1,115 @@
+"""The LLM prefill stages: each frame's tokens into a growing KV cache and into ReKV's memory, all pooled
+tokens vs the pruner's kept ones; and through ReKV's memory once its window is full (``--long-stream``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from stc_cli.bench.inputs import is_qwen2vl
+from stc_cli.bench.timer import Timer
+from stc_cli.configs import BenchConfig
+
+REKV_TOPK, REKV_INIT_TOKENS = 64, 16  # ReKV's default; its init prompt is ~16 tokens
+
+
+def prefill_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: list) -> dict:
+    def prefill_steps():
+        full_stream, pruned_stream = _prefill_stream(llm), _prefill_stream(llm)
+        full_rekv = rekv_model(llm, pooled[0].shape[1], config.n_local).encode
+        pruned_rekv = rekv_model(llm, kept[0].shape[1], config.n_local).encode
+        return {
+            "prefill_full": lambda i: full_stream(pooled[i]),
+            "prefill_pruned": lambda i: pruned_stream(kept[i]),
+            "rekv_full": lambda i: full_rekv(pooled[i]),
+            "rekv_pruned": lambda i: pruned_rekv(kept[i]),
+        }
+
+    ms = timer.compare(prefill_steps)
+    return {
+        "preset": config.llm,
+        "layers": llm.config.num_hidden_layers,
+        "width": llm.config.hidden_size,
+        "full_tokens": pooled[0].shape[1],
+        "full_tokens_from": "patch merger" if is_qwen2vl(config.vision) else "bilinear pool",
+        "kept_tokens": config.tokens_per_frame,
+        "full_ms_per_frame": ms["prefill_full"],
+        "pruned_ms_per_frame": ms["prefill_pruned"],
+        "ratio": ms["prefill_pruned"] / ms["prefill_full"],
+        "rekv_full_ms_per_frame": ms["rekv_full"],
+        "rekv_pruned_ms_per_frame": ms["rekv_pruned"],
+        "rekv_ratio": ms["rekv_pruned"] / ms["rekv_full"],
+    }
+
+
+def long_stream_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: list) -> tuple[dict, dict]:
+    """Prefill through ReKV's memory once its window is full, as on a long stream: each side first
+    streams, untimed, as many frames of its own token count as fill ``n_local`` video tokens (so the init
+    prompt has slid out and every frame attends a full window), then the timed frames continue it.
+    Returns the block and the two memories (``{"full": ..., "pruned": ...}``) for the decoding rows."""
+    memories, fill, window, blocks = {}, {}, {}, {}
+    with torch.inference_mode():
+        for side, frames in (("full", pooled), ("pruned", kept)):
+            tokens = frames[0].shape[1]
+            memories[side] = rekv = rekv_model(llm, tokens, config.n_local)
+            fill[side] = -(-config.n_local // tokens)
+            for i in range(fill[side]):
+                rekv.encode(frames[i % len(frames)])
+            window[side], blocks[side] = _window_tokens(rekv), len(rekv.memory[0].blocks)
+    # The same two streams go on across repeats: a full window stays full, and refilling it per
+    # repeat would multiply the fill's cost.
+    ms = timer.compare(
+        lambda: {
+            "window_full": _encode_step(memories["full"], pooled),
+            "window_pruned": _encode_step(memories["pruned"], kept),
+        }
+    )
+    block = {"n_local": config.n_local, "full_tokens": pooled[0].shape[1], "kept_tokens": kept[0].shape[1]}
+    for side in ("full", "pruned"):  # at the start of timing
+        block |= {f"{side}_fill_frames": fill[side], f"{side}_window_tokens": window[side]}
+        block[f"{side}_offloaded_blocks"] = blocks[side]
+    block |= {
+        "full_ms_per_frame": ms["window_full"],
+        "pruned_ms_per_frame": ms["window_pruned"],
+        "ratio": ms["window_pruned"] / ms["window_full"],
+    }
+    return block, memories
+
+
+def rekv_model(llm, block: int, n_local: int):
+    """ReKV's memory over ``llm`` (``stc eval --model rekv``'s LLM), one block per frame, after an init
+    prompt of ``REKV_INIT_TOKENS`` tokens."""
+    from stc_cli.models.rekv_lm import ReKVLanguageModel
+
+    rekv = ReKVLanguageModel(llm, n_local=n_local, block=block, topk=REKV_TOPK)
+    rekv.encode(prompt(llm, 0, REKV_INIT_TOKENS))
+    return rekv
+
+
+def _encode_step(rekv, frames: list[torch.Tensor]) -> Callable[[int], None]:
+    return lambda i: rekv.encode(frames[i])
+
+
+def _window_tokens(rekv) -> int:
+    """Video tokens in the sliding window of the next frame: ``n_local`` once the init prompt is out."""
+    memory = rekv.memory[0]
+    return min(memory.local_k.shape[1], memory.length - REKV_INIT_TOKENS)
+
+
+def prompt(llm, start: int, length: int) -> torch.Tensor:
+    """``[1, length, width]``: embeddings of the token ids ``start...`` (a stand-in for text)."""
+    ids = torch.arange(start, start + length, device=llm.device)[None] % llm.config.vocab_size
+    return llm.embed_tokens(ids)
+
+
+def _prefill_stream(llm) -> Callable:
+    """A step that appends one frame's tokens to a KV cache that grows over the stream."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=llm.config)
+
+    def step(tokens: torch.Tensor) -> None:
+        llm(inputs_embeds=tokens, cache=cache, use_cache=True)
+
+    return step

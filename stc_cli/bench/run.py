@@ -1,0 +1,114 @@
+"""`stc bench`'s run: the options checked, ``auto`` resolved, then each stage in turn into one report."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from stc_cli.bench.decode import decode_stage
+from stc_cli.bench.inputs import frames_per_chunk, is_qwen2vl, pooled_tokens, project_and_pool
+from stc_cli.bench.prefill import long_stream_stage, prefill_stage
+from stc_cli.bench.state import state_check
+from stc_cli.bench.timer import Timer, environment
+from stc_cli.bench.vit import prune_stage, vit_stage
+from stc_cli.compress import STCCacher, STCPruner
+from stc_cli.configs import BenchConfig
+from stc_cli.devices import resolve_device, resolve_dtype
+from stc_cli.models.presets import LLM_PRESETS, QWEN2VL_VISION_PRESETS, VISION_PRESETS, random_language_model
+
+CPU_DEFAULT_LAYERS = 2
+
+
+def resolve(config: BenchConfig) -> tuple[torch.device, torch.dtype, int | None, int | None]:
+    """The device, dtype, ViT depth and LLM depth that ``auto`` and ``None`` stand for here."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    layers = config.layers if config.layers is not None or device.type == "cuda" else CPU_DEFAULT_LAYERS
+    return device, dtype, layers, config.llm_layers or layers
+
+
+def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = lambda *_: None) -> dict:
+    """Run the benchmark and return a JSON-ready dict (see ``docs/benchmarks.md`` for the fields).
+    ``progress(stages done, stages in all, the stage starting)`` hears each stage as it starts, and the
+    end (``done == total``)."""
+    check_options(config)
+    device, dtype, layers, llm_layers = resolve(config)
+    # Built before any model, so that a bad option fails at once.
+    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval)
+    pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
+    state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
+    timer = Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
+    stages = 2 + bool(config.long_stream) + bool(config.decode_tokens) + bool(config.state_frames)
+    started = iter(range(stages + 1))
+
+    def stage(name: str) -> None:
+        progress(next(started), stages, name)
+
+    stage("ViT: stock vs cacher")
+    vit, features = vit_stage(config, timer, cacher, device, dtype, layers)
+    stage("pruner and LLM prefill")
+    llm = random_language_model(config.llm, llm_layers, dtype=dtype, device=device, seed=config.seed)
+    # Qwen2-VL's patch merger is its projector and 2x2 pool: its tokens go to the LLM as they are.
+    pooled = features if is_qwen2vl(config.vision) else project_and_pool(features, llm, seed=config.seed)
+    prune_ms, kept = prune_stage(timer, pruner, pooled)
+    vit_ms_per_step = vit["stc_ms_per_frame"] * (2 if is_qwen2vl(config.vision) else 1)  # the pruner's unit
+    result = {
+        "config": dataclasses.asdict(config),
+        "environment": environment(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "vit": vit,
+        "pruner": {"ms_per_frame": prune_ms, "share_of_stc_vit": prune_ms / vit_ms_per_step},
+        "prefill": prefill_stage(config, timer, llm, pooled, kept),
+    }
+    memories = None
+    if config.long_stream:
+        stage(f"filling ReKV's window of {config.n_local} tokens")
+        result["long_stream"], memories = long_stream_stage(config, timer, llm, pooled, kept)
+    if config.decode_tokens:
+        stage(f"decoding {config.decode_tokens} tokens")
+        result["decode"] = decode_stage(config, timer, llm, pooled, kept, memories)
+    result["peak_memory_mb"] = timer.peak_mb()
+    if config.state_frames:
+        stage(f"state over {config.state_frames} chunks")
+        full_tokens, width = pooled[0].shape[1:]
+        result["state"] = state_check(config, state_pruner, full_tokens, width, device)
+    stage("done")
+    return result
+
+
+def check_options(config: BenchConfig) -> None:
+    """One-line ValueErrors, naming the option, before anything is built."""
+    if config.frames < 2 or config.frames % 2:
+        raise ValueError(f"--frames must be an even number >= 2, got {config.frames}")
+    if config.repeats < 1 or config.warmup < 0 or config.state_frames < 0:
+        raise ValueError(
+            f"--repeats must be >= 1, --warmup and --state-frames >= 0; got {config.repeats}, "
+            f"{config.warmup} and {config.state_frames}"
+        )
+    known = config.vision in VISION_PRESETS or is_qwen2vl(config.vision)
+    if known and config.tokens_per_frame > pooled_tokens(config.vision):
+        raise ValueError(
+            f"--tokens-per-frame {config.tokens_per_frame} is more than the {pooled_tokens(config.vision)} "
+            f"pooled tokens per frame of the {config.vision} preset"
+        )
+    if is_qwen2vl(config.vision) and config.llm in LLM_PRESETS:
+        merged = QWEN2VL_VISION_PRESETS[config.vision]["hidden_size"]  # the merger feeds the LLM as it is
+        width = LLM_PRESETS[config.llm]["hidden_size"]
+        if merged != width:
+            raise ValueError(
+                f"--vision {config.vision} merges into {merged} channels, but --llm {config.llm} is {width} "
+                "wide: pick an LLM of that width"
+            )
+    if config.frames_per_chunk is not None and config.frames_per_chunk < 1:
+        raise ValueError(f"--frames-per-chunk must be >= 1, got {config.frames_per_chunk}")
+    if is_qwen2vl(config.vision) and frames_per_chunk(config) % 2:
+        raise ValueError(
+            f"--frames-per-chunk must be even for --vision {config.vision} (a chunk holds whole temporal "
+            f"patches of 2 frames), got {config.frames_per_chunk}"
+        )
+    if config.n_local < 1:
+        raise ValueError(f"--n-local must be >= 1, got {config.n_local}")
+    if config.decode_tokens < 0:
+        raise ValueError(f"--decode-tokens must be >= 0, got {config.decode_tokens}")

@@ -1,0 +1,75 @@
+"""The ViT stage (the stock tower vs a copy with STC's cacher, chunk by chunk) and the pruner stage."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from stc_cli.bench.inputs import (
+    frames_per_chunk,
+    is_qwen2vl,
+    llm_inputs,
+    pooled_tokens,
+    to_device,
+    vision_chunks,
+    vit_tokens,
+)
+from stc_cli.bench.timer import Timer
+from stc_cli.compress import STCCacher, STCPruner
+from stc_cli.configs import BenchConfig
+from stc_cli.models.presets import random_vision_tower
+
+
+def vit_stage(
+    config: BenchConfig, timer: Timer, cacher: STCCacher, device, dtype, layers
+) -> tuple[dict, list[torch.Tensor]]:
+    stock = random_vision_tower(config.vision, layers, dtype=dtype, device=device, seed=config.seed)
+    patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
+    cacher.attach(patched)
+    per_chunk = frames_per_chunk(config)
+    chunks = vision_chunks(config.vision, timer.chunks, config.seed, per_chunk)
+    chunks = [to_device(chunk, device, dtype) for chunk in chunks]
+    qwen2vl = is_qwen2vl(config.vision)
+    outputs: list = []  # the STC pass's output, fed to the pruner
+
+    def steps():
+        cacher.reset()
+        outputs.clear()
+        return {
+            "vit_full": lambda i: stock(**chunks[i]),
+            "vit_stc": lambda i: outputs.append(patched(**chunks[i])),
+        }
+
+    ms = timer.compare(steps)
+    full, stc = ms["vit_full"] / per_chunk, ms["vit_stc"] / per_chunk
+    summary = {
+        "preset": config.vision,
+        "layers": stock.config.num_hidden_layers,
+        "tokens_per_frame": vit_tokens(config.vision),  # per frame (SigLIP) or temporal patch (Qwen2-VL)
+        "frames_per_chunk": per_chunk,
+        "timed_frames": config.frames * per_chunk,  # per pass, after the warm-up chunks
+        "grid_thw": chunks[0]["grid_thw"][0].tolist() if qwen2vl else None,
+        "full_ms_per_chunk": ms["vit_full"],
+        "stc_ms_per_chunk": ms["vit_stc"],
+        "full_ms_per_frame": full,
+        "stc_ms_per_frame": stc,
+        "ratio": stc / full,
+        "cacher_state_bytes": cacher.state_nbytes(),
+    }
+    cacher.detach()  # lets the towers go before the LLM is built
+    # The pruner and LLM work per frame (SigLIP) or per temporal patch (Qwen2-VL), [1, P, C] each; the
+    # LLM rows time as many of them as the ViT timed chunks, so their cost does not grow with the chunk.
+    per_step = [llm_inputs(out, qwen2vl, pooled_tokens(config.vision)) for out in outputs]
+    return summary, [t for chunk in per_step for t in chunk][: timer.chunks]
+
+
+def prune_stage(timer: Timer, pruner: STCPruner, pooled: list[torch.Tensor]) -> tuple[float, list]:
+    kept: list[torch.Tensor] = []
+
+    def prune_steps():
+        pruner.reset()
+        kept.clear()
+        return {"pruner": lambda i: kept.append(pruner.compress(pooled[i])[0])}
+
+    return timer.compare(prune_steps)["pruner"], kept

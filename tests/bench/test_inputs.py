@@ -1,0 +1,33 @@
+"""`stc bench`'s inputs: Qwen2-VL chunks of whole temporal patches, fed to the LLM patch by patch."""
+
+import dataclasses
+
+import torch
+
+from stc_cli.bench import run_bench
+from stc_cli.bench.inputs import vision_chunks
+from stc_cli.models.presets import random_vision_tower
+from tests.bench import INIT, QUESTION, TINY
+
+
+def test_qwen2vl_chunk_of_4_frames_packs_two_temporal_patches_as_two_calls_would():
+    one_patch = vision_chunks("qwen2vl-tiny", 4, seed=3)
+    two_patches = vision_chunks("qwen2vl-tiny", 2, seed=3, frames=4)
+    assert two_patches[0]["grid_thw"].tolist() == [[2, 4, 6]]
+    for pair, (first, second) in zip(two_patches, (one_patch[:2], one_patch[2:]), strict=True):
+        assert torch.equal(
+            pair["hidden_states"], torch.cat((first["hidden_states"], second["hidden_states"]))
+        )
+    tower = random_vision_tower("qwen2vl-tiny")
+    with torch.inference_mode():
+        merged = tower(**two_patches[0]).pooler_output  # [2 x 6 merged tokens, 64]
+        apart = [tower(**chunk).pooler_output for chunk in one_patch[:2]]
+    torch.testing.assert_close(merged, torch.cat(apart))
+
+
+def test_qwen2vl_frames_per_chunk_4_feeds_the_llm_per_temporal_patch():
+    config = dataclasses.replace(TINY, vision="qwen2vl-tiny", frames_per_chunk=4, decode_tokens=1)
+    report = run_bench(config)
+    assert (report["vit"]["frames_per_chunk"], report["vit"]["grid_thw"]) == (4, [2, 4, 6])
+    assert report["vit"]["timed_frames"] == 8
+    assert report["decode"]["full_context_tokens"] == INIT + 3 * 6 + QUESTION  # 3 patches of 6 merged tokens

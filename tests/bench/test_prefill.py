@@ -1,0 +1,30 @@
+"""`stc bench`'s long-stream row: prefill through ReKV's memory once its window is full."""
+
+import dataclasses
+
+from stc_cli.bench import run_bench
+from tests.bench import INIT, QUESTION, TINY
+
+
+def test_long_stream_times_a_full_window_and_answers_from_it():
+    report = run_bench(dataclasses.replace(TINY, long_stream=True, n_local=24, decode_tokens=3))
+    long, decode = report["long_stream"], report["decode"]
+    assert long | {"full_ms_per_frame": 0, "pruned_ms_per_frame": 0, "ratio": 0} == {
+        "n_local": 24,
+        "full_tokens": 4,
+        "kept_tokens": 2,
+        "full_fill_frames": 6,  # 24 tokens / 4 per frame: the init prompt is out of the window
+        "full_window_tokens": 24,
+        "full_offloaded_blocks": 6,
+        "pruned_fill_frames": 12,
+        "pruned_window_tokens": 24,
+        "pruned_offloaded_blocks": 12,
+        "full_ms_per_frame": 0,
+        "pruned_ms_per_frame": 0,
+        "ratio": 0,
+    }
+    assert long["ratio"] == long["pruned_ms_per_frame"] / long["full_ms_per_frame"]
+    # The timed frames continued the filled streams, and the answer retrieved from all their blocks.
+    assert decode["rekv_memory"] == "long stream"
+    assert decode["rekv_full_context_tokens"] == INIT + (6 + 3) * 4 + QUESTION
+    assert decode["rekv_pruned_context_tokens"] == INIT + (12 + 3) * 2 + QUESTION
