@@ -84,13 +84,11 @@ def locked(output: Path, shard: Shard) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
-def read_done(samples: Path) -> tuple[set[str], set[str]]:
-    """``(answered, failed)``: the ids whose latest record in ``samples`` has no error, and those whose
-    latest one has. A last line cut short by a crash is dropped from the file."""
-    latest: dict[str, bool] = {}
-    for record in read_records(samples):
-        latest[record["id"]] = record.get("error") is None
-    return {i for i, ok in latest.items() if ok}, {i for i, ok in latest.items() if not ok}
+def answered_ids(samples: Path) -> set[str]:
+    """The ids whose latest record in ``samples`` has no error (the others are to be answered again).
+    A last line cut short by a crash is dropped from the file."""
+    latest = {record["id"]: record.get("error") is None for record in read_records(samples)}
+    return {id_ for id_, answered in latest.items() if answered}
 
 
 def read_records(samples: Path) -> list[dict]:

@@ -123,7 +123,7 @@ def _run_locked(
     shares = [
         [q for v in Shard(r, shard.world).take(videos) for q in by_video[v]] for r in range(shard.world)
     ]
-    done, failed = run_folder.read_done(shard.samples(output))
+    done = run_folder.answered_ids(shard.samples(output))
     done |= _ids_elsewhere(output, shard) if resuming else set()
     mine = {video: by_video[video] for video in shard.take(videos)}
     on_start(sum(q.id not in done for group in mine.values() for q in group))  # what this process will write

@@ -1,5 +1,5 @@
-"""The run folder's rules (``stc_cli/evaluation/run_folder.py``) as the runner applies them: nothing lost, nothing
-doubled, one writer at a time, failed records healed by a rerun."""
+"""The run folder's rules (``stc_cli/evaluation/run_folder.py``) as the runner applies them: nothing lost,
+nothing doubled, one writer at a time, failed records healed by a rerun."""
 
 import json
 import os
