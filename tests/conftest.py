@@ -6,11 +6,12 @@ from tests.fakehub import fake_hub, hf_env  # noqa: F401  (fixtures for every te
 
 @pytest.fixture
 def data(tmp_path):
-    """The demo benchmark installed under tmp_path: (its folder, its queries)."""
+    """The demo's first version (``tests/demo_small.py``: 3 clips, 12 questions) installed under tmp_path:
+    (its folder, its queries)."""
     from stc_cli.benchmarks import demo
-    from stc_cli.datasets.download import install_demo
+    from tests.demo_small import install
 
-    folder = install_demo(tmp_path)
+    folder = install(tmp_path)
     return folder, demo.load_queries(tmp_path)
 
 

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from stc_cli import benchmarks
 from stc_cli.cli import app
+from tests.demo_small import DATA_DIR as DEMO_SMALL
 from tests.test_scoring import samples  # noqa: F401  (the fixture: OVO-Bench samples, robust score 50)
 
 runner = CliRunner()
@@ -109,10 +110,11 @@ def test_an_empty_file_or_run_says_no_records(tmp_path):
 
 
 def demo_run(folder, header, answers):
-    """A run folder: run.json ``header``; per demo query id, (response, error) or ``"right"``."""
+    """A run folder: run.json ``header``; per query id of the small demo (``tests/demo_small.py``),
+    (response, error) or ``"right"``."""
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps(header))
-    queries = {q.id: q for q in benchmarks.get("demo").load_queries(benchmarks.get("demo").PACKAGED.parent)}
+    queries = {q.id: q for q in benchmarks.get("demo").load_queries(DEMO_SMALL)}
     lines = []
     for qid, answer in answers.items():
         response, error = (queries[qid].target, None) if answer == "right" else answer
@@ -123,7 +125,7 @@ def demo_run(folder, header, answers):
 
 def test_side_by_side_shows_records_errors_unparsed_and_whether_each_run_is_complete(tmp_path):
     # An older run.json: --limit and --tasks in settings.config; the queries are counted from the data
-    # (the demo's packaged copy, as `stc eval` falls back to it). color: clip_0/0, clip_1/0, clip_2/0.
+    # (the demo's packaged copy, as `stc eval` falls back to it: --limit 2 of its color questions).
     config = {"bench": "demo", "tasks": ["color"], "limit": 2, "data_dir": str(tmp_path / "nothing")}
     full = demo_run(
         tmp_path / "full",

@@ -5,11 +5,11 @@ import sys
 import pytest
 import torch
 
-from stc_cli.benchmarks import demo
 from stc_cli.video import Sampling, VideoError, frame_indices, read_frames, uniform_indices
+from tests.demo_small import DATA_DIR as DEMO_SMALL
 from tests.videos import write_video
 
-CLIP_0 = demo.PACKAGED / "videos" / "clip_0.mp4"  # 12 frames at 2 fps: a red square moving right
+CLIP_0 = DEMO_SMALL / "demo" / "videos" / "clip_0.mp4"  # 12 frames at 2 fps: a red square moving right
 
 
 @pytest.mark.parametrize(

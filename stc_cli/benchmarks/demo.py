@@ -1,12 +1,19 @@
-"""The demo benchmark shipped with stc: three 6-second synthetic clips (a coloured square crossing a
-grey frame) and twelve four-option questions whose answers follow from how the clips were drawn
-(``scripts/make_demo_data.py``). It shows every command working on any machine: ``stc download demo``
-copies it from the package, no network needed.
+"""The demo benchmark shipped with stc: 16 synthetic clips of 8 to 12 seconds (a coloured square on a
+grey frame that moves or not and changes colour 0 to 3 times) and 64 four-option questions whose answers
+follow from each clip's script (``demo_scenes.py`` draws them, ``scripts/make_demo_data.py`` writes
+them). It shows every command working on any machine: ``stc download demo`` copies it from the package,
+no network needed.
+
+Six tasks in three categories (``TASKS``), 8 or 12 questions each: real-time (``color``, ``position``:
+the square now, at a time inside the clip), backward (``start_color``, ``start_position``: the square at
+the start, asked at the end) and counting/order (``changes``: how many colour changes; ``direction``:
+which way it moves; asked at the end). The answer letters are A, B, C and D equally often within each
+task, so a constant answer scores 25 %.
 
 Layout under ``<data_dir>/demo/``: ``demo.json`` (``{id, video, task, time, question, options,
 answer}``) and ``videos/clip_<n>.mp4``. Query ids are ``demo/clip_<n>/<k>``; the model may see the clip
 up to ``time`` seconds. There is no upstream scorer: both modes score the letter ``extract_choice``
-reads, over every query.
+reads, over every query; a category's accuracy is over its questions (micro), like the overall one.
 """
 
 from __future__ import annotations
@@ -29,7 +36,17 @@ NAME = "demo"
 FOLDER = "demo"
 METADATA = "demo.json"
 PACKAGED = Path(__file__).resolve().parent.parent / "data" / "demo"
-TASKS = {"color": "demo", "direction": "demo", "position": "demo"}
+# Task -> category. The first three are the tasks of the demo's first version (3 clips, 12 questions),
+# whose metadata still loads.
+TASKS = {
+    "color": "real-time",
+    "direction": "counting/order",
+    "position": "real-time",
+    "start_color": "backward",
+    "start_position": "backward",
+    "changes": "counting/order",
+}
+CATEGORIES = ("real-time", "backward", "counting/order")  # in display order
 _FIELDS = {
     "id": str,
     "video": str,
@@ -47,7 +64,7 @@ def prompt(question: str, options: list[str]) -> str:
 
 
 def load_queries(data_dir: Path) -> list[Query]:
-    """The twelve demo queries. Raises MetadataError when ``demo.json`` is missing or malformed."""
+    """The demo's queries. Raises MetadataError when ``demo.json`` is missing or malformed."""
     path = Path(data_dir) / FOLDER / METADATA
     if not path.is_file():
         raise MetadataError(path, "demo metadata not found; `stc download demo` puts it there")
@@ -82,7 +99,8 @@ def load_queries(data_dir: Path) -> list[Query]:
 
 
 def score(records: list[dict], mode: str) -> ScoreReport:
-    """Micro accuracy overall and per task (percent), missing, failed and unparsed answers wrong."""
+    """Micro accuracy overall, per category and per task (percent), missing, failed and unparsed answers
+    wrong."""
     check_mode(mode, bench=NAME)
     right, total, status = Counter(), Counter(), Counter()
     for record in records:
@@ -92,11 +110,16 @@ def score(records: list[dict], mode: str) -> ScoreReport:
         total[record["task"]] += 1
     tasks = {task: percent(right[task], total[task]) for task in TASKS if total[task]}
     overall = percent(sum(right.values()), len(records))
+    categories = {}
+    for category in CATEGORIES:
+        members = [task for task in TASKS if TASKS[task] == category and total[task]]
+        if members:
+            categories[category] = percent(sum(right[t] for t in members), sum(total[t] for t in members))
     return ScoreReport(
         bench=NAME,
         mode=mode,
         overall=overall,
-        categories={"demo": overall},
+        categories=categories,
         tasks=tasks,
         n_total=len(records),
         n_scored=len(records),

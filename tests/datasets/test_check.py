@@ -87,7 +87,7 @@ def test_demo_is_checked_before_download_from_the_packaged_copy(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stderr.strip() == "note: demo: using the copy shipped in the package"
     report = json.loads(result.stdout)
-    assert (report["n_queries"], report["n_videos"], report["complete"]) == (12, 3, True)
+    assert (report["n_queries"], report["n_videos"], report["complete"]) == (64, 16, True)
     assert report["folder"] == str(demo.PACKAGED) and report["notes"] == [
         "demo: using the copy shipped in the package"
     ]

@@ -1,7 +1,6 @@
 """`stc eval` end to end with ReKV on a tiny random LLaVA-OneVision over the demo benchmark."""
 
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -10,14 +9,17 @@ from stc_cli.benchmarks import demo
 from stc_cli.cli import app
 from stc_cli.configs import EvalConfig
 from stc_cli.evaluation.evaluate import plan
+from tests.demo_small import DATA_DIR as DEMO_SMALL
+from tests.demo_small import install
 from tests.toy_model import answers, torchrun, untimed
 from tests.videos import write_video
 
-TINY = ["--model-path", "random:tiny", "--bench", "demo"]
+# The demo's first version (tests/demo_small.py: 3 clips, 12 questions), read in place.
+TINY = ["--model-path", "random:tiny", "--bench", "demo", "--data-dir", str(DEMO_SMALL)]
 
 
 def stc_eval(*args):
-    """``stc eval`` on the tiny random model and the shipped demo; a later --model-path wins."""
+    """``stc eval`` on the tiny random model and the small demo; a later --model-path or --data-dir wins."""
     return CliRunner().invoke(app, ["eval", *TINY, *args])
 
 
@@ -27,8 +29,8 @@ def records(output):
 
 @pytest.fixture
 def data_dir(tmp_path):
-    """A copy of the shipped demo benchmark that a test may break."""
-    shutil.copytree(demo.PACKAGED, tmp_path / "data" / "demo")
+    """A copy of the small demo benchmark that a test may break."""
+    install(tmp_path / "data")
     return tmp_path / "data"
 
 
@@ -54,7 +56,7 @@ def test_a_run_writes_a_record_per_query_with_timings_and_counts(tmp_path):
 
 
 def sorted_by_video_and_time():
-    queries = demo.load_queries(demo.PACKAGED.parent)
+    queries = demo.load_queries(DEMO_SMALL)
     order = list(dict.fromkeys(q.video for q in queries))
     return sorted(queries, key=lambda q: (order.index(q.video), q.window[1]))
 
