@@ -168,8 +168,15 @@ def _network_message(what: str, where: str, exc: BaseException, token: str | Non
 MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]  # weights, configs, tokenizer
 
 
+# ``--model-path demo``: the small model trained on the demo's kind of clips, shipped in the package
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "data" / "demo_model"
+
+
 def checkpoint_folder(source: str, revision: str | None = None) -> Path:
-    """``--model-path``: a local checkpoint folder as it is, else a hub model id fetched to the hub cache."""
+    """``--model-path``: ``demo`` (the packaged demo model), a local checkpoint folder as it is, else a hub
+    model id fetched to the hub cache."""
+    if source == "demo":
+        return DEMO_MODEL
     folder = Path(source).expanduser()
     if folder.is_dir():
         return folder

@@ -71,6 +71,10 @@ def plan(config: EvalConfig) -> Plan:
             "livecc-stream keeps every chunk of a video in its KV cache, as LiveCC does: up to about 80 GB "
             "per hour of video at 7B with STC off; --max-cache-tokens N bounds it"
         )
+    if config.model_path == "demo" and config.bench != "demo":
+        notes.append(
+            f"--model-path demo knows only the demo's questions: its answers on {config.bench} mean nothing"
+        )
     queries = module.load_queries(data_dir)
     if config.tasks:
         unknown = sorted(set(config.tasks) - set(module.TASKS))

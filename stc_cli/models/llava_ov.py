@@ -26,6 +26,8 @@ SPECIAL_TOKENS = ("<image>", "<video>")  # besides the chat tokens every byte to
 RANDOM_PRESETS = {
     # 56 px / patch 8 = 7 x 7 patches, pooled to 4 x 4 = 16 tokens per frame
     "tiny": (("tiny", {"image_size": 56}), "tiny", None),
+    # the demo model's architecture (scripts/train_demo_model.py trains it): the tiny tower, a wider LLM
+    "demo": (("tiny", {"image_size": 56}), "demo", None),
     # the 7B checkpoint's shapes: 729 patches pooled to 196 tokens, Qwen2-7B with its 152,064-row vocabulary
     "full": (("siglip-so400m-384", {}), "qwen2-7b", 152064),
 }
@@ -37,6 +39,19 @@ class LlavaOV:
     tokenizer: object
     transform: FrameTransform
     source: str
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[N, H, W, 3]`` -> the LLM's visual tokens ``[N, tokens_per_frame, width]``: the
+        vision tower's feature layer, the projector, then LLaVA-OneVision's 2x2 bilinear pooling."""
+        config, inner = self.model.config, self.model.model
+        lm = inner.language_model
+        pixels = self.transform(frames, dtype=lm.dtype, device=lm.embed_tokens.weight.device)
+        hidden = inner.vision_tower(pixels, output_hidden_states=True).hidden_states[
+            config.vision_feature_layer
+        ]
+        if config.vision_feature_select_strategy == "default":
+            hidden = hidden[:, 1:]
+        return inner.apply_pooling(inner.multi_modal_projector(hidden))
 
     @property
     def tokens_per_frame(self) -> int:

@@ -84,6 +84,13 @@ LLM_PRESETS = {
         num_attention_heads=4,
         num_key_value_heads=2,
     ),
+    "demo": dict(  # the trained demo model's LLM (scripts/train_demo_model.py): small enough for 2 CPU cores
+        hidden_size=96,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
 }
 
 

@@ -99,7 +99,7 @@ class ReKV:
         step = Step()
         for frame in frames:
             with timed(step, "vit", self.device):
-                features = self._encode_frame(frame[None])  # [1, 196, hidden]
+                features = self.llava.frame_features(frame[None])  # [1, 196, hidden]
             if self.pruner:
                 with timed(step, "compress", self.device):
                     features, _ = self.pruner.compress(features)
@@ -109,14 +109,6 @@ class ReKV:
             count(step, "visual_tokens_in", self.llava.tokens_per_frame)
             count(step, "visual_tokens_kept", features.shape[1])
         return step
-
-    def _encode_frame(self, frame: torch.Tensor) -> torch.Tensor:
-        config = self.llava.model.config
-        pixels = self.llava.transform(frame, dtype=self.lm.dtype, device=self.device)
-        hidden = self.vision(pixels, output_hidden_states=True).hidden_states[config.vision_feature_layer]
-        if config.vision_feature_select_strategy == "default":
-            hidden = hidden[:, 1:]
-        return self.llava.model.model.apply_pooling(self.llava.model.model.multi_modal_projector(hidden))
 
     @torch.inference_mode()
     def answer(self, query: Query) -> Answer:
@@ -171,7 +163,8 @@ def texts(protocol: Protocol, query: Query) -> tuple[str, str]:
 
 def build(config, protocol: Protocol, device, dtype) -> ReKV:
     """``stc eval --model rekv``: the LLaVA-OneVision checkpoint of ``config.model_path`` with ReKV."""
-    llava = llava_ov.load(config.model_path or llava_ov.DEFAULT_CHECKPOINT, device=device, dtype=dtype)
+    default = "demo" if config.bench == "demo" else llava_ov.DEFAULT_CHECKPOINT  # the packaged demo model
+    llava = llava_ov.load(config.model_path or default, device=device, dtype=dtype)
     # STC keeps 60 of LLaVA-OV's 196 tokens per frame; other grids (random:tiny's 16) keep the same share
     stc = STCSettings.from_config(config, round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196))
     return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk), protocol)
