@@ -47,6 +47,7 @@ class EvalConfig:
     max_new_tokens: int | None = None
     answer_mode: str | None = None  # LiveCC: generate, or logits (the answer read from candidate logits)
     output: str | None = None  # None: runs/<model>-<bench>-<variant>
+    compress: str = "stc"  # stc (the parts --cacher/--pruner say), none, or a baseline: vidcom2
     stc: bool = True  # False turns both parts off
     cacher: bool = True
     pruner: bool = True
@@ -64,8 +65,11 @@ class EvalConfig:
 
     @property
     def variant(self) -> str:
-        """stc, cacher, pruner or base: which STC parts are on."""
-        cacher, pruner = self.stc and self.cacher, self.stc and self.pruner
+        """stc, cacher, pruner or base: which STC parts are on; or the baseline compression's name."""
+        if self.compress not in ("stc", "none"):
+            return self.compress
+        on = self.stc and self.compress == "stc"
+        cacher, pruner = on and self.cacher, on and self.pruner
         return {(True, True): "stc", (True, False): "cacher", (False, True): "pruner"}.get(
             (cacher, pruner), "base"
         )

@@ -72,6 +72,14 @@ def eval_(
             help="Run folder (default: runs/MODEL-BENCH-VARIANT, VARIANT one of stc, cacher, pruner, base).",
         ),
     ] = None,
+    compress: Annotated[
+        str,
+        typer.Option(
+            metavar="stc|none|vidcom2",
+            help="stc (the parts --cacher and --pruner say), none (as --no-stc), or a baseline: vidcom2 "
+            "(VidCom² in the pruner's place at --tokens-per-frame, no cacher).",
+        ),
+    ] = _EVAL.compress,
     stc: Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")] = _EVAL.stc,
     cacher: Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")] = _EVAL.cacher,
     pruner: Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")] = _EVAL.pruner,
@@ -149,6 +157,7 @@ def eval_(
         fps=fps,
         schedule=schedule,
         output=str(output) if output else None,
+        compress=compress,
         stc=stc,
         cacher=cacher,
         pruner=pruner,

@@ -22,6 +22,7 @@ from stc_cli.evaluation.runner import RunSummary, run
 from stc_cli.protocols import Protocol
 
 PRUNER_MEMORIES = ("video", "process")
+COMPRESSIONS = ("stc", "none", "vidcom2")  # --compress: STC, nothing, or a baseline in the pruner's place
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,10 @@ def _check_settings(config: EvalConfig) -> None:
         raise ValueError(
             f"--pruner-memory must be video (or process, with --model rekv), got {config.pruner_memory!r}"
         )
+    if config.compress not in COMPRESSIONS:
+        raise ValueError(f"--compress must be one of {', '.join(COMPRESSIONS)}, got {config.compress!r}")
+    if config.compress == "vidcom2" and config.model != "rekv":
+        raise ValueError(f"--compress vidcom2 runs with --model rekv only, not {config.model}")
     if not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
     if config.fps is not None and not math.isfinite(config.fps):

@@ -31,17 +31,21 @@ class STCSettings:
     # for the whole run, as the released code does (its per-video reset rebinds an alias only), so that
     # scores depend on the order of the videos
     pruner_memory: str = "video"
+    pruner_method: str = "stc"  # or vidcom2: the baseline in the pruner's place (--compress)
 
     @classmethod
     def from_config(cls, config, default_tokens_per_frame: int) -> STCSettings:
         """The STC part of an ``EvalConfig``; an unset ``--tokens-per-frame`` means the model's default."""
+        stc = config.stc and config.compress == "stc"
+        baseline = config.compress not in ("stc", "none")  # a pruner in STC-Pruner's place, no cacher
         return cls(
-            cacher=config.stc and config.cacher,
-            pruner=config.stc and config.pruner,
+            cacher=stc and config.cacher,
+            pruner=(stc and config.pruner) or baseline,
             update_ratio=config.update_ratio,
             cache_interval=config.cache_interval,
             tokens_per_frame=config.tokens_per_frame or default_tokens_per_frame,
             pruner_memory=config.pruner_memory,
+            pruner_method=config.compress if baseline else "stc",
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import STCCacher, STCPruner
+from stc_cli.compress import STCCacher, STCPruner, VidCom2
 from stc_cli.models import llava_ov
 from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, clean_up_spaces, count, timed
 from stc_cli.models.llava_ov import LlavaOV
@@ -58,7 +58,7 @@ class ReKV:
         self.cacher = (
             STCCacher(stc.update_ratio, stc.cache_interval).attach(self.vision) if stc.cacher else None
         )
-        self.pruner = STCPruner(stc.tokens_per_frame) if stc.pruner else None
+        self.pruner = _pruner(stc, pooled) if stc.pruner else None
         self.stop_ids = {llava.tokenizer.eos_token_id}
         if protocol.stop == "eos+im_end":
             self.stop_ids.add(llava.tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -145,6 +145,14 @@ class ReKV:
     def _embed(self, text: str) -> torch.Tensor:
         ids = self.llava.tokenizer(text, add_special_tokens=False).input_ids
         return self.lm.embed_tokens(self._ids(ids))
+
+
+def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2:
+    """STC-Pruner, or VidCom² in its place at the same budget (``--compress vidcom2``): one frame per chunk,
+    so its "video" centre is the frame's and it keeps ``tokens_per_frame`` of every frame."""
+    if stc.pruner_method == "vidcom2":
+        return VidCom2(base_scale=stc.tokens_per_frame / pooled)
+    return STCPruner(stc.tokens_per_frame)
 
 
 def texts(protocol: Protocol, query: Query) -> tuple[str, str]:

@@ -81,6 +81,36 @@ def test_stream_and_clip_schedules_give_the_same_answers(tmp_path):
     assert frames(tmp_path / "stream") == 18 < frames(tmp_path / "clip")  # 6 s at 1 fps, each video once
 
 
+def test_vidcom2_in_the_pruner_s_place_keeps_the_same_budget_resumes_and_streams_as_clips(tmp_path):
+    stream, clip = tmp_path / "stream", tmp_path / "clip"
+    assert stc_eval("--compress", "vidcom2", "--output", str(stream)).exit_code == 0
+    assert stc_eval("--compress", "vidcom2", "--output", str(clip), "--schedule", "clip").exit_code == 0
+    frames = sum(r["counts"].get("frames_encoded", 0) for r in records(stream))
+    kept_total = sum(r["counts"].get("visual_tokens_kept", 0) for r in records(stream))
+    assert frames == 18 and kept_total == 5 * frames  # 5 of random:tiny's 16: STC's share, 60 of 196
+    assert {r["id"]: r["response"] for r in records(stream)} == {
+        r["id"]: r["response"] for r in records(clip)
+    }
+    settings = json.loads((stream / "run.json").read_text())["settings"]
+    assert settings["config"]["compress"] == "vidcom2"
+    assert {k: settings["model"]["stc"][k] for k in ("cacher", "pruner", "pruner_method")} == {
+        "cacher": False,
+        "pruner": True,
+        "pruner_method": "vidcom2",
+    }
+    again = stc_eval("--compress", "vidcom2", "--output", str(stream))
+    assert "0 samples written, 12 already there" in again.stdout
+    assert (
+        EvalConfig(compress="vidcom2").variant == "vidcom2" and EvalConfig(compress="none").variant == "base"
+    )
+    for argv, message in (
+        (("--compress", "tome"), "--compress must be one of stc, none, vidcom2, got 'tome'"),
+        (("--compress", "vidcom2", "--model", "livecc"), "--compress vidcom2 runs with --model rekv only"),
+    ):
+        result = stc_eval("--output", str(tmp_path / "refused"), *argv)
+        assert result.exit_code == 2 and message in result.stderr
+
+
 def test_an_interrupted_run_resumes_to_the_same_records(tmp_path):
     assert stc_eval("--output", str(tmp_path / "whole")).exit_code == 0
     assert stc_eval("--output", str(tmp_path / "cut")).exit_code == 0
