@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from stc_cli import __version__
-from stc_cli.commands import bench, check, download, evaluate, score
+from stc_cli.commands import bench, check, compare, download, evaluate, score
 
 app = typer.Typer(
     help="Evaluate streaming video LLMs with STC token compression (STC-Cacher + STC-Pruner).",
@@ -41,3 +41,4 @@ app.command("eval")(evaluate.eval_)
 app.command()(download.download)
 app.command()(check.check)
 app.command()(score.score)
+app.command()(compare.compare)

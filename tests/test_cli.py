@@ -150,7 +150,7 @@ def test_bench_off_a_terminal_prints_a_line_per_stage():
     assert lines[2].startswith("stc bench: 2/2 stages (100%), ") and lines[2].endswith("(done)")
 
 
-@pytest.mark.parametrize("command", ["eval", "bench", "download", "check", "score"])
+@pytest.mark.parametrize("command", ["eval", "bench", "download", "check", "score", "compare"])
 def test_help_shows_real_metavars_and_uncut_text(command):
     result = runner.invoke(app, [command, "--help"], terminal_width=80)
     assert result.exit_code == 0
