@@ -75,11 +75,15 @@ def eval_(
     compress: Annotated[
         str,
         typer.Option(
-            metavar="stc|none|vidcom2",
+            metavar="stc|none|vidcom2|lastn",
             help="stc (the parts --cacher and --pruner say), none (as --no-stc), or a baseline: vidcom2 "
-            "(VidCom² in the pruner's place at --tokens-per-frame, no cacher).",
+            "(VidCom² in the pruner's place at --tokens-per-frame, no cacher) or lastn (every token, but "
+            "answers see only the last --last-frames frames).",
         ),
     ] = _EVAL.compress,
+    last_frames: Annotated[
+        int, typer.Option(metavar="N", help="--compress lastn: the frames an answer sees.")
+    ] = _EVAL.last_frames,
     stc: Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")] = _EVAL.stc,
     cacher: Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")] = _EVAL.cacher,
     pruner: Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")] = _EVAL.pruner,
@@ -158,6 +162,7 @@ def eval_(
         schedule=schedule,
         output=str(output) if output else None,
         compress=compress,
+        last_frames=last_frames,
         stc=stc,
         cacher=cacher,
         pruner=pruner,

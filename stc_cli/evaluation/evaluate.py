@@ -22,7 +22,8 @@ from stc_cli.evaluation.runner import RunSummary, run
 from stc_cli.protocols import Protocol
 
 PRUNER_MEMORIES = ("video", "process")
-COMPRESSIONS = ("stc", "none", "vidcom2")  # --compress: STC, nothing, or a baseline in the pruner's place
+# --compress: STC, nothing, or a baseline: VidCom² in the pruner's place; the last N frames only (lastn)
+COMPRESSIONS = ("stc", "none", "vidcom2", "lastn")
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ def _check_settings(config: EvalConfig) -> None:
         )
     if config.compress not in COMPRESSIONS:
         raise ValueError(f"--compress must be one of {', '.join(COMPRESSIONS)}, got {config.compress!r}")
-    if config.compress == "vidcom2" and config.model != "rekv":
-        raise ValueError(f"--compress vidcom2 runs with --model rekv only, not {config.model}")
+    if config.compress in ("vidcom2", "lastn") and config.model != "rekv":
+        raise ValueError(f"--compress {config.compress} runs with --model rekv only, not {config.model}")
     if not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
     if config.fps is not None and not math.isfinite(config.fps):
@@ -135,6 +136,7 @@ def _check_settings(config: EvalConfig) -> None:
         "--topk": config.topk,
         "--max-new-tokens": config.max_new_tokens,
         "--max-cache-tokens": config.max_cache_tokens,
+        "--last-frames": config.last_frames,
     }
     for flag, value in counts.items():
         if value is not None and value < 1:

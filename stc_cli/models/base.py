@@ -37,7 +37,7 @@ class STCSettings:
     def from_config(cls, config, default_tokens_per_frame: int) -> STCSettings:
         """The STC part of an ``EvalConfig``; an unset ``--tokens-per-frame`` means the model's default."""
         stc = config.stc and config.compress == "stc"
-        baseline = config.compress not in ("stc", "none")  # a pruner in STC-Pruner's place, no cacher
+        baseline = config.compress == "vidcom2"  # a pruner in STC-Pruner's place, no cacher
         return cls(
             cacher=stc and config.cacher,
             pruner=(stc and config.pruner) or baseline,

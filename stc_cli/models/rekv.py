@@ -31,6 +31,7 @@ TEMPLATES = ("plain", "rekv-chat")
 class ReKVSettings:
     n_local: int = 15000  # tokens of the sliding window
     topk: int = 64  # frames retrieved per layer for a question
+    last_frames: int | None = None  # --compress lastn: answer from the last N frames instead (SimpleStream)
 
 
 class ReKV:
@@ -67,7 +68,8 @@ class ReKV:
             model.lm_head,
             n_local=rekv.n_local,
             block=self.block,
-            topk=rekv.topk,
+            topk=rekv.last_frames or rekv.topk,
+            recent=rekv.last_frames is not None,
             source=llava.source,
         )
         self.reset()
@@ -175,4 +177,5 @@ def build(config, protocol: Protocol, device, dtype) -> ReKV:
     llava = llava_ov.load(config.model_path or default, device=device, dtype=dtype)
     # STC keeps 60 of LLaVA-OV's 196 tokens per frame; other grids (random:tiny's 16) keep the same share
     stc = STCSettings.from_config(config, round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196))
-    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk), protocol)
+    last = config.last_frames if config.compress == "lastn" else None
+    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, last), protocol)

@@ -14,7 +14,9 @@ from stc_cli.models.rekv_memory import LayerMemory
 class ReKVLanguageModel:
     """``lm`` is a ``Qwen2Model``; ``lm_head`` (for ``extend``'s logits) may be None when only encoding."""
 
-    def __init__(self, lm, lm_head=None, *, n_local: int, block: int, topk: int, source: str = "the LLM"):
+    def __init__(
+        self, lm, lm_head=None, *, n_local: int, block: int, topk: int, recent=False, source: str = "the LLM"
+    ):
         config = lm.config
         if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
             raise ValueError(f"{source}: sliding-window attention layers are not supported by ReKV")
@@ -22,6 +24,7 @@ class ReKVLanguageModel:
         if rope.get("rope_type", "default") != "default":
             raise ValueError(f"{source}: RoPE type {rope['rope_type']!r} is not supported by ReKV")
         self.lm, self.lm_head, self.n_local, self.block, self.topk = lm, lm_head, n_local, block, topk
+        self.recent = recent  # answer from the last ``topk`` frames instead of the most relevant
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
@@ -67,7 +70,7 @@ class ReKVLanguageModel:
             if phase == "encode":
                 out = memory.encode(q, k, v)
             elif phase == "retrieve":
-                out = memory.retrieve(q, k, v, self.topk)
+                out = memory.retrieve(q, k, v, self.topk, self.recent)
             else:
                 out = memory.extend(q, k, v)
             hidden = hidden + attention.o_proj(out.transpose(0, 1).reshape(1, length, -1))

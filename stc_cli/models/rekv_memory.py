@@ -158,13 +158,18 @@ class LayerMemory:
         self.blocks.append(k, v)
 
     # -- answering -------------------------------------------------------------------------------
-    def retrieve(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int) -> torch.Tensor:
-        """Choose this layer's ``topk`` blocks for question ``q`` and start the answer cache with them.
+    def retrieve(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int, recent: bool = False
+    ) -> torch.Tensor:
+        """Choose this layer's ``topk`` blocks for question ``q`` (the last ``topk`` where ``recent``) and
+        start the answer cache with them.
 
         The question attends ``[init ; chosen ; question]``; its own keys are not kept.
         """
         self.answer_k, self.answer_v = self.init_k, self.init_v
-        chosen = self.blocks.gather(self.choose(q, topk), self.init_k.device)
+        count = len(self.blocks)
+        picked = list(range(max(count - topk, 0), count)) if recent else self.choose(q, topk)
+        chosen = self.blocks.gather(picked, self.init_k.device)
         if chosen is not None:
             self.answer_k = torch.cat((self.init_k, chosen[0]), dim=1)
             self.answer_v = torch.cat((self.init_v, chosen[1]), dim=1)

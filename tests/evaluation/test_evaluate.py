@@ -104,11 +104,27 @@ def test_vidcom2_in_the_pruner_s_place_keeps_the_same_budget_resumes_and_streams
         EvalConfig(compress="vidcom2").variant == "vidcom2" and EvalConfig(compress="none").variant == "base"
     )
     for argv, message in (
-        (("--compress", "tome"), "--compress must be one of stc, none, vidcom2, got 'tome'"),
+        (("--compress", "tome"), "--compress must be one of stc, none, vidcom2, lastn, got 'tome'"),
         (("--compress", "vidcom2", "--model", "livecc"), "--compress vidcom2 runs with --model rekv only"),
     ):
         result = stc_eval("--output", str(tmp_path / "refused"), *argv)
         assert result.exit_code == 2 and message in result.stderr
+
+
+def test_lastn_answers_from_the_last_frames_with_every_token_and_streams_as_clips(tmp_path):
+    stream, clip = tmp_path / "stream", tmp_path / "clip"
+    assert stc_eval("--compress", "lastn", "--last-frames", "2", "--output", str(stream)).exit_code == 0
+    argv = ("--compress", "lastn", "--last-frames", "2", "--output", str(clip), "--schedule", "clip")
+    assert stc_eval(*argv).exit_code == 0
+    assert {r["id"]: r["response"] for r in records(stream)} == {
+        r["id"]: r["response"] for r in records(clip)
+    }
+    kept = sum(r["counts"].get("visual_tokens_kept", 0) for r in records(stream))
+    assert kept == 16 * 18  # every token of the 18 frames: nothing is pruned
+    model = json.loads((stream / "run.json").read_text())["settings"]["model"]
+    assert model["rekv"]["last_frames"] == 2 and not model["stc"]["cacher"] and not model["stc"]["pruner"]
+    refused = stc_eval("--output", str(tmp_path / "refused"), "--compress", "lastn", "--last-frames", "0")
+    assert refused.exit_code == 2 and "--last-frames must be >= 1, got 0" in refused.stderr
 
 
 def test_an_interrupted_run_resumes_to_the_same_records(tmp_path):

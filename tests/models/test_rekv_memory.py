@@ -193,6 +193,22 @@ def test_the_chosen_blocks_of_two_pages_are_what_was_stored():
     assert torch.equal(mem.answer_v, torch.stack((torch.zeros(2), values[0], values[2]))[None])
 
 
+def test_recent_retrieval_answers_from_the_last_blocks_whatever_they_score():
+    # the choosing test's keys: by score blocks 0 and 2 would be chosen; recent takes 2 and 3
+    mem = LayerMemory(n_local=50, block=1, theta=THETA, scale=1.0)
+    one = torch.ones(2, 1, 2)
+    mem.encode(one, torch.zeros(1, 1, 2), torch.zeros(1, 1, 2))
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [-1.0, 2.0]])
+    for key in keys:
+        mem.encode(one, key.reshape(1, 1, 2), torch.zeros(1, 1, 2))
+    question = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    mem.retrieve(question, torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), topk=2, recent=True)
+    assert torch.equal(mem.answer_k, torch.stack((torch.zeros(2), keys[2], keys[3]))[None])
+    mem.end_answer()
+    mem.retrieve(question, torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), topk=9, recent=True)
+    assert torch.equal(mem.answer_k, torch.cat((torch.zeros(1, 2), keys))[None])  # fewer blocks: all
+
+
 def test_reset_reuses_the_pages_and_forgets_the_video():
     n_init, block = 3, 2
     first, second = stream(n_init, 7, block, seed=5), stream(n_init, 7, block, seed=6)
