@@ -47,6 +47,9 @@ def _decord():
 # (``[mov,mp4,m4a,3gp,3g2,mj2 @ 0x...] moov atom not found``)
 _DECORD_LINE = re.compile(rb"\.cc:\d+: |^\[[^\]]* @ 0x[0-9a-f]+\]")
 _STDERR = threading.Lock()
+# One decord call at a time in the process: the runner opens the next video in one worker while another
+# decodes the current one, and decord (ffmpeg underneath) is not documented as safe across threads.
+_DECORD = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -159,21 +162,24 @@ class VideoFrames:
                 f"{path}: no such video; `stc check` lists what is missing and `stc download` fetches it"
             )
         try:
-            with _decord_lines_dropped():
-                self._reader = decord.VideoReader(str(path), num_threads=1)
-            self.native_fps = float(self._reader.get_avg_fps())
-            if sampling.rule == "uniform":
-                ends = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 1].tolist()
-                self._indices = uniform_indices(
-                    ends, self.native_fps, window, sampling.fps, sampling.max_frames
-                )
-            else:
-                self._indices = frame_indices(len(self._reader), self.native_fps, sampling.fps, window)
-            self.size = tuple(self._reader[0].shape[:2])
+            with _DECORD:
+                self._open(decord, path, sampling, window)
         except (decord.DECORDError, RuntimeError) as error:  # decord raises either for a broken file
             raise self._broken(error) from error
         self.times = tuple(i / self.native_fps for i in self._indices)
         self._ahead: tuple[int, torch.Tensor] | None = None  # (first frame, frames) decoded in advance
+
+    def _open(self, decord, path: Path, sampling: Sampling, window) -> None:
+        """The reader, the native rate, the picked frames' indices and the frame size."""
+        with _decord_lines_dropped():
+            self._reader = decord.VideoReader(str(path), num_threads=1)
+        self.native_fps = float(self._reader.get_avg_fps())
+        if sampling.rule == "uniform":
+            ends = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 1].tolist()
+            self._indices = uniform_indices(ends, self.native_fps, window, sampling.fps, sampling.max_frames)
+        else:
+            self._indices = frame_indices(len(self._reader), self.native_fps, sampling.fps, window)
+        self.size = tuple(self._reader[0].shape[:2])
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -197,7 +203,8 @@ class VideoFrames:
         if not indices:
             return torch.empty(0, *self.size, 3, dtype=torch.uint8)
         try:
-            return torch.from_numpy(self._reader.get_batch(indices).asnumpy())
+            with _DECORD:
+                return torch.from_numpy(self._reader.get_batch(indices).asnumpy())
         except (decord.DECORDError, RuntimeError) as error:
             raise self._broken(error) from error
 
