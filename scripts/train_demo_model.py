@@ -63,7 +63,7 @@ class Examples:
     no letter is favoured), the frames before its time, and the token ids around them."""
 
     def __init__(self, llava, data, rng: random.Random, drop: float):
-        self.llava, self.data, self.rng, self.drop = llava, data, rng, drop
+        self.data, self.rng, self.drop = data, rng, drop
         self.tokenizer = llava.tokenizer
         self.init = self.ids(INIT_PROMPT)
         self.eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from stc_cli.evaluation.run_folder import read_json
 from stc_cli.scoring import Submission, finite, read_results, run_status, score_records
 from stc_cli.timings import summarize
 
@@ -178,12 +179,7 @@ def _row(name: str, path: Path, records: list[dict], report, header: dict) -> di
 
 def _header(path: Path) -> dict:
     """The run folder's run.json, or {} where there is none (a bare samples.jsonl, an upstream file)."""
-    folder = path if path.is_dir() else path.parent
-    try:
-        header = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return header if isinstance(header, dict) else {}
+    return read_json((path if path.is_dir() else path.parent) / "run.json")
 
 
 def _settings(header: dict, key: str) -> dict:

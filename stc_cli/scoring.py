@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from stc_cli import benchmarks
 from stc_cli.benchmarks.base import MODES, ScoreReport
+from stc_cli.evaluation.run_folder import read_json
 
 SHAPES = (
     "a samples.jsonl written by `stc eval` (or its run folder), an OVO-Bench result JSON "
@@ -126,8 +127,8 @@ def run_status(path: Path, records: list[dict]) -> str:
     (run.json: its benchmark, ``--tasks`` and ``--limit``) has a record without an error. Unknown without a
     run.json, or where neither run.json nor the benchmark's metadata here gives the number of queries."""
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    header = read_json(folder / "run.json")
     try:
-        header = json.loads((folder / "run.json").read_text(encoding="utf-8"))
         selection = header.get("selection") or {}
         total = selection.get("queries")
         if not isinstance(total, int):  # an older run.json: --limit and --tasks are in settings.config
