@@ -143,13 +143,11 @@ def run_status(path: Path, records: list[dict]) -> str:
 
 def _count_queries(config: dict) -> int | None:
     """How many queries ``stc eval`` picks with ``config``; None when the metadata is not here to count."""
-    from stc_cli.datasets.datadir import resolve_data_dir
+    from stc_cli.datasets.datadir import benchmark_data_dir, resolve_data_dir
 
     try:
         module = benchmarks.get(config["bench"])
-        data_dir = resolve_data_dir(config.get("data_dir"))
-        if module.NAME == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
-            data_dir = module.PACKAGED.parent  # as `stc eval` does: the copy shipped in the package
+        data_dir, _ = benchmark_data_dir(module, resolve_data_dir(config.get("data_dir")))  # as `stc eval`
         with warnings.catch_warnings():  # only counting: the loader's warnings are for `stc eval`
             warnings.simplefilter("ignore")
             queries = module.load_queries(data_dir)

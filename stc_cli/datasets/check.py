@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stc_cli import benchmarks
+from stc_cli.datasets.datadir import benchmark_data_dir
 
 
 @dataclass
@@ -57,11 +58,8 @@ def check(
     open each one. A query needs its ``video``; OVO-Bench queries are also served by their pre-cut
     ``extra["clip"]``. Raises ``MetadataError`` when the metadata cannot be read."""
     module = benchmarks.get(bench)
-    notes = []
-    # As `stc eval` does (evaluate.plan): the demo works before `stc download demo` from the packaged copy.
-    if bench == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
-        data_dir = module.PACKAGED.parent
-        notes.append("demo: using the copy shipped in the package")
+    data_dir, note = benchmark_data_dir(module, data_dir)  # as `stc eval` reads it
+    notes = [note] if note else []
     folder = data_dir / module.FOLDER
     queries = module.load_queries(data_dir)
     tasks = Counter(q.task for q in queries)

@@ -341,15 +341,21 @@ def check_writable(folder: Path, given: str) -> None:
         ) from error
 
 
+def _demo_files() -> list[Path]:
+    """The demo's files shipped in the package, relative to its folder."""
+    from stc_cli.benchmarks import demo
+
+    return sorted(p.relative_to(demo.PACKAGED) for p in demo.PACKAGED.rglob("*") if p.is_file())
+
+
 def demo_changes(data_dir: Path) -> list[Path]:
     """The demo's files (relative paths) that ``<data_dir>/demo`` lacks or holds with other content."""
     from stc_cli.benchmarks import demo
 
     folder = Path(data_dir) / demo.FOLDER
-    files = sorted(p.relative_to(demo.PACKAGED) for p in demo.PACKAGED.rglob("*") if p.is_file())
     return [
         p
-        for p in files
+        for p in _demo_files()
         if not (folder / p).is_file() or not filecmp.cmp(demo.PACKAGED / p, folder / p, False)
     ]
 
@@ -363,8 +369,8 @@ def install_demo(data_dir: Path) -> Path:
     for relative in demo_changes(data_dir):
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(demo.PACKAGED / relative, folder / relative)
-    files = sorted(p.relative_to(demo.PACKAGED) for p in demo.PACKAGED.rglob("*") if p.is_file())
-    marker = {"repo": "stc package", "files": {str(p): (demo.PACKAGED / p).stat().st_size for p in files}}
+    sizes = {str(p): (demo.PACKAGED / p).stat().st_size for p in _demo_files()}
+    marker = {"repo": "stc package", "files": sizes}
     if _read_json(folder / STATE / "complete.json") != marker:
         (folder / STATE).mkdir(exist_ok=True)
         (folder / STATE / "complete.json").write_text(json.dumps(marker, indent=1))

@@ -16,7 +16,7 @@ from pathlib import Path
 from stc_cli import __version__, benchmarks, models, protocols
 from stc_cli.benchmarks.base import Query
 from stc_cli.configs import EvalConfig
-from stc_cli.datasets.datadir import resolve_data_dir
+from stc_cli.datasets.datadir import benchmark_data_dir, resolve_data_dir
 from stc_cli.evaluation.distributed import Shard
 from stc_cli.evaluation.runner import RunSummary, run
 from stc_cli.protocols import Protocol
@@ -64,10 +64,8 @@ def plan(config: EvalConfig) -> Plan:
     MetadataError (naming the file and record) before any model is built."""
     protocol = protocol_of(config)
     module = benchmarks.get(config.bench)
-    data_dir, notes = resolve_data_dir(config.data_dir), []
-    if config.bench == "demo" and not (data_dir / module.FOLDER / module.METADATA).is_file():
-        data_dir = module.PACKAGED.parent
-        notes.append("demo: using the copy shipped in the package")
+    data_dir, note = benchmark_data_dir(module, resolve_data_dir(config.data_dir))
+    notes = [note] if note else []
     if protocol.template == "livecc-turns" and config.max_cache_tokens is None:
         notes.append(
             "livecc-stream keeps every chunk of a video in its KV cache, as LiveCC does: up to about 80 GB "
