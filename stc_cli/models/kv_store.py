@@ -10,9 +10,15 @@ host waits on neither. Reading a page from the host (``store[i]``) is only safe 
 Pages are sized in bytes, ``PAGE_BYTES`` (a power of two) or just under it, because CUDA's caching host
 allocator rounds every pinned allocation up to a power of two and keeps it. ``clear`` (a new video)
 keeps the pages and writes over them; they go only if the block shape, dtype or pinning changes.
+
+A block may hold fewer tokens than its slot (``block``, the first block's length unless given): a
+method that keeps a variable number of tokens per frame (``--compress dtd``) fills the head of the slot,
+and reads give back only the tokens stored.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,39 +26,57 @@ PAGE_BYTES = 1 << 24  # 16 MiB: 41 blocks of LLaVA-OV-7B's 196 tokens, 136 of ST
 
 
 class BlockStore:
-    """Blocks ``[Hkv, block, D]`` of K and V, appended one at a time, gathered onto a device by index."""
+    """Blocks ``[Hkv, n, D]`` of K and V (``n <= block``), appended one at a time, gathered onto a
+    device by index."""
 
-    def __init__(self, device="cpu", *, page_blocks: int | None = None, page_bytes: int = PAGE_BYTES):
+    def __init__(
+        self,
+        device="cpu",
+        *,
+        block: int | None = None,  # tokens per slot; None: the first block's length
+        page_blocks: int | None = None,
+        page_bytes: int = PAGE_BYTES,
+    ):
         self.device = torch.device(device)
-        self.fixed_page_blocks, self.page_bytes = page_blocks, page_bytes
+        self.block, self.fixed_page_blocks, self.page_bytes = block, page_blocks, page_bytes
         self.page_blocks: int | None = None  # blocks per page, set with the first block's size
         self.pages: list[torch.Tensor] = []
-        self.spec = None  # (block shape, dtype, pinned) of the pages
-        self.count = 0  # blocks stored in this video
+        self.spec = None  # (slot shape, dtype, pinned) of the pages
+        self.lengths: list[int] = []  # tokens of each block stored in this video
+
+    @property
+    def count(self) -> int:
+        """Blocks stored in this video."""
+        return len(self.lengths)
 
     @torch.no_grad()  # a page is never part of a graph
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Copy one block's ``k`` and ``v`` (``[Hkv, block, D]``, any strides) into the next slot."""
-        spec = (tuple(k.shape), k.dtype, self.device.type == "cpu" and k.is_cuda)
+        """Copy one block's ``k`` and ``v`` (``[Hkv, n, D]``, any strides) into the next slot."""
+        heads, length, dim = k.shape
+        slot_shape = (heads, self.block or length, dim)
+        spec = (slot_shape, k.dtype, self.device.type == "cpu" and k.is_cuda)
+        if spec != self.spec and self.count:
+            raise ValueError(f"a block of {spec[:2]} does not fit a store of {self.spec[:2]}")
         if spec != self.spec:
-            if self.count:
-                raise ValueError(f"a block of {spec[:2]} does not fit a store of {self.spec[:2]}")
-            block_bytes = 2 * k.numel() * k.element_size()
+            block_bytes = 2 * math.prod(slot_shape) * k.element_size()
             self.page_blocks = self.fixed_page_blocks or max(1, self.page_bytes // block_bytes)
             self.pages, self.spec = [], spec
+        if not 1 <= length <= slot_shape[1]:
+            raise ValueError(f"a block of {length} tokens does not fit slots of {slot_shape[1]}")
         page, slot = divmod(self.count, self.page_blocks)
         if page == len(self.pages):
             with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
-                shape, pin = (2, self.page_blocks, *k.shape), spec[2]
+                shape, pin = (2, self.page_blocks, *slot_shape), spec[2]
                 self.pages.append(torch.empty(shape, dtype=k.dtype, device=self.device, pin_memory=pin))
-        self.pages[page][0, slot].copy_(k, non_blocking=True)
-        self.pages[page][1, slot].copy_(v, non_blocking=True)
-        self.count += 1
+        self.pages[page][0, slot, :, :length].copy_(k, non_blocking=True)
+        self.pages[page][1, slot, :, :length].copy_(v, non_blocking=True)
+        self.lengths.append(length)
 
     def gather(self, indices: list[int], device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The blocks ``indices`` (in that order) joined along the tokens, K and V ``[Hkv, n * block, D]``
+        """The blocks ``indices`` (in that order) joined along the tokens, K and V ``[Hkv, tokens, D]``
         on ``device``; None for no index. Each run of consecutive blocks within a page is one copy of K
-        and one of V into a staging buffer, non-blocking; then one reshape on ``device``."""
+        and one of V into a staging buffer, non-blocking; then one reshape on ``device`` (one join of
+        the stored tokens where some blocks are shorter than their slot)."""
         if not indices:
             return None
         (heads, block, dim), dtype, _ = self.spec
@@ -62,7 +86,11 @@ class BlockStore:
                 staged[kv, position : position + n].copy_(
                     self.pages[page][kv, slot : slot + n], non_blocking=True
                 )
-        joined = staged.transpose(1, 2).reshape(2, heads, len(indices) * block, dim)
+        lengths = [self.lengths[i] for i in indices]
+        if all(length == block for length in lengths):
+            joined = staged.transpose(1, 2).reshape(2, heads, len(indices) * block, dim)
+        else:
+            joined = torch.cat([staged[:, i, :, :n] for i, n in enumerate(lengths)], dim=2)
         return joined[0], joined[1]
 
     def runs(self, indices: list[int]) -> list[tuple[int, int, int, int]]:
@@ -79,11 +107,14 @@ class BlockStore:
 
     def clear(self) -> None:
         """Forget the blocks; the pages stay for the next video."""
-        self.count = 0
+        self.lengths = []
 
     def nbytes(self) -> int:
         """Bytes of the blocks stored (what the video holds, whatever the page size or earlier videos)."""
-        return self.count * 2 * self.pages[0][0, 0].nbytes if self.count else 0
+        if not self.count:
+            return 0
+        heads, block, dim = self.spec[0]
+        return 2 * sum(self.lengths) * heads * dim * self.pages[0].element_size()
 
     def capacity_nbytes(self) -> int:
         """Bytes of the pages allocated (before the host allocator's rounding up to a power of two)."""
@@ -94,8 +125,10 @@ class BlockStore:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Block ``index`` (negative counts from the end) as views ``(k, v)`` into its page."""
-        page, slot = divmod(self._check(index), self.page_blocks)
-        return self.pages[page][0, slot], self.pages[page][1, slot]
+        index = self._check(index)
+        page, slot = divmod(index, self.page_blocks)
+        length = self.lengths[index]
+        return self.pages[page][0, slot, :, :length], self.pages[page][1, slot, :, :length]
 
     def __iter__(self):
         return (self[i] for i in range(self.count))

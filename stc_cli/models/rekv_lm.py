@@ -39,9 +39,10 @@ class ReKVLanguageModel:
         for memory in self.memory:
             memory.reset()
 
-    def encode(self, embeds: torch.Tensor) -> None:
-        """Append ``embeds [1, L, width]`` to the video memory (after the init prompt: whole blocks)."""
-        self._run(embeds, "encode")
+    def encode(self, embeds: torch.Tensor, sizes: list[int] | None = None) -> None:
+        """Append ``embeds [1, L, width]`` to the video memory (after the init prompt: whole blocks, of
+        ``block`` tokens or of ``sizes``)."""
+        self._run(embeds, "encode", sizes)
 
     def retrieve(self, embeds: torch.Tensor) -> None:
         """Let a question pick each layer's ``topk`` frames; starts the answer cache."""
@@ -59,7 +60,7 @@ class ReKVLanguageModel:
     def nbytes(self) -> int:
         return sum(memory.nbytes() for memory in self.memory)
 
-    def _run(self, hidden: torch.Tensor, phase: str) -> torch.Tensor:
+    def _run(self, hidden: torch.Tensor, phase: str, sizes: list[int] | None = None) -> torch.Tensor:
         length = hidden.shape[1]
         for layer, memory in zip(self.lm.layers, self.memory, strict=True):
             attention = layer.self_attn
@@ -68,7 +69,7 @@ class ReKVLanguageModel:
             k = attention.k_proj(x).view(length, self.kv_heads, self.head_dim).transpose(0, 1)
             v = attention.v_proj(x).view(length, self.kv_heads, self.head_dim).transpose(0, 1)
             if phase == "encode":
-                out = memory.encode(q, k, v)
+                out = memory.encode(q, k, v, sizes)
             elif phase == "retrieve":
                 out = memory.retrieve(q, k, v, self.topk, self.recent)
             else:

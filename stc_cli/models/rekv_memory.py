@@ -5,9 +5,10 @@ Keys and values are kept *before* RoPE, so that a key can be attended at whateve
 gives it: while encoding, a token sees the last ``n_local`` tokens of the stream at their relative
 positions, plus the init prompt (the first ``n_init`` tokens, the attention sink) at one fixed angle
 once it has slid out of the window, in one joint softmax. Every token after the init prompt also lands
-in a block of ``block`` tokens (one frame) with a representative key (the mean of its GQA-expanded
-pre-RoPE keys); blocks live on ``offload`` (the CPU by default), in a ``BlockStore`` (``kv_store.py``):
-pinned pages when the model runs on a GPU, which the next video reuses after ``reset``.
+in a block of ``block`` tokens (one frame; fewer where a method keeps a variable number) with a
+representative key (the mean of its GQA-expanded pre-RoPE keys); blocks live on ``offload`` (the CPU
+by default), in a ``BlockStore`` (``kv_store.py``): pinned pages when the model runs on a GPU, which
+the next video reuses after ``reset``.
 
 Answering: each layer scores the blocks against the question's mean query (a raw dot product, as
 upstream does, though it is called a cosine there), keeps the ``topk`` best in temporal order, and then
@@ -79,7 +80,7 @@ class LayerMemory:
             raise ValueError(f"n_local and block must be >= 1, got {n_local} and {block}")
         self.n_local, self.block, self.theta, self.scale = n_local, block, theta, scale
         self.offload = torch.device(offload)
-        self.blocks = BlockStore(self.offload, page_blocks=page_blocks)  # one (k, v) per frame
+        self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks)  # one (k, v) per frame
         self.reset()
 
     def reset(self) -> None:
@@ -92,22 +93,33 @@ class LayerMemory:
         self.answer_k = self.answer_v = None  # the answer cache: [init ; chosen blocks ; prompt ...]
 
     # -- encoding --------------------------------------------------------------------------------
-    def encode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sizes: list[int] | None = None
+    ) -> torch.Tensor:
         """Append a chunk to the stream and return its attention output ``[H, L, D]``.
 
         The first call is the init prompt, taken whole; every later call must bring whole blocks
-        (frames), each attended as one sub-chunk, as upstream's ``exc_block_size = block`` does.
+        (frames), each attended as one sub-chunk, as upstream's ``exc_block_size = block`` does. Blocks
+        are ``block`` tokens each, or ``sizes`` (each 1 to ``block``) where a method keeps a variable
+        number of tokens per frame.
         """
         if self.init_k is None:
             self.init_k, self.init_v = k, v
             return self._encode_span(q, k, v)
-        if k.shape[1] % self.block:
-            raise ValueError(f"video chunks must hold whole blocks of {self.block} tokens, got {k.shape[1]}")
-        outputs = []
-        for start in range(0, k.shape[1], self.block):
-            span = slice(start, start + self.block)
+        if sizes is None:
+            if k.shape[1] % self.block:
+                raise ValueError(
+                    f"video chunks must hold whole blocks of {self.block} tokens, got {k.shape[1]}"
+                )
+            sizes = [self.block] * (k.shape[1] // self.block)
+        elif sum(sizes) != k.shape[1] or not all(1 <= size <= self.block for size in sizes):
+            raise ValueError(f"blocks of {sizes} tokens (at most {self.block} each) for {k.shape[1]} tokens")
+        outputs, start = [], 0
+        for size in sizes:
+            span = slice(start, start + size)
             outputs.append(self._encode_span(q[:, span], k[:, span], v[:, span]))
             self._store_block(k[:, span], v[:, span], heads=q.shape[0])
+            start += size
         return torch.cat(outputs, dim=1)
 
     def _encode_span(self, q, k, v) -> torch.Tensor:

@@ -126,3 +126,22 @@ def test_from_a_gpu_the_pages_are_pinned_and_read_back_to_it():
     assert torch.equal(v, torch.cat([pairs[i][1] for i in [1, 2, 3, 6]], dim=1))
     on_gpu = filled(pairs, page_blocks=3, store=BlockStore("cuda", page_blocks=3))
     assert on_gpu.pages[0].is_cuda and torch.equal(on_gpu.gather([4], "cuda")[0], pairs[4][0])
+
+
+def test_blocks_shorter_than_their_slot_read_back_only_the_tokens_stored():
+    """``--compress dtd``: blocks of 3, 1, 2 and 3 tokens in slots of 3, two blocks per page."""
+    full = blocks(4)
+    lengths = [3, 1, 2, 3]
+    pairs = [(k[:, :n], v[:, :n]) for (k, v), n in zip(full, lengths, strict=True)]
+    store = filled(pairs, page_blocks=2, store=BlockStore(block=BLOCK, page_blocks=2))
+    assert store.lengths == lengths and all(p.shape == (2, 2, KV_HEADS, BLOCK, DIM) for p in store.pages)
+    for i, (k, v) in enumerate(pairs):
+        assert torch.equal(store[i][0], k) and torch.equal(store[i][1], v)
+    for indices in ([0, 1, 2, 3], [1, 2], [3, 1], [0, 3]):
+        k, v = store.gather(indices, "cpu")
+        assert torch.equal(k, torch.cat([pairs[i][0] for i in indices], dim=1))
+        assert torch.equal(v, torch.cat([pairs[i][1] for i in indices], dim=1))
+    assert store.nbytes() == 2 * sum(lengths) * KV_HEADS * DIM * 4
+    assert store.capacity_nbytes() == 2 * 2 * 2 * KV_HEADS * BLOCK * DIM * 4
+    with pytest.raises(ValueError, match="a block of 4 tokens does not fit slots of 3"):
+        store.append(torch.zeros(KV_HEADS, 4, DIM), torch.zeros(KV_HEADS, 4, DIM))

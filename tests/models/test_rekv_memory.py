@@ -96,6 +96,39 @@ def test_a_chunk_of_partial_blocks_is_refused():
         mem.encode(q[:, 2:5], k[:, 2:5], v[:, 2:5])
 
 
+def test_blocks_of_variable_size_attend_as_the_spec_and_are_read_back_whole():
+    """``--compress dtd`` keeps a variable number of tokens per frame: blocks of ``sizes`` tokens, each
+    still one sub-chunk; attention is per token, so the outputs are the spec's whatever the sizes."""
+    n_init, n_local, sizes = 3, 9, [4, 1, 3, 2, 4]
+    q, k, v = stream(n_init, 14, 1)
+    mem = memory(n_local, block=4)
+    outputs = [mem.encode(q[:, :n_init], k[:, :n_init], v[:, :n_init])]
+    outputs.append(mem.encode(q[:, 3:8], k[:, 3:8], v[:, 3:8], sizes=[4, 1]))
+    outputs.append(mem.encode(q[:, 8:], k[:, 8:], v[:, 8:], sizes=[3, 2, 4]))
+    torch.testing.assert_close(
+        torch.cat(outputs, dim=1), reference_outputs(q, k, v, n_init, n_local), rtol=1e-5, atol=1e-5
+    )
+    starts = [3, 7, 8, 11, 13, 17]  # each block's first stream index
+    assert [mem.blocks[i][0].shape[1] for i in range(5)] == sizes
+    for i in range(5):
+        assert torch.equal(mem.blocks[i][0], k[:, starts[i] : starts[i + 1]])
+    chosen_k, chosen_v = mem.blocks.gather([1, 2, 4], "cpu")  # tokens 7, 8-10, 13-16
+    assert torch.equal(chosen_k, k[:, [7, 8, 9, 10, 13, 14, 15, 16]])
+    assert torch.equal(chosen_v, v[:, [7, 8, 9, 10, 13, 14, 15, 16]])
+    assert mem.blocks.nbytes() == 2 * 14 * KV_HEADS * DIM * 4  # the tokens stored, not the slots
+    # a block's representative is the mean of its own tokens' (GQA-expanded) keys
+    torch.testing.assert_close(mem.block_repr[1], k[:, 7].repeat_interleave(2, 0).reshape(-1))
+
+
+@pytest.mark.parametrize(("sizes", "tokens"), [([5], 5), ([0, 2], 2), ([2, 2], 3)])
+def test_block_sizes_that_do_not_fit_are_refused(sizes, tokens):
+    q, k, v = stream(2, tokens, 1)
+    mem = memory(50, 4)
+    mem.encode(q[:, :2], k[:, :2], v[:, :2])
+    with pytest.raises(ValueError, match="at most 4 each"):
+        mem.encode(q[:, 2:], k[:, 2:], v[:, 2:], sizes=sizes)
+
+
 def test_blocks_are_chosen_by_dot_product_with_the_mean_query_in_temporal_order():
     # one KV head, two query heads, D = 2: a block's representative is its mean key repeated per head
     mem = LayerMemory(n_local=50, block=1, theta=THETA, scale=1.0)
