@@ -75,15 +75,24 @@ def eval_(
     compress: Annotated[
         str,
         typer.Option(
-            metavar="stc|none|vidcom2|lastn",
+            metavar="stc|none|vidcom2|dtd|lastn",
             help="stc (the parts --cacher and --pruner say), none (as --no-stc), or a baseline: vidcom2 "
-            "(VidCom² in the pruner's place at --tokens-per-frame, no cacher) or lastn (every token, but "
-            "answers see only the last --last-frames frames).",
+            "(VidCom² in the pruner's place at --tokens-per-frame, no cacher), dtd (TimeChat-Online's "
+            "differential token drop there: --tokens-per-frame, or --dtd-threshold) or lastn (every "
+            "token, but answers see only the last --last-frames frames).",
         ),
     ] = _EVAL.compress,
     last_frames: Annotated[
         int, typer.Option(metavar="N", help="--compress lastn: the frames an answer sees.")
     ] = _EVAL.last_frames,
+    dtd_threshold: Annotated[
+        float | None,
+        typer.Option(
+            metavar="COS",
+            help="--compress dtd: drop tokens whose cosine to the previous frame is above COS "
+            "(TimeChat-Online's default: 0.5); unset: keep --tokens-per-frame per frame.",
+        ),
+    ] = _EVAL.dtd_threshold,
     stc: Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")] = _EVAL.stc,
     cacher: Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")] = _EVAL.cacher,
     pruner: Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")] = _EVAL.pruner,
@@ -109,6 +118,14 @@ def eval_(
         int, typer.Option(metavar="TOKENS", help="ReKV: sliding-window length in tokens.")
     ] = _EVAL.n_local,
     topk: Annotated[int, typer.Option(metavar="N", help="ReKV: frames retrieved per question.")] = _EVAL.topk,
+    encode_chunk: Annotated[
+        int,
+        typer.Option(
+            metavar="F",
+            help="ReKV: frames per vision-tower call and prefill (throughput; changes the cacher's "
+            "reference schedule and the pruner's memory to per chunk; docs/protocols.md).",
+        ),
+    ] = _EVAL.encode_chunk,
     max_new_tokens: Annotated[
         int | None, typer.Option(metavar="N", help="Longest answer in tokens (default: the protocol's).")
     ] = _EVAL.max_new_tokens,
@@ -163,6 +180,7 @@ def eval_(
         output=str(output) if output else None,
         compress=compress,
         last_frames=last_frames,
+        dtd_threshold=dtd_threshold,
         stc=stc,
         cacher=cacher,
         pruner=pruner,
@@ -172,6 +190,7 @@ def eval_(
         pruner_memory=pruner_memory,
         n_local=n_local,
         topk=topk,
+        encode_chunk=encode_chunk,
         max_new_tokens=max_new_tokens,
         answer_mode=answer_mode,
         max_cache_tokens=max_cache_tokens,

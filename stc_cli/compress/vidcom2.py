@@ -59,19 +59,6 @@ class VidCom2:
         score = video_score + frame_score
         return [score[f].topk(k, largest=False).indices.sort().values for f, k in enumerate(budgets)]
 
-    def compress(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``select`` gathered, as ``STCPruner.compress`` returns it: ``kept [F, k, D]`` and ``idx [F, k]``.
-        Every frame must keep as many tokens, as a one-frame chunk always does (ReKV's blocks are one
-        frame of a fixed size); ValueError otherwise."""
-        chosen = self.select(features)
-        if len({len(idx) for idx in chosen}) != 1:
-            raise ValueError(
-                f"VidCom² keeps {[len(idx) for idx in chosen]} tokens in the frames of this chunk; "
-                "compress() needs chunks whose frames keep as many (one frame per chunk)"
-            )
-        idx = torch.stack(chosen)
-        return features.gather(1, idx.unsqueeze(-1).expand(-1, -1, features.shape[-1])), idx
-
     def reset(self) -> None:
         """Nothing to forget: its centre is the chunk's own."""
 

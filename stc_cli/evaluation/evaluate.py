@@ -23,7 +23,7 @@ from stc_cli.protocols import Protocol
 
 PRUNER_MEMORIES = ("video", "process")
 # --compress: STC, nothing, or a baseline: VidCom² in the pruner's place; the last N frames only (lastn)
-COMPRESSIONS = ("stc", "none", "vidcom2", "lastn")
+COMPRESSIONS = ("stc", "none", "vidcom2", "dtd", "lastn")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,12 @@ def _check_settings(config: EvalConfig) -> None:
         raise ValueError(f"--compress must be one of {', '.join(COMPRESSIONS)}, got {config.compress!r}")
     if config.compress in ("vidcom2", "lastn") and config.model != "rekv":
         raise ValueError(f"--compress {config.compress} runs with --model rekv only, not {config.model}")
+    if config.dtd_threshold is not None and config.compress != "dtd":
+        raise ValueError("--dtd-threshold applies to --compress dtd only")
+    if config.dtd_threshold is not None and not -1 <= config.dtd_threshold <= 1:
+        raise ValueError(f"--dtd-threshold is a cosine in [-1, 1], got {config.dtd_threshold}")
+    if config.encode_chunk != 1 and config.model != "rekv":
+        raise ValueError(f"--encode-chunk runs with --model rekv only, not {config.model}")
     if not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
     if config.fps is not None and not math.isfinite(config.fps):
@@ -135,6 +141,7 @@ def _check_settings(config: EvalConfig) -> None:
         "--max-new-tokens": config.max_new_tokens,
         "--max-cache-tokens": config.max_cache_tokens,
         "--last-frames": config.last_frames,
+        "--encode-chunk": config.encode_chunk,
     }
     for flag, value in counts.items():
         if value is not None and value < 1:

@@ -17,6 +17,8 @@ import torch
 
 from stc_cli.benchmarks.base import Query
 
+PRUNER_BASELINES = ("vidcom2", "dtd")  # --compress methods that act where STC-Pruner does
+
 
 @dataclass(frozen=True)
 class STCSettings:
@@ -31,13 +33,14 @@ class STCSettings:
     # for the whole run, as the released code does (its per-video reset rebinds an alias only), so that
     # scores depend on the order of the videos
     pruner_memory: str = "video"
-    pruner_method: str = "stc"  # or vidcom2: the baseline in the pruner's place (--compress)
+    pruner_method: str = "stc"  # or a baseline in the pruner's place (--compress): vidcom2, dtd
+    dtd_threshold: float | None = None  # --compress dtd: absolute mode; None: keep tokens_per_frame
 
     @classmethod
     def from_config(cls, config, default_tokens_per_frame: int) -> STCSettings:
         """The STC part of an ``EvalConfig``; an unset ``--tokens-per-frame`` means the model's default."""
         stc = config.stc and config.compress == "stc"
-        baseline = config.compress == "vidcom2"  # a pruner in STC-Pruner's place, no cacher
+        baseline = config.compress in PRUNER_BASELINES  # in STC-Pruner's place, no cacher
         return cls(
             cacher=stc and config.cacher,
             pruner=(stc and config.pruner) or baseline,
@@ -46,6 +49,7 @@ class STCSettings:
             tokens_per_frame=config.tokens_per_frame or default_tokens_per_frame,
             pruner_memory=config.pruner_memory,
             pruner_method=config.compress if baseline else "stc",
+            dtd_threshold=config.dtd_threshold if config.compress == "dtd" else None,
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import STCCacher, STCPruner, VidCom2
+from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner, VidCom2
 from stc_cli.models import llava_ov
 from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, clean_up_spaces, count, timed
 from stc_cli.models.llava_ov import LlavaOV
@@ -32,6 +32,7 @@ class ReKVSettings:
     n_local: int = 15000  # tokens of the sliding window
     topk: int = 64  # frames retrieved per layer for a question
     last_frames: int | None = None  # --compress lastn: answer from the last N frames instead (SimpleStream)
+    encode_chunk: int = 1  # frames per vision-tower call and prefill (--encode-chunk)
 
 
 class ReKV:
@@ -55,7 +56,10 @@ class ReKV:
         pooled = llava.tokens_per_frame
         if stc.pruner and not 1 <= stc.tokens_per_frame <= pooled:
             raise ValueError(f"--tokens-per-frame must be between 1 and {pooled}, got {stc.tokens_per_frame}")
-        self.block = stc.tokens_per_frame if stc.pruner else pooled
+        # the budget per frame, and the most tokens a frame's block may hold: STC-Pruner keeps exactly
+        # its budget, the baselines a variable number (VidCom² over several frames, DTD always)
+        self.budget = stc.tokens_per_frame if stc.pruner else pooled
+        self.block = self.budget if stc.pruner_method == "stc" else pooled
         self.cacher = (
             STCCacher(stc.update_ratio, stc.cache_interval).attach(self.vision) if stc.cacher else None
         )
@@ -81,7 +85,7 @@ class ReKV:
             "model_path": self.llava.source,
             "dtype": str(self.lm.dtype).removeprefix("torch."),
             "frame_size": list(self.llava.transform.size),
-            "tokens_per_frame": self.block,
+            "tokens_per_frame": self.budget,
             "stc": asdict(self.stc),
             "rekv": asdict(self.settings),
             "stop_ids": sorted(self.stop_ids),
@@ -92,24 +96,28 @@ class ReKV:
         self.llm.reset()
         if self.cacher:
             self.cacher.reset()
-        if self.pruner and self.stc.pruner_memory == "video":
+        if self.pruner and (self.stc.pruner_memory == "video" or self.stc.pruner_method != "stc"):
             self.pruner.reset()
         self.llm.encode(self._embed(INIT_PROMPT))
 
     @torch.inference_mode()
     def add_frames(self, frames: torch.Tensor, times: tuple[float, ...]) -> Step:
         step = Step()
-        for frame in frames:
+        for start in range(0, len(frames), self.settings.encode_chunk):
+            chunk = frames[start : start + self.settings.encode_chunk]
             with timed(step, "vit", self.device):
-                features = self.llava.frame_features(frame[None])  # [1, 196, hidden]
+                features = self.llava.frame_features(chunk)  # [F, 196, hidden]
+            kept = list(features)
             if self.pruner:
                 with timed(step, "compress", self.device):
-                    features, _ = self.pruner.compress(features)
-            with timed(step, "prefill", self.device):
-                self.llm.encode(features.reshape(1, -1, features.shape[-1]))
-            count(step, "frames_encoded", 1)
-            count(step, "visual_tokens_in", self.llava.tokens_per_frame)
-            count(step, "visual_tokens_kept", features.shape[1])
+                    kept = _kept_tokens(self.pruner, features)
+            kept = [tokens for tokens in kept if len(tokens)]  # a frame DTD drops whole leaves no block
+            if kept:
+                with timed(step, "prefill", self.device):
+                    self.llm.encode(torch.cat(kept)[None], sizes=[len(tokens) for tokens in kept])
+            count(step, "frames_encoded", len(chunk))
+            count(step, "visual_tokens_in", self.llava.tokens_per_frame * len(chunk))
+            count(step, "visual_tokens_kept", sum(len(tokens) for tokens in kept))
         return step
 
     @torch.inference_mode()
@@ -149,12 +157,26 @@ class ReKV:
         return self.lm.embed_tokens(self._ids(ids))
 
 
-def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2:
-    """STC-Pruner, or VidCom² in its place at the same budget (``--compress vidcom2``): one frame per chunk,
-    so its "video" centre is the frame's and it keeps ``tokens_per_frame`` of every frame."""
+def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2 | DifferentialTokenDrop:
+    """STC-Pruner, or a baseline in its place at the same budget (``--compress``): VidCom², whose "video"
+    centre is the encode chunk's (one frame by default, so it keeps ``tokens_per_frame`` of every frame),
+    or TimeChat-Online's DTD, keeping ``tokens_per_frame`` of every frame but the first, or dropping by
+    ``dtd_threshold``."""
     if stc.pruner_method == "vidcom2":
         return VidCom2(base_scale=stc.tokens_per_frame / pooled)
+    if stc.pruner_method == "dtd":
+        if stc.dtd_threshold is not None:
+            return DifferentialTokenDrop(stc.dtd_threshold)
+        return DifferentialTokenDrop(None, keep=stc.tokens_per_frame)
     return STCPruner(stc.tokens_per_frame)
+
+
+def _kept_tokens(pruner, features: torch.Tensor) -> list[torch.Tensor]:
+    """The tokens ``pruner`` keeps of each frame of one chunk ``[F, P, D]``, in order: STC-Pruner keeps as
+    many of every frame, the baselines choose per frame (``select``)."""
+    if isinstance(pruner, STCPruner):
+        return list(pruner.compress(features)[0])
+    return [frame[idx] for frame, idx in zip(features, pruner.select(features), strict=True)]
 
 
 def texts(protocol: Protocol, query: Query) -> tuple[str, str]:
@@ -178,4 +200,4 @@ def build(config, protocol: Protocol, device, dtype) -> ReKV:
     # STC keeps 60 of LLaVA-OV's 196 tokens per frame; other grids (random:tiny's 16) keep the same share
     stc = STCSettings.from_config(config, round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196))
     last = config.last_frames if config.compress == "lastn" else None
-    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, last), protocol)
+    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, last, config.encode_chunk), protocol)

@@ -42,14 +42,6 @@ def test_frames_less_like_the_video_keep_more_tokens_rounded_half_to_even():
     assert VidCom2(base_scale=0.01).budgets(torch.tensor([0.0, 0.0]), 20) == [1, 1]  # at least one
 
 
-def test_compress_gathers_a_one_frame_chunk_and_refuses_unequal_budgets():
-    x = inputs(0, 4, 196, 64)
-    kept, idx = VidCom2(base_scale=60 / 196).compress(x[:1])
-    assert idx.shape == (1, 60) and torch.equal(kept[0], x[0, idx[0]])
-    with pytest.raises(ValueError, match=r"keeps \[86, 37, 37, 37\] tokens in the frames of this chunk"):
-        VidCom2(base_scale=0.25).compress(x)
-
-
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="base_scale must be in"):
         VidCom2(base_scale=0)

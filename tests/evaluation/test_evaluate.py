@@ -104,8 +104,34 @@ def test_vidcom2_in_the_pruner_s_place_keeps_the_same_budget_resumes_and_streams
         EvalConfig(compress="vidcom2").variant == "vidcom2" and EvalConfig(compress="none").variant == "base"
     )
     for argv, message in (
-        (("--compress", "tome"), "--compress must be one of stc, none, vidcom2, lastn, got 'tome'"),
+        (("--compress", "fastv"), "--compress must be one of stc, none, vidcom2, dtd, lastn, got 'fastv'"),
         (("--compress", "vidcom2", "--model", "livecc"), "--compress vidcom2 runs with --model rekv only"),
+    ):
+        result = stc_eval("--output", str(tmp_path / "refused"), *argv)
+        assert result.exit_code == 2 and message in result.stderr
+
+
+def test_dtd_keeps_each_video_s_first_frame_whole_resumes_and_streams_as_clips(tmp_path):
+    stream, clip = tmp_path / "stream", tmp_path / "clip"
+    assert stc_eval("--compress", "dtd", "--output", str(stream)).exit_code == 0
+    assert stc_eval("--compress", "dtd", "--output", str(clip), "--schedule", "clip").exit_code == 0
+    kept = sum(r["counts"].get("visual_tokens_kept", 0) for r in records(stream))
+    assert kept == 3 * 16 + 15 * 5  # 3 videos of 6 frames: each first frame whole, then 5 of 16 (60 of 196)
+    assert {r["id"]: r["response"] for r in records(stream)} == {
+        r["id"]: r["response"] for r in records(clip)
+    }
+    model = json.loads((stream / "run.json").read_text())["settings"]["model"]
+    assert model["stc"]["pruner_method"] == "dtd" and model["stc"]["dtd_threshold"] is None
+    assert "12 already there" in stc_eval("--compress", "dtd", "--output", str(stream)).stdout
+    threshold = tmp_path / "threshold"
+    assert stc_eval("--compress", "dtd", "--dtd-threshold", "0.5", "--output", str(threshold)).exit_code == 0
+    model = json.loads((threshold / "run.json").read_text())["settings"]["model"]
+    assert model["stc"]["dtd_threshold"] == 0.5
+    for argv, message in (
+        (("--dtd-threshold", "0.5"), "--dtd-threshold applies to --compress dtd only"),
+        (("--compress", "dtd", "--dtd-threshold", "2"), "--dtd-threshold is a cosine in [-1, 1], got 2.0"),
+        (("--encode-chunk", "0"), "--encode-chunk must be >= 1, got 0"),
+        (("--encode-chunk", "4", "--model", "livecc"), "--encode-chunk runs with --model rekv only"),
     ):
         result = stc_eval("--output", str(tmp_path / "refused"), *argv)
         assert result.exit_code == 2 and message in result.stderr

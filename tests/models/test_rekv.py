@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from stc_cli.benchmarks.base import Query
+from stc_cli.compress import DifferentialTokenDrop
 from stc_cli.models import llava_ov
 from stc_cli.models.base import STCSettings
 from stc_cli.models.rekv import CHAT_TURN, INIT_PROMPT, ReKV, ReKVSettings, texts
@@ -89,6 +90,66 @@ def test_stc_prunes_each_frame_to_one_block_of_k_tokens(tiny):
     assert rekv.block == 5 and [b[0].shape[1] for b in rekv.llm.memory[0].blocks] == [5, 5, 5, 5]
     assert rekv.cacher is not None and rekv.cacher.selected  # the second frame was a selective chunk
     rekv.cacher.detach()
+
+
+@torch.inference_mode()
+def test_encode_chunk_gives_the_same_memory_as_one_frame_at_a_time(tiny):
+    """Without STC, --encode-chunk only batches: each frame is still one block, attended as one sub-chunk."""
+    one, chunked = (ReKV(tiny, OFF, ReKVSettings(n_local=40, encode_chunk=n)) for n in (1, 3))
+    video = frames(7)
+    for rekv in (one, chunked):
+        rekv.add_frames(video[:5], tuple(range(5)))  # chunks of 3 and 2
+        step = rekv.add_frames(video[5:], (5.0, 6.0))
+        assert step.counts == {"frames_encoded": 2, "visual_tokens_in": 32, "visual_tokens_kept": 32}
+    for a, b in zip(one.llm.memory, chunked.llm.memory, strict=True):
+        assert len(a.blocks) == len(b.blocks) == 7
+        torch.testing.assert_close(a.local_k, b.local_k, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            a.blocks.gather(list(range(7)), "cpu"), b.blocks.gather(list(range(7)), "cpu")
+        )
+
+
+@torch.inference_mode()
+def test_encode_chunk_makes_a_chunk_of_frames_the_cacher_s_unit(tiny):
+    rekv = ReKV(tiny, STCSettings(tokens_per_frame=5), ReKVSettings(encode_chunk=2))
+    try:
+        rekv.add_frames(frames(2), (0.0, 1.0))  # chunk 0: a reference chunk of 2 frames
+        assert all(selected is None for selected in rekv.cacher.selected)
+        rekv.add_frames(
+            frames(3, seed=1), (2.0, 3.0, 4.0)
+        )  # chunks 1 (2 frames, selective), 2 (1, reference)
+        assert all(selected is None for selected in rekv.cacher.selected)
+        rekv.add_frames(frames(2, seed=2), (5.0, 6.0))  # chunk 3: selective, 2 frames
+        # in each layer, 12 of the tower's 49 tokens (7 x 7 patches) per frame: int(49 * 0.25)
+        assert [tuple(selected.shape) for selected in rekv.cacher.selected] == [(2, 12)] * 3
+    finally:
+        rekv.cacher.detach()
+
+
+@torch.inference_mode()
+def test_dtd_keeps_the_first_frame_of_each_video_whole_and_the_budget_of_the_others(tiny):
+    dtd = STCSettings(cacher=False, tokens_per_frame=5, pruner_method="dtd")
+    rekv = ReKV(tiny, dtd, ReKVSettings(encode_chunk=2))
+    step = rekv.add_frames(frames(4), (0.0, 1.0, 2.0, 3.0))
+    assert step.counts == {"frames_encoded": 4, "visual_tokens_in": 64, "visual_tokens_kept": 16 + 3 * 5}
+    assert rekv.block == 16 and rekv.describe()["tokens_per_frame"] == 5
+    assert [b[0].shape[1] for b in rekv.llm.memory[0].blocks] == [16, 5, 5, 5]
+    rekv.reset()
+    rekv.add_frames(frames(2), (0.0, 1.0))
+    assert [b[0].shape[1] for b in rekv.llm.memory[0].blocks] == [16, 5]
+
+
+@torch.inference_mode()
+def test_dtd_with_a_threshold_stores_what_it_keeps_and_no_block_for_a_repeated_frame(tiny):
+    rekv = ReKV(tiny, STCSettings(cacher=False, tokens_per_frame=5, pruner_method="dtd", dtd_threshold=0.5))
+    video = frames(3)
+    video = torch.cat((video[:2], video[1:2], video[2:]))  # frame 2 repeats frame 1: every cosine is 1
+    features = tiny.frame_features(video)
+    expected = [len(idx) for idx in DifferentialTokenDrop(0.5).select(features)]
+    assert expected[0] == 16 and expected[2] == 0 and 0 < expected[1] and 0 < expected[3]
+    step = rekv.add_frames(video, (0.0, 1.0, 2.0, 3.0))
+    assert step.counts["visual_tokens_kept"] == sum(expected)
+    assert [b[0].shape[1] for b in rekv.llm.memory[0].blocks] == [n for n in expected if n]
 
 
 @torch.inference_mode()
