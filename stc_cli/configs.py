@@ -47,9 +47,11 @@ class EvalConfig:
     max_new_tokens: int | None = None
     answer_mode: str | None = None  # LiveCC: generate, or logits (the answer read from candidate logits)
     output: str | None = None  # None: runs/<model>-<bench>-<variant>
-    compress: str = "stc"  # stc (the parts --cacher/--pruner say), none, or a baseline: vidcom2, dtd, lastn
+    # stc (the parts --cacher/--pruner say), none, or a baseline: tome, vidcom2, visionzip, dtd, lastn
+    compress: str = "stc"
     last_frames: int = 4  # --compress lastn: the frames an answer sees (SimpleStream's N)
     dtd_threshold: float | None = None  # --compress dtd: drop cosine > it; None: keep --tokens-per-frame
+    tome_r: int | None = None  # --compress tome: tokens merged per layer; None: leave STC's share
     encode_chunk: int = 1  # ReKV: frames per ViT call and per prefill (offline throughput mode)
     stc: bool = True  # False turns both parts off
     cacher: bool = True

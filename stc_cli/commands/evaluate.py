@@ -75,11 +75,11 @@ def eval_(
     compress: Annotated[
         str,
         typer.Option(
-            metavar="stc|none|vidcom2|dtd|lastn",
-            help="stc (the parts --cacher and --pruner say), none (as --no-stc), or a baseline: vidcom2 "
-            "(VidCom² in the pruner's place at --tokens-per-frame, no cacher), dtd (TimeChat-Online's "
-            "differential token drop there: --tokens-per-frame, or --dtd-threshold) or lastn (every "
-            "token, but answers see only the last --last-frames frames).",
+            metavar="stc|none|tome|vidcom2|visionzip|dtd|lastn",
+            help="stc (the parts --cacher and --pruner say), none (as --no-stc), or a baseline at STC's "
+            "budget: tome (ToMe in the vision tower, unmerged at its output), vidcom2, visionzip or dtd "
+            "(in the pruner's place, keeping --tokens-per-frame; dtd: or by --dtd-threshold), lastn "
+            "(every token, but answers see only the last --last-frames frames). docs/protocols.md.",
         ),
     ] = _EVAL.compress,
     last_frames: Annotated[
@@ -93,6 +93,14 @@ def eval_(
             "(TimeChat-Online's default: 0.5); unset: keep --tokens-per-frame per frame.",
         ),
     ] = _EVAL.dtd_threshold,
+    tome_r: Annotated[
+        int | None,
+        typer.Option(
+            metavar="R",
+            help="--compress tome: tokens merged in every layer (default: a schedule that leaves STC's "
+            "share of the patches, 223 of 729 for 60 of 196).",
+        ),
+    ] = _EVAL.tome_r,
     stc: Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")] = _EVAL.stc,
     cacher: Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")] = _EVAL.cacher,
     pruner: Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")] = _EVAL.pruner,
@@ -181,6 +189,7 @@ def eval_(
         compress=compress,
         last_frames=last_frames,
         dtd_threshold=dtd_threshold,
+        tome_r=tome_r,
         stc=stc,
         cacher=cacher,
         pruner=pruner,

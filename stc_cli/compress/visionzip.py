@@ -49,6 +49,9 @@ class VisionZip:
         self.dominant, self.contextual = int(dominant), int(contextual)
         self.last_indices: torch.Tensor | None = None  # [F, dominant] of the latest compress, ascending
 
+    def reset(self) -> None:
+        """Nothing to forget: each frame is compressed on its own."""
+
     @classmethod
     def at_budget(cls, budget: int) -> VisionZip:
         """Upstream's 54:10 split (its README example) at another total; Python's round: 16 -> 14 + 2."""

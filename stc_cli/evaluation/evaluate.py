@@ -22,8 +22,9 @@ from stc_cli.evaluation.runner import RunSummary, run
 from stc_cli.protocols import Protocol
 
 PRUNER_MEMORIES = ("video", "process")
-# --compress: STC, nothing, or a baseline: VidCom² in the pruner's place; the last N frames only (lastn)
-COMPRESSIONS = ("stc", "none", "vidcom2", "dtd", "lastn")
+# --compress: STC, nothing, or a baseline: ToMe in the ViT; VidCom², VisionZip or DTD in the pruner's
+# place; the last N frames only (lastn)
+COMPRESSIONS = ("stc", "none", "tome", "vidcom2", "visionzip", "dtd", "lastn")
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,16 @@ def _check_settings(config: EvalConfig) -> None:
         )
     if config.compress not in COMPRESSIONS:
         raise ValueError(f"--compress must be one of {', '.join(COMPRESSIONS)}, got {config.compress!r}")
-    if config.compress in ("vidcom2", "lastn") and config.model != "rekv":
+    if config.compress in ("tome", "vidcom2", "visionzip", "lastn") and config.model != "rekv":
         raise ValueError(f"--compress {config.compress} runs with --model rekv only, not {config.model}")
     if config.dtd_threshold is not None and config.compress != "dtd":
         raise ValueError("--dtd-threshold applies to --compress dtd only")
     if config.dtd_threshold is not None and not -1 <= config.dtd_threshold <= 1:
         raise ValueError(f"--dtd-threshold is a cosine in [-1, 1], got {config.dtd_threshold}")
+    if config.tome_r is not None and config.compress != "tome":
+        raise ValueError("--tome-r applies to --compress tome only")
+    if config.tome_r is not None and config.tome_r < 0:
+        raise ValueError(f"--tome-r must be >= 0, got {config.tome_r}")
     if config.encode_chunk != 1 and config.model != "rekv":
         raise ValueError(f"--encode-chunk runs with --model rekv only, not {config.model}")
     if not 0 < config.update_ratio <= 1:

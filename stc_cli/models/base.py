@@ -17,7 +17,7 @@ import torch
 
 from stc_cli.benchmarks.base import Query
 
-PRUNER_BASELINES = ("vidcom2", "dtd")  # --compress methods that act where STC-Pruner does
+PRUNER_BASELINES = ("vidcom2", "dtd", "visionzip")  # --compress methods that act where STC-Pruner does
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,10 @@ class STCSettings:
     # for the whole run, as the released code does (its per-video reset rebinds an alias only), so that
     # scores depend on the order of the videos
     pruner_memory: str = "video"
-    pruner_method: str = "stc"  # or a baseline in the pruner's place (--compress): vidcom2, dtd
+    pruner_method: str = "stc"  # or a baseline in the pruner's place (--compress): vidcom2, dtd, visionzip
     dtd_threshold: float | None = None  # --compress dtd: absolute mode; None: keep tokens_per_frame
+    tome: bool = False  # --compress tome: ToMe in the vision tower instead of the cacher
+    tome_r: int | None = None  # tokens ToMe merges per layer; None: the schedule to STC's budget
 
     @classmethod
     def from_config(cls, config, default_tokens_per_frame: int) -> STCSettings:
@@ -50,6 +52,8 @@ class STCSettings:
             pruner_memory=config.pruner_memory,
             pruner_method=config.compress if baseline else "stc",
             dtd_threshold=config.dtd_threshold if config.compress == "dtd" else None,
+            tome=config.compress == "tome",
+            tome_r=config.tome_r if config.compress == "tome" else None,
         )
 
 

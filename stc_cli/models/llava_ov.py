@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from stc_cli.compress.visionzip import attention_stats
 from stc_cli.datasets.hub import checkpoint_folder
 from stc_cli.models import checkpoints
 from stc_cli.models.frames import FrameTransform
@@ -43,15 +44,35 @@ class LlavaOV:
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames ``[N, H, W, 3]`` -> the LLM's visual tokens ``[N, tokens_per_frame, width]``: the
         vision tower's feature layer, the projector, then LLaVA-OneVision's 2x2 bilinear pooling."""
-        config, inner = self.model.config, self.model.model
-        lm = inner.language_model
+        return self.project(self.tower_states(frames))
+
+    def tower_states(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """uint8 frames ``[N, H, W, 3]`` -> the vision tower's hidden states (embeddings, then each layer)."""
+        lm = self.model.model.language_model
         pixels = self.transform(frames, dtype=lm.dtype, device=lm.embed_tokens.weight.device)
-        hidden = inner.vision_tower(pixels, output_hidden_states=True).hidden_states[
-            config.vision_feature_layer
-        ]
-        if config.vision_feature_select_strategy == "default":
-            hidden = hidden[:, 1:]
-        return inner.apply_pooling(inner.multi_modal_projector(hidden))
+        return self.model.model.vision_tower(pixels, output_hidden_states=True).hidden_states
+
+    def project(self, states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The feature layer of ``tower_states`` -> the LLM's visual tokens (projector, 2x2 pooling)."""
+        inner = self.model.model
+        features = self._patches(states[self.model.config.vision_feature_layer])
+        return inner.apply_pooling(inner.multi_modal_projector(features))
+
+    def feature_attention(self, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """VisionZip's statistics of the layer whose output is the feature layer (``attention_stats``: the
+        attention each patch receives ``[N, P]`` and the keys averaged over heads ``[N, P, head_dim]``),
+        pooled like the features, so that they describe the LLM's ``P = tokens_per_frame`` tokens."""
+        feature = self.model.config.vision_feature_layer  # states[0] is the embeddings: layer i gives i + 1
+        tower = self.model.model.vision_tower
+        layers = getattr(tower, "vision_model", tower).encoder.layers
+        layer = layers[feature] if feature < 0 else layers[feature - 1]
+        scores, metric = attention_stats(layer, states[feature - 1])
+        pool = self.model.model.apply_pooling
+        return pool(self._patches(scores[..., None]))[..., 0], pool(self._patches(metric))
+
+    def _patches(self, rows: torch.Tensor) -> torch.Tensor:
+        """Drop the CLS row where the checkpoint's strategy says so ("default"); SigLIP has none."""
+        return rows[:, 1:] if self.model.config.vision_feature_select_strategy == "default" else rows
 
     @property
     def tokens_per_frame(self) -> int:

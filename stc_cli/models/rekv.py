@@ -1,10 +1,11 @@
 """ReKV on LLaVA-OneVision, with STC: the ``VideoModel`` behind ``stc eval --model rekv``.
 
 Per frame (one frame per chunk, so that the cacher alternates reference and selective chunks, as STC
-runs it): SigLIP (STC-Cacher on every layer) -> projector -> 2x2 bilinear pooling (196 tokens, no
-newline token) -> STC-Pruner (k tokens) -> the LLM, whose attention is ReKV's memory
-(``rekv_lm.py``, ``rekv_memory.py``), one block per frame. The protocol (``stc_cli/protocols``) says
-which text retrieves frames, which is prefilled and how the answer is decoded.
+runs it; ``--encode-chunk`` batches more): SigLIP (STC-Cacher on every layer) -> projector -> 2x2
+bilinear pooling (196 tokens, no newline token) -> STC-Pruner (k tokens) -> the LLM, whose attention is
+ReKV's memory (``rekv_lm.py``, ``rekv_memory.py``), one block per frame. The protocol
+(``stc_cli/protocols``) says which text retrieves frames, which is prefilled and how the answer is
+decoded. The baselines of ``--compress`` take the cacher's place (ToMe) or the pruner's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner, VidCom2
+from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner, ToMe, VidCom2, VisionZip
 from stc_cli.models import llava_ov
 from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, clean_up_spaces, count, timed
 from stc_cli.models.llava_ov import LlavaOV
@@ -54,15 +55,16 @@ class ReKV:
         self.vision, self.lm = model.model.vision_tower, model.model.language_model
         self.device = next(model.parameters()).device
         pooled = llava.tokens_per_frame
-        if stc.pruner and not 1 <= stc.tokens_per_frame <= pooled:
+        if (stc.pruner or stc.tome) and not 1 <= stc.tokens_per_frame <= pooled:
             raise ValueError(f"--tokens-per-frame must be between 1 and {pooled}, got {stc.tokens_per_frame}")
-        # the budget per frame, and the most tokens a frame's block may hold: STC-Pruner keeps exactly
-        # its budget, the baselines a variable number (VidCom² over several frames, DTD always)
+        # the budget per frame, and the most tokens a frame's block may hold: STC-Pruner and VisionZip keep
+        # exactly the budget, VidCom² (over several frames) and DTD a variable number
         self.budget = stc.tokens_per_frame if stc.pruner else pooled
-        self.block = self.budget if stc.pruner_method == "stc" else pooled
+        self.block = self.budget if stc.pruner_method in ("stc", "visionzip") else pooled
         self.cacher = (
             STCCacher(stc.update_ratio, stc.cache_interval).attach(self.vision) if stc.cacher else None
         )
+        self.tome = _tome(llava, stc).attach(self.vision) if stc.tome else None
         self.pruner = _pruner(stc, pooled) if stc.pruner else None
         self.stop_ids = {llava.tokenizer.eos_token_id}
         if protocol.stop == "eos+im_end":
@@ -87,6 +89,7 @@ class ReKV:
             "frame_size": list(self.llava.transform.size),
             "tokens_per_frame": self.budget,
             "stc": asdict(self.stc),
+            "tome_r": self.tome.r if self.tome else None,
             "rekv": asdict(self.settings),
             "stop_ids": sorted(self.stop_ids),
         }
@@ -97,7 +100,7 @@ class ReKV:
         if self.cacher:
             self.cacher.reset()
         if self.pruner and (self.stc.pruner_memory == "video" or self.stc.pruner_method != "stc"):
-            self.pruner.reset()
+            self.pruner.reset()  # only STC-Pruner's memory may be kept for the process (as released)
         self.llm.encode(self._embed(INIT_PROMPT))
 
     @torch.inference_mode()
@@ -106,11 +109,12 @@ class ReKV:
         for start in range(0, len(frames), self.settings.encode_chunk):
             chunk = frames[start : start + self.settings.encode_chunk]
             with timed(step, "vit", self.device):
-                features = self.llava.frame_features(chunk)  # [F, 196, hidden]
+                states = self.llava.tower_states(chunk)
+                features = self.llava.project(states)  # [F, 196, hidden]
             kept = list(features)
             if self.pruner:
                 with timed(step, "compress", self.device):
-                    kept = _kept_tokens(self.pruner, features)
+                    kept = self._prune(features, states)
             kept = [tokens for tokens in kept if len(tokens)]  # a frame DTD drops whole leaves no block
             if kept:
                 with timed(step, "prefill", self.device):
@@ -149,6 +153,15 @@ class ReKV:
         count(answer, "new_tokens", len(tokens))
         return answer
 
+    def _prune(self, features: torch.Tensor, states: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """The tokens the pruner keeps of each frame of one chunk ``[F, P, D]``, in order: STC-Pruner and
+        VisionZip as many of every frame, VidCom² and DTD their own choice per frame (``select``)."""
+        if isinstance(self.pruner, STCPruner):
+            return list(self.pruner.compress(features)[0])
+        if isinstance(self.pruner, VisionZip):
+            return list(self.pruner.compress(features, *self.llava.feature_attention(states)))
+        return [frame[idx] for frame, idx in zip(features, self.pruner.select(features), strict=True)]
+
     def _ids(self, ids: list[int]) -> torch.Tensor:
         return torch.tensor([ids], device=self.device)
 
@@ -157,11 +170,14 @@ class ReKV:
         return self.lm.embed_tokens(self._ids(ids))
 
 
-def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2 | DifferentialTokenDrop:
+def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2 | VisionZip | DifferentialTokenDrop:
     """STC-Pruner, or a baseline in its place at the same budget (``--compress``): VidCom², whose "video"
-    centre is the encode chunk's (one frame by default, so it keeps ``tokens_per_frame`` of every frame),
+    centre is the encode chunk's (one frame by default, so it keeps ``tokens_per_frame`` of every frame);
+    VisionZip on the pooled grid (dominant + contextual = ``tokens_per_frame``, upstream's 54:10 split);
     or TimeChat-Online's DTD, keeping ``tokens_per_frame`` of every frame but the first, or dropping by
     ``dtd_threshold``."""
+    if stc.pruner_method == "visionzip":
+        return VisionZip.at_budget(stc.tokens_per_frame)
     if stc.pruner_method == "vidcom2":
         return VidCom2(base_scale=stc.tokens_per_frame / pooled)
     if stc.pruner_method == "dtd":
@@ -171,12 +187,17 @@ def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2 | Differential
     return STCPruner(stc.tokens_per_frame)
 
 
-def _kept_tokens(pruner, features: torch.Tensor) -> list[torch.Tensor]:
-    """The tokens ``pruner`` keeps of each frame of one chunk ``[F, P, D]``, in order: STC-Pruner keeps as
-    many of every frame, the baselines choose per frame (``select``)."""
-    if isinstance(pruner, STCPruner):
-        return list(pruner.compress(features)[0])
-    return [frame[idx] for frame, idx in zip(features, pruner.select(features), strict=True)]
+def _tome(llava: LlavaOV, stc: STCSettings) -> ToMe:
+    """ToMe for LLaVA-OV's tower: ``tome_r`` per layer, or the schedule that leaves STC's share of the
+    patches (223 of 729 for 60 of 196), unmerged at the output, which must be the feature layer."""
+    vision = llava.model.config.vision_config
+    if llava.model.config.vision_feature_layer != -1:
+        raise ValueError("--compress tome needs a checkpoint that reads the vision tower's last layer")
+    if stc.tome_r is not None:
+        return ToMe(stc.tome_r)
+    patches = (vision.image_size // vision.patch_size) ** 2
+    keep = round(patches * stc.tokens_per_frame / llava.tokens_per_frame)
+    return ToMe(ToMe.schedule(patches, vision.num_hidden_layers, keep))
 
 
 def texts(protocol: Protocol, query: Query) -> tuple[str, str]:

@@ -104,7 +104,10 @@ def test_vidcom2_in_the_pruner_s_place_keeps_the_same_budget_resumes_and_streams
         EvalConfig(compress="vidcom2").variant == "vidcom2" and EvalConfig(compress="none").variant == "base"
     )
     for argv, message in (
-        (("--compress", "fastv"), "--compress must be one of stc, none, vidcom2, dtd, lastn, got 'fastv'"),
+        (
+            ("--compress", "fastv"),
+            "--compress must be one of stc, none, tome, vidcom2, visionzip, dtd, lastn, got 'fastv'",
+        ),
         (("--compress", "vidcom2", "--model", "livecc"), "--compress vidcom2 runs with --model rekv only"),
     ):
         result = stc_eval("--output", str(tmp_path / "refused"), *argv)
@@ -135,6 +138,23 @@ def test_dtd_keeps_each_video_s_first_frame_whole_resumes_and_streams_as_clips(t
     ):
         result = stc_eval("--output", str(tmp_path / "refused"), *argv)
         assert result.exit_code == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize(("method", "kept_per_frame"), [("tome", 16), ("visionzip", 5)])
+def test_tome_and_visionzip_resume_and_stream_as_clips(tmp_path, method, kept_per_frame):
+    """ToMe leaves the LLM every pooled token (it merges inside the tower); VisionZip keeps STC's budget."""
+    stream, clip = tmp_path / "stream", tmp_path / "clip"
+    assert stc_eval("--compress", method, "--output", str(stream)).exit_code == 0
+    assert stc_eval("--compress", method, "--output", str(clip), "--schedule", "clip").exit_code == 0
+    assert sum(r["counts"].get("visual_tokens_kept", 0) for r in records(stream)) == 18 * kept_per_frame
+    assert {r["id"]: r["response"] for r in records(stream)} == {
+        r["id"]: r["response"] for r in records(clip)
+    }
+    assert "12 already there" in stc_eval("--compress", method, "--output", str(stream)).stdout
+    model = json.loads((stream / "run.json").read_text())["settings"]["model"]
+    assert (model["tome_r"] == [12, 11, 11]) == (method == "tome")  # 49 patches -> 15 (5 of 16) in 3 layers
+    refused = stc_eval("--output", str(tmp_path / "refused"), "--compress", method, "--model", "livecc")
+    assert refused.exit_code == 2 and f"--compress {method} runs with --model rekv only" in refused.stderr
 
 
 def test_lastn_answers_from_the_last_frames_with_every_token_and_streams_as_clips(tmp_path):

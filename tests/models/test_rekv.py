@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import DifferentialTokenDrop
+from stc_cli.compress import DifferentialTokenDrop, ToMe, VisionZip
+from stc_cli.compress.visionzip import attention_stats
 from stc_cli.models import llava_ov
 from stc_cli.models.base import STCSettings
 from stc_cli.models.rekv import CHAT_TURN, INIT_PROMPT, ReKV, ReKVSettings, texts
@@ -381,3 +382,48 @@ def test_the_pruner_memory_starts_afresh_per_video_unless_kept_for_the_process(t
     rekv.reset()
     rekv.add_frames(frames(1, seed=3), (0.0,))
     assert len(rekv.pruner.history) == kept  # one chunk mean per frame since the memory last started
+
+
+@torch.inference_mode()
+def test_tome_merges_in_the_tower_to_stc_s_share_and_the_llm_still_gets_every_pooled_token(tiny):
+    # random:tiny: 7 x 7 = 49 patches, 3 layers, 16 pooled tokens; 5 of 16 -> round(49 * 5 / 16) = 15 left
+    rekv = ReKV(tiny, STCSettings(cacher=False, pruner=False, tokens_per_frame=5, tome=True))
+    try:
+        assert rekv.tome.r == ToMe.schedule(49, 3, 15) and rekv.describe()["tome_r"] == rekv.tome.r
+        step = rekv.add_frames(frames(2), (0.0, 1.0))
+        assert rekv.tome.tokens[-1] == 15 and step.counts["visual_tokens_kept"] == 32
+        assert [b[0].shape[1] for b in rekv.llm.memory[0].blocks] == [16, 16]
+    finally:
+        rekv.tome.detach()
+    with pytest.raises(ValueError, match="--tokens-per-frame must be between 1 and 16, got 17"):
+        ReKV(tiny, STCSettings(cacher=False, pruner=False, tokens_per_frame=17, tome=True))
+
+
+@torch.inference_mode()
+def test_visionzip_keeps_the_budget_of_pooled_tokens_scored_at_the_feature_layer(tiny):
+    rekv = ReKV(tiny, STCSettings(cacher=False, tokens_per_frame=5, pruner_method="visionzip"))
+    video = frames(3)
+    states = tiny.tower_states(video)
+    expected = VisionZip.at_budget(5).compress(tiny.project(states), *tiny.feature_attention(states))
+    rekv.add_frames(video, (0.0, 1.0, 2.0))
+    layer = rekv.llm.memory[0]
+    assert [b[0].shape[1] for b in layer.blocks] == [5, 5, 5]  # 4 dominant + 1 contextual
+    # the first layer's keys of block 0 come from the LLM's k_proj of exactly those 5 tokens
+    lm_layer = rekv.lm.layers[0]
+    keys = lm_layer.self_attn.k_proj(lm_layer.input_layernorm(expected[0]))
+    torch.testing.assert_close(
+        layer.blocks[0][0], keys.view(5, layer.blocks[0][0].shape[0], -1).transpose(0, 1)
+    )
+
+
+@torch.inference_mode()
+def test_feature_attention_scores_the_pooled_tokens_from_the_last_layer(tiny):
+    states = tiny.tower_states(frames(2))
+    scores, metric = tiny.feature_attention(states)
+    assert scores.shape == (2, 16) and metric.shape == (2, 16, 8)  # 2 heads of 8 in the tiny tower
+    tower = tiny.model.model.vision_tower
+    raw, raw_metric = attention_stats(tower.encoder.layers[-1], states[-2])  # the last layer's input
+    pool = tiny.model.model.apply_pooling
+    torch.testing.assert_close(scores, pool(raw[..., None])[..., 0])
+    torch.testing.assert_close(metric, pool(raw_metric))
+    torch.testing.assert_close(raw.sum(dim=1), torch.ones(2))  # attention received: a mean of softmax rows
