@@ -27,6 +27,7 @@ class BenchConfig:
     long_stream: bool = False  # also time ReKV prefill with its window full (streams untimed frames first)
     n_local: int = 15_000  # ReKV's sliding window in tokens, for every ReKV row
     decode_tokens: int = 16  # greedy tokens timed per answer; 0 skips the decoding rows
+    compress: tuple[str, ...] = ()  # baselines timed beside STC at its budget: tome, vidcom2, visionzip, dtd
     device: str = "auto"
     dtype: str = "auto"  # float16 on CUDA, float32 on CPU
     seed: int = 0
