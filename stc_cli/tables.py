@@ -153,6 +153,59 @@ def bench_table(result: dict):
     return table
 
 
+def baselines_table(result: dict):
+    """``stc bench --compress``: each method's stages beside STC's at its budget, None if none was asked.
+    Prefill time depends only on the tokens kept: each method gets the measured row of its count."""
+    from rich.table import Table
+
+    vit, prefill, baselines = result["vit"], result["prefill"], result.get("baselines", {})
+    if "tome_r" not in vit and not baselines:
+        return None
+    full_vit, full, kept = vit["full_ms_per_frame"], prefill["full_tokens"], prefill["kept_tokens"]
+    prefill_ms = {full: prefill["full_ms_per_frame"], kept: prefill["pruned_ms_per_frame"]}
+    stc_compress = baselines.get("stc", {}).get("ms_per_frame", result["pruner"]["ms_per_frame"])
+    rows = [("none", full_vit, None, full), ("stc", vit["stc_ms_per_frame"], stc_compress, kept)]
+    if "tome_r" in vit:
+        rows.append(("tome", vit["tome_ms_per_frame"], None, full))
+    rows += [
+        (name, full_vit, b["ms_per_frame"], b["kept_tokens"])
+        for name, b in baselines.items()
+        if name != "stc"
+    ]
+    tome = (
+        f"; tome leaves {vit['tome_tokens_left']} of {vit['tokens_per_frame']} ViT tokens"
+        if "tome_r" in vit
+        else ""
+    )
+    table = Table(
+        title=f"Compression methods at STC's budget ({kept} of {full} tokens per frame)",
+        caption=f"the same run; prefill: the measured row of each token count{tome}",
+    )
+    columns = (
+        "method",
+        "ViT ms",
+        "compress ms",
+        "tokens to LLM",
+        "prefill ms",
+        "ViT / none",
+        "prefill / none",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, vit_ms, compress_ms, tokens in rows:
+        ms = prefill_ms.get(tokens)
+        table.add_row(
+            name,
+            f"{vit_ms:.2f}",
+            "" if compress_ms is None else f"{compress_ms:.3f}",
+            f"{tokens:g}",
+            "" if ms is None else f"{ms:.2f}",
+            f"{vit_ms / full_vit:.3f}",
+            "" if ms is None else f"{ms / prefill['full_ms_per_frame']:.3f}",
+        )
+    return table
+
+
 _TIMING_ROWS = (
     ("decode ms / frame", lambda t: t.ms_per_frame.get("decode")),
     ("ViT ms / frame", lambda t: t.ms_per_frame.get("vit")),

@@ -7,13 +7,14 @@ A chunk is one ViT call of ``--frames-per-chunk`` frames (default one); its time
 With a Qwen2-VL preset (LiveCC's tower) a chunk holds whole temporal patches (two frames each, packed
 with ``grid_thw``), and the LLM gets the patch merger's tokens (its output already has the LLM width), so
 the pruner and prefill work per temporal patch on merged tokens (364 at 392 x 728 px).
-Optional rows: prefill through ReKV's memory once its window is full (``--long-stream``), and greedy
-decoding after a prefill (``--decode-tokens``).
+Optional rows: prefill through ReKV's memory once its window is full (``--long-stream``), greedy
+decoding after a prefill (``--decode-tokens``), and the compression baselines beside STC at its budget
+(``--compress``: ToMe in the ViT rows, VidCom², VisionZip and DTD beside the pruner).
 Every compared pair runs in one process on the same frames, interleaved chunk by chunk; the
 reported figure is the median over repeats of the mean over chunks.
 
 run.py runs the stages in order (run_bench); timer.py times them; inputs.py makes the frames and the
-LLM's tokens; vit.py, prefill.py, decode.py and state.py are the stages.
+LLM's tokens; vit.py, prefill.py, decode.py, baselines.py and state.py are the stages.
 """
 
 from stc_cli.bench.run import run_bench

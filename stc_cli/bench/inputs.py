@@ -101,11 +101,14 @@ def project_and_pool(features: list[torch.Tensor], llm, seed: int) -> list[torch
     g = torch.Generator(device=first.device).manual_seed(seed)
     proj = torch.randn(first.shape[-1], width, generator=g, device=first.device).to(first.dtype)
     proj /= first.shape[-1] ** 0.5
-    side = int(first.shape[1] ** 0.5)
-    out = []
     with torch.inference_mode():
-        for feats in features:
-            grid = (feats @ proj).view(1, side, side, width).permute(0, 3, 1, 2)
-            pooled = F.interpolate(grid, size=(-(-side // 2),) * 2, mode="bilinear")
-            out.append(pooled.flatten(2).transpose(1, 2).contiguous())
-    return out
+        return [pool_grid(feats @ proj) for feats in features]
+
+
+def pool_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """LLaVA-OneVision's 2x bilinear downsample of a square grid ``[F, S * S, C]`` (27 x 27 -> 14 x 14)."""
+    frames, count, channels = tokens.shape
+    side = int(count**0.5)
+    grid = tokens.view(frames, side, side, channels).permute(0, 3, 1, 2)
+    pooled = F.interpolate(grid, size=(-(-side // 2),) * 2, mode="bilinear")
+    return pooled.flatten(2).transpose(1, 2).contiguous()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from stc_cli.bench.baselines import BASELINES, PRUNER_BASELINES, baselines_stage
 from stc_cli.bench.decode import decode_stage
 from stc_cli.bench.inputs import frames_per_chunk, is_qwen2vl, pooled_tokens, project_and_pool
 from stc_cli.bench.prefill import long_stream_stage, prefill_stage
@@ -40,14 +41,15 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
     pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
     state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
     timer = Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
-    stages = 2 + bool(config.long_stream) + bool(config.decode_tokens) + bool(config.state_frames)
+    stages = 2 + bool(set(config.compress) & set(PRUNER_BASELINES))
+    stages += bool(config.long_stream) + bool(config.decode_tokens) + bool(config.state_frames)
     started = iter(range(stages + 1))
 
     def stage(name: str) -> None:
         progress(next(started), stages, name)
 
     stage("ViT: stock vs cacher")
-    vit, features = vit_stage(config, timer, cacher, device, dtype, layers)
+    vit, features, last_layer = vit_stage(config, timer, cacher, device, dtype, layers)
     stage("pruner and LLM prefill")
     llm = random_language_model(config.llm, llm_layers, dtype=dtype, device=device, seed=config.seed)
     # Qwen2-VL's patch merger is its projector and 2x2 pool: its tokens go to the LLM as they are.
@@ -62,6 +64,16 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
         "pruner": {"ms_per_frame": prune_ms, "share_of_stc_vit": prune_ms / vit_ms_per_step},
         "prefill": prefill_stage(config, timer, llm, pooled, kept),
     }
+    if set(config.compress) & set(PRUNER_BASELINES):
+        stage("the baselines before the prefill")
+        result["baselines"] = baselines_stage(
+            timer,
+            config.compress,
+            config.tokens_per_frame,
+            pooled,
+            last_layer.get("layer"),
+            last_layer.get("inputs"),
+        )
     memories = None
     if config.long_stream:
         stage(f"filling ReKV's window of {config.n_local} tokens")
@@ -112,3 +124,7 @@ def check_options(config: BenchConfig) -> None:
         raise ValueError(f"--n-local must be >= 1, got {config.n_local}")
     if config.decode_tokens < 0:
         raise ValueError(f"--decode-tokens must be >= 0, got {config.decode_tokens}")
+    if unknown := [name for name in config.compress if name not in BASELINES]:
+        raise ValueError(f"--compress takes {', '.join(BASELINES)}; got {', '.join(unknown)}")
+    if config.compress and is_qwen2vl(config.vision):
+        raise ValueError(f"--compress times the baselines on a SigLIP preset, not --vision {config.vision}")

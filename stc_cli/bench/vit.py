@@ -6,6 +6,7 @@ import copy
 
 import torch
 
+from stc_cli.bench.baselines import tome_for
 from stc_cli.bench.inputs import (
     frames_per_chunk,
     is_qwen2vl,
@@ -23,10 +24,23 @@ from stc_cli.models.presets import random_vision_tower
 
 def vit_stage(
     config: BenchConfig, timer: Timer, cacher: STCCacher, device, dtype, layers
-) -> tuple[dict, list[torch.Tensor]]:
+) -> tuple[dict, list[torch.Tensor], dict]:
+    """The stock tower vs a copy with the cacher (and one with ToMe under ``--compress tome``), chunk by
+    chunk. Returns the summary, the STC pass's outputs as the LLM's per-frame inputs, and for
+    ``--compress visionzip`` the stock tower's last layer and its input per frame (else empty)."""
     stock = random_vision_tower(config.vision, layers, dtype=dtype, device=device, seed=config.seed)
     patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
     cacher.attach(patched)
+    tome = None
+    if "tome" in config.compress:
+        tome = tome_for(
+            vit_tokens(config.vision),
+            stock.config.num_hidden_layers,
+            pooled_tokens(config.vision),
+            config.tokens_per_frame,
+        )
+        merged = copy.deepcopy(stock)  # the same weights, with ToMe
+        tome.attach(merged)
     per_chunk = frames_per_chunk(config)
     chunks = vision_chunks(config.vision, timer.chunks, config.seed, per_chunk)
     chunks = [to_device(chunk, device, dtype) for chunk in chunks]
@@ -36,10 +50,11 @@ def vit_stage(
     def steps():
         cacher.reset()
         outputs.clear()
-        return {
+        steps = {
             "vit_full": lambda i: stock(**chunks[i]),
             "vit_stc": lambda i: outputs.append(patched(**chunks[i])),
         }
+        return steps | ({"vit_tome": lambda i: merged(**chunks[i])} if tome else {})
 
     ms = timer.compare(steps)
     full, stc = ms["vit_full"] / per_chunk, ms["vit_stc"] / per_chunk
@@ -57,11 +72,35 @@ def vit_stage(
         "ratio": stc / full,
         "cacher_state_bytes": cacher.state_nbytes(),
     }
+    if tome:
+        summary |= {
+            "tome_ms_per_frame": ms["vit_tome"] / per_chunk,
+            "tome_ratio": ms["vit_tome"] / ms["vit_full"],
+            "tome_r": tome.r,
+            "tome_tokens_left": tome.tokens[-1],
+        }
+        tome.detach()
+    last_layer = {}
+    if "visionzip" in config.compress:
+        last_layer = {"layer": stock.encoder.layers[-1], "inputs": _last_layer_inputs(stock, chunks)}
     cacher.detach()  # lets the towers go before the LLM is built
     # The pruner and LLM work per frame (SigLIP) or per temporal patch (Qwen2-VL), [1, P, C] each; the
     # LLM rows time as many of them as the ViT timed chunks, so their cost does not grow with the chunk.
     per_step = [llm_inputs(out, qwen2vl, pooled_tokens(config.vision)) for out in outputs]
-    return summary, [t for chunk in per_step for t in chunk][: timer.chunks]
+    return summary, [t for chunk in per_step for t in chunk][: timer.chunks], last_layer
+
+
+def _last_layer_inputs(stock, chunks: list[dict]) -> list[torch.Tensor]:
+    """The input of the tower's last layer for each frame, ``[1, T, C]`` (VisionZip scores that layer)."""
+    inputs: list[torch.Tensor] = []
+    hook = stock.encoder.layers[-1].register_forward_pre_hook(
+        lambda _m, args: inputs.extend(args[0].split(1))
+    )
+    with torch.inference_mode():
+        for chunk in chunks:
+            stock(**chunk)
+    hook.remove()
+    return inputs
 
 
 def prune_stage(timer: Timer, pruner: STCPruner, pooled: list[torch.Tensor]) -> tuple[float, list]:

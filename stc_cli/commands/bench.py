@@ -92,6 +92,14 @@ def bench(
             "--warmup untimed ones (0 skips decoding).",
         ),
     ] = _BENCH.decode_tokens,
+    compress: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME[,NAME]",
+            help="Also time baselines beside STC at its budget (SigLIP presets): tome (in the ViT rows), "
+            "vidcom2, visionzip, dtd (beside the pruner); repeatable or comma-separated.",
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N.")
     ] = _BENCH.device,
@@ -129,6 +137,7 @@ def bench(
         long_stream=long_stream,
         n_local=n_local,
         decode_tokens=decode_tokens,
+        compress=tuple(name.strip() for given in compress or [] for name in given.split(",") if name.strip()),
         device=device,
         dtype=dtype,
     )
@@ -150,3 +159,5 @@ def bench(
         typer.echo(json.dumps(result, indent=2))
     else:
         Console().print(tables.bench_table(result))
+        if baselines := tables.baselines_table(result):
+            Console().print(baselines)
