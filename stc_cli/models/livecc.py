@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import STCCacher, STCPruner
+from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner
 from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, timed
 from stc_cli.models.qwen2vl import Qwen2VL
 from stc_cli.protocols import Protocol, resolve
@@ -99,7 +99,7 @@ class LiveCC:
         self.answering = False
         self.pending: list[tuple[torch.Tensor, float]] = []
         self.size: tuple[int, int] | None = None  # (H, W) of every frame of this video
-        self.pruner: STCPruner | None = None  # made at the first chunk, when the grid is known
+        self.pruner: STCPruner | DifferentialTokenDrop | None = None  # made at the first chunk (grid known)
         if self.cacher:
             self.cacher.reset()
         self._append(self._ids(SYSTEM_PROMPT))
@@ -143,9 +143,18 @@ class LiveCC:
 
     def _prune(self, features: torch.Tensor) -> torch.Tensor:
         """Indices of the merged tokens the pruner keeps, ascending (raster order of the merged grid).
-        ``tokens_per_frame`` applies per temporal patch, at most all of its tokens."""
+        ``tokens_per_frame`` applies per temporal patch, at most all of its tokens. ``--compress dtd`` puts
+        TimeChat-Online's differential token drop there (its home model family), against the previous
+        temporal patch; the kept tokens keep their positions as STC-Pruner's do."""
         if self.pruner is None:
-            self.pruner = STCPruner(min(self.stc.tokens_per_frame, features.shape[0]))
+            budget = min(self.stc.tokens_per_frame, features.shape[0])
+            if self.stc.pruner_method == "dtd":
+                threshold = self.stc.dtd_threshold
+                self.pruner = DifferentialTokenDrop(threshold, keep=None if threshold is not None else budget)
+            else:
+                self.pruner = STCPruner(budget)
+        if isinstance(self.pruner, DifferentialTokenDrop):
+            return self.pruner.select(features[None])[0]
         _, indices = self.pruner.compress(features[None])
         return indices[0]
 

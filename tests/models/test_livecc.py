@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import STCPruner
+from stc_cli.compress import DifferentialTokenDrop, STCPruner
 from stc_cli.models import qwen2vl
 from stc_cli.models.base import STCSettings
 from stc_cli.models.livecc import CHUNK_TURN, QUESTION_TURN, SYSTEM_PROMPT, LiveCC, LiveCCSettings, _truncate
@@ -104,9 +104,35 @@ def test_pruned_tokens_keep_their_full_grid_positions(tiny):
     assert livecc.next_position == livecc_positions_without_pruning(tiny, video)
 
 
-def livecc_positions_without_pruning(qwen, video):
+@torch.inference_mode()
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_dtd_drops_against_the_previous_temporal_patch_and_keeps_positions(tiny, threshold):
+    """--compress dtd on LiveCC: the first temporal patch whole, then DTD's choice (30 per patch, or by
+    the threshold), each kept token at its full-grid position."""
+    dtd = STCSettings(cacher=False, tokens_per_frame=30, pruner_method="dtd", dtd_threshold=threshold)
+    livecc = LiveCC(tiny, dtd)
+    video = frames(6)
+    step = livecc.add_frames(video, (*TIMES, 2.0, 2.5))
+    features = tiny.model.model.visual(*_patches(tiny, video)).pooler_output  # 3 patches, one call
+    patches = torch.stack(features.split(features.shape[0] // 3))
+    chosen = DifferentialTokenDrop(threshold, keep=None if threshold is not None else 30).select(patches)
+    assert len(chosen[0]) == patches.shape[1] and (threshold or [len(c) for c in chosen[1:]] == [30, 30])
+    assert step.counts["visual_tokens_kept"] == sum(len(c) for c in chosen)
+    assert livecc.next_position == livecc_positions_without_pruning(tiny, video, (*TIMES, 2.0, 2.5))
+
+
+def _patches(qwen, video):
+    """``(pixels, grid_thw)`` of ``video``'s temporal patches at LiveCC's stream size, one call's worth."""
+    settings = LiveCCSettings()
+    transform = replace(qwen.frames, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+    size = transform.size_for(video.shape[1], video.shape[2])
+    chunks = [transform(video[i : i + 2], size) for i in range(0, len(video), 2)]
+    return torch.cat([p for p, _ in chunks]), torch.cat([g for _, g in chunks])
+
+
+def livecc_positions_without_pruning(qwen, video, times=TIMES):
     livecc = LiveCC(qwen, OFF)
-    livecc.add_frames(video, TIMES)
+    livecc.add_frames(video, times)
     return livecc.next_position
 
 
