@@ -81,14 +81,14 @@ class LayerMemory:
         self.n_local, self.block, self.theta, self.scale = n_local, block, theta, scale
         self.offload = torch.device(offload)
         self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks)  # one (k, v) per frame
+        self._reprs: torch.Tensor | None = None  # [capacity, H * D]: room for block_repr to grow into
         self.reset()
 
     def reset(self) -> None:
         """Forget the video; the block store keeps its pages for the next one."""
         self.init_k = self.init_v = None  # [Hkv, n_init, D]
         self.local_k = self.local_v = None  # the last <= n_local tokens of the stream
-        self.blocks.clear()
-        self.block_repr: torch.Tensor | None = None  # [n_blocks, H * D]
+        self.blocks.clear()  # block_repr empties with it; its buffer stays for the next video
         self.length = 0  # tokens in the stream, init included
         self.answer_k = self.answer_v = None  # the answer cache: [init ; chosen blocks ; prompt ...]
 
@@ -161,12 +161,28 @@ class LayerMemory:
         allowed = torch.cat((init_allowed, local_allowed), dim=1)
         return attend(torch.cat((q_init, q_local), dim=-1), keys, values, allowed, self.scale)
 
+    @property
+    def block_repr(self) -> torch.Tensor | None:
+        """``[n_blocks, H * D]``: each block's representative key, None before the first block."""
+        return self._reprs[: len(self.blocks)] if len(self.blocks) else None
+
     def _store_block(self, k: torch.Tensor, v: torch.Tensor, heads: int) -> None:
         expanded = k.repeat_interleave(heads // k.shape[0], dim=0)  # [H, block, D], GQA-expanded
-        representative = expanded.mean(dim=1).reshape(1, -1)  # [1, H * D]
-        self.block_repr = (
-            representative if self.block_repr is None else torch.cat((self.block_repr, representative))
+        representative = expanded.mean(dim=1).reshape(-1)  # [H * D]
+        count, reprs = len(self.blocks), self._reprs
+        fits = reprs is not None and (reprs.shape[1:], reprs.dtype, reprs.device) == (
+            representative.shape,
+            representative.dtype,
+            representative.device,
         )
+        if not fits or count == len(reprs):
+            # doubling: appending stays O(1) amortised (a cat per frame copies the whole history)
+            with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
+                grown = representative.new_empty((max(64, 2 * count), representative.numel()))
+            if count:
+                grown[:count] = reprs[:count]
+            self._reprs = grown
+        self._reprs[count] = representative
         self.blocks.append(k, v)
 
     # -- answering -------------------------------------------------------------------------------

@@ -273,3 +273,19 @@ def test_nbytes_counts_the_blocks_stored_not_the_pages():
         2 * KV_HEADS * n_init * DIM + 2 * KV_HEADS * 5 * DIM + 4 * HEADS * DIM + 4 * 2 * KV_HEADS * 2 * DIM
     ) * 4
     assert sizes == [expected] * 3
+
+
+def test_block_representatives_grow_past_their_buffer_and_reuse_it_for_the_next_video():
+    """150 one-token blocks: the buffer doubles past 64 and 128 rows; every row is its block's mean key
+    (one token: the key itself, GQA-expanded); a new video writes over the same buffer."""
+    q, k, v = stream(1, 150, 1)
+    mem = memory(n_local=8, block=1)
+    mem.encode(q[:, :1], k[:, :1], v[:, :1])
+    mem.encode(q[:, 1:], k[:, 1:], v[:, 1:])
+    expected = k[:, 1:].repeat_interleave(HEADS // KV_HEADS, 0).transpose(0, 1).reshape(150, -1)
+    assert torch.equal(mem.block_repr, expected) and mem._reprs.shape[0] == 256
+    buffer = mem._reprs.data_ptr()
+    mem.reset()
+    mem.encode(q[:, :1], k[:, :1], v[:, :1])
+    mem.encode(q[:, 1:3], k[:, 1:3], v[:, 1:3])
+    assert mem.block_repr.shape[0] == 2 and mem._reprs.data_ptr() == buffer
