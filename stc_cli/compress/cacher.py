@@ -1,12 +1,12 @@
 """STC-Cacher: selective recompute inside every layer of a ViT encoder.
 
 One forward call of the attached vision model is one chunk: a batch of frames (SigLIP, CLIP) or a packed
-sequence of temporal patches (Qwen2-VL), in temporal order. Chunk ``c`` (counted from 0 after ``reset()``)
-is a *reference* chunk when ``c % interval == 0``: every layer runs stock and keeps, from the chunk's last
-frame, its key K, value V, attention branch A (after the output projection) and MLP branch M, each
-``[T, C]``. Any other chunk is *selective*: each layer recomputes only the tokens whose keys changed most
-against its reference and reuses the reference's V rows and branch deltas for the rest
-(``docs/stc-algorithm.md``, section 1). What differs between layer kinds is behind ``LayerFamily``.
+sequence of temporal patches (Qwen2-VL, Qwen2.5-VL, Qwen3-VL), in temporal order. Chunk ``c`` (counted
+from 0 after ``reset()``) is a *reference* chunk when ``c % interval == 0``: every layer runs stock and
+keeps, from the chunk's last frame, its key K, value V, attention branch A (after the output projection)
+and MLP branch M, each ``[T, C]``. Any other chunk is *selective*: each layer recomputes only the tokens
+whose keys changed most against its reference and reuses the reference's V rows and branch deltas for the
+rest (``docs/stc-algorithm.md``, section 1). What differs between layer kinds is behind ``LayerFamily``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from stc_cli.compress.cacher_family import (
     residual_and_mlp,
 )
 from stc_cli.compress.qwen2vl_cacher import Qwen2VLBlocks
+from stc_cli.compress.qwen3vl_cacher import Qwen3VLBlocks
+from stc_cli.compress.qwen25vl_cacher import Qwen25VLBlocks
 
 
 class STCCacher:
@@ -40,12 +42,12 @@ class STCCacher:
             as in the authors' released code.
 
     A "frame" is a batch row for SigLIP/CLIP and a temporal patch (two frames, one ``cu_seqlens``
-    segment) for Qwen2-VL. Selective layers compute attention for the selected queries only, so
+    segment) for the Qwen-VL towers. Selective layers compute attention for the selected queries only, so
     ``output_attentions`` yields no weights for a selective chunk (the released code returned None too).
 
     Example:
         >>> cacher = STCCacher(update_ratio=0.25, interval=2)
-        >>> cacher.attach(vision_model)  # SiglipVisionModel, CLIPVisionModel or Qwen2-VL's model.model.visual
+        >>> cacher.attach(vision_model)  # SigLIP, CLIP, or a Qwen-VL's model.model.visual
         >>> out = vision_model(pixel_values=frames, output_hidden_states=True)  # one chunk
         >>> out = qwen2vl_tower(pixel_values, grid_thw=grid_thw)  # or: packed temporal patches
         >>> cacher.reset()  # before the next video
@@ -85,8 +87,8 @@ class STCCacher:
 
     def attach(self, vision_model: nn.Module) -> STCCacher:
         """Patch every encoder layer of ``vision_model``: layers at ``.encoder.layers`` or
-        ``.vision_model.encoder.layers`` (SigLIP, CLIP), or the ``.blocks`` of a Qwen2-VL vision tower
-        (``Qwen2VLForConditionalGeneration.model.visual``). Returns self."""
+        ``.vision_model.encoder.layers`` (SigLIP, CLIP), or the ``.blocks`` of a Qwen2-VL, Qwen2.5-VL or
+        Qwen3-VL vision tower (their ``...ForConditionalGeneration.model.visual``). Returns self."""
         if self._model is not None:
             raise ValueError("this STCCacher is already attached to a model; call detach() first")
         if getattr(vision_model, "_stc_cacher", None) is not None:
@@ -200,13 +202,14 @@ class STCCacher:
 
 
 def _locate(model: nn.Module) -> tuple[LayerFamily, nn.Module, list[nn.Module]]:
-    for family in (PreLNViTLayers(), Qwen2VLBlocks()):
+    for family in (PreLNViTLayers(), Qwen25VLBlocks(), Qwen3VLBlocks(), Qwen2VLBlocks()):
         if (found := family.locate(model)) is not None:
             return family, *found
     raise ValueError(
         f"cannot find the encoder layers of {type(model).__name__}: expected .encoder.layers or "
         ".vision_model.encoder.layers (transformers SiglipVisionModel, CLIPVisionModel) or the .blocks of a "
-        "Qwen2-VL vision tower (Qwen2VLForConditionalGeneration: pass model.model.visual)"
+        "Qwen2-VL, Qwen2.5-VL or Qwen3-VL vision tower (for their ForConditionalGeneration classes: pass "
+        "model.model.visual)"
     )
 
 

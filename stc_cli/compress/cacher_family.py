@@ -4,7 +4,10 @@ The cacher itself (``cacher.py``) owns what is the same for every ViT: the chunk
 references, when a layer runs stock, and which tokens are recomputed. A ``LayerFamily`` says the rest:
 where the layers are, which module outputs hold K, V and the two branch deltas, how one layer call is
 seen as frames ``[F, T, C]``, and how a layer recomputes only some rows. Families: pre-LN ViTs with
-separate q/k/v projections (SigLIP, CLIP; ``cacher.py``) and Qwen2-VL vision blocks (``qwen2vl_cacher.py``).
+separate q/k/v projections (SigLIP, CLIP; ``cacher.py``), Qwen2-VL vision blocks (``qwen2vl_cacher.py``), and
+on top of those, Qwen2.5-VL's windowed ones (``qwen25vl_cacher.py``: frames and attention segments) and
+Qwen3-VL's (``qwen3vl_cacher.py``: where to find them). A new family is one module with one class that
+implements ``LayerFamily``, or subclasses the nearest family and overrides what differs.
 """
 
 from __future__ import annotations

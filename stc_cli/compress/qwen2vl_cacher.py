@@ -38,8 +38,8 @@ class Qwen2VLBlocks:
 
     kind = "Qwen2-VL vision block"
     _PARTS = ("norm1", "attn", "norm2", "mlp")
-    # fc1/fc2 tell Qwen2-VL's MLP from Qwen2.5-VL's gated one and Qwen3-VL's linear_fc1: those towers also
-    # use window attention or deepstack outputs, which this family does not model.
+    # fc1/fc2 tell Qwen2-VL's MLP from Qwen2.5-VL's gated one and Qwen3-VL's linear_fc1: those towers have
+    # families of their own (qwen25vl_cacher.py, qwen3vl_cacher.py), tried before this one.
     _SUBPARTS = {"attn": ("qkv", "proj", "num_heads", "head_dim", "scaling"), "mlp": ("fc1", "fc2")}
 
     def locate(self, model: nn.Module) -> tuple[nn.Module, list[nn.Module]] | None:
@@ -95,7 +95,7 @@ class Qwen2VLBlocks:
         """
         attn, hidden = layer.attn, call.frames
         segments, tokens, channels = hidden.shape
-        cos, sin = (t.view(segments, tokens, -1) for t in call.context)  # [S, T, D]
+        cos, sin = (t.view(segments, tokens, -1) for t in call.context[:2])  # [S, T, D]
 
         def project(x: torch.Tensor, part: int) -> torch.Tensor:  # part 0: Q, 1: K, 2: V
             rows = slice(part * channels, (part + 1) * channels)
@@ -112,13 +112,27 @@ class Qwen2VLBlocks:
         query = _rotate(heads(project(normed_sel, 0)), gather_rows(cos, idx), gather_rows(sin, idx))
         key = _rotate(heads(key), cos, sin)
         value = heads(mix_rows(ref.value, idx, project(normed_sel, 2)))
-        # Segments share T, so a batch over them is the stock block-diagonal attention.
-        attn_sel = F.scaled_dot_product_attention(
-            query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), scale=attn.scaling
-        )
-        attn_sel = attn.proj(attn_sel.transpose(1, 2).reshape(segments, idx.shape[1], channels))
+        attn_sel = self.attend(query, key, value, idx, call, attn.scaling)
+        attn_sel = attn.proj(attn_sel.reshape(segments, idx.shape[1], channels))
         out = residual_and_mlp(hidden, ref, idx, attn_sel, layer.norm2, layer.mlp)
         return out.view(segments * tokens, channels)
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        idx: torch.Tensor,
+        call: LayerCall,
+        scale: float,
+    ) -> torch.Tensor:
+        """Attention of the selected queries ``[S, n, H, D]`` (rows ``idx [S, n]``) over the keys and values
+        ``[S, T, H, D]`` of the block's attention segments -> ``[S, n, H, D]``. Here a segment is a frame:
+        they share T, so a batch over them is the stock block-diagonal attention."""
+        attn_sel = F.scaled_dot_product_attention(
+            query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), scale=scale
+        )
+        return attn_sel.transpose(1, 2)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -35,3 +35,53 @@ def as_rows(grid_thw: torch.Tensor) -> torch.Tensor:
     """``[[S, gh, gw]]`` -> ``S`` rows ``[1, gh, gw]``: the same packed sequence, one grid row per patch."""
     ((s, gh, gw),) = grid_thw.tolist()
     return torch.tensor([[1, gh, gw]] * s)
+
+
+# Qwen2.5-VL and Qwen3-VL towers at the same tiny widths (patch 14, so video_chunks feeds them too; Qwen3-VL's
+# real patch is 16, which changes nothing inside the blocks). initializer_range 0.1, not 0.02, so that
+# attention is far from uniform and a query that looks outside its window shows in the outputs.
+TINY_INIT = 0.1
+
+
+def tiny_qwen25vl(seed=0, dtype=torch.float32, window_size=56):
+    """3 blocks (windowed, full, windowed), width 32, 2 heads. ``window_size`` 56 px: windows of 2x2 merge
+    units (16 tokens), so a 4 x 6 grid has windows of 16 and 8 tokens, a 4 x 8 grid two of 16, a 4 x 4 grid
+    one that is the whole temporal patch."""
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    config = Qwen2_5_VLVisionConfig(
+        depth=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        window_size=window_size,
+        fullatt_block_indexes=[1],
+        initializer_range=TINY_INIT,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return Qwen2_5_VisionTransformerPretrainedModel(config).to(dtype).eval()
+
+
+def tiny_qwen3vl(seed=0, dtype=torch.float32):
+    """3 blocks, width 32, 2 heads, deepstack features after blocks 0 and 1, an 8 x 8 learned position
+    grid."""
+    from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLVisionConfig
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
+
+    config = Qwen3VLVisionConfig(
+        depth=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=PATCH,
+        deepstack_visual_indexes=[0, 1],
+        num_position_embeddings=64,
+        initializer_range=TINY_INIT,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return Qwen3VLVisionModel(config).to(dtype).eval()

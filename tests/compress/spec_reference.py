@@ -230,3 +230,106 @@ class ReferenceQwen2VLCacher(ReferenceCacher):
             outs.append(h1 + m_mix)
             chosen.append(set(idx.tolist()))
         return torch.cat(outs), chosen
+
+
+def qwen_block_inputs(tower, pixel_values, grid_thw):
+    """(hidden [N, C] entering the first block, each block's cu_seqlens as a list, (cos, sin) [N, D]) from a
+    stock forward of a Qwen2-VL-style tower; for Qwen2.5-VL all in the tower's window order."""
+    seen = []
+    handles = [
+        block.register_forward_pre_hook(lambda _m, args, kw: seen.append((args, kw)), with_kwargs=True)
+        for block in tower.blocks
+    ]
+    try:
+        with torch.no_grad():
+            tower(pixel_values, grid_thw=grid_thw)
+    finally:
+        for handle in handles:
+            handle.remove()
+    args, kw = seen[0]
+    hidden = args[0] if args else kw["hidden_states"]
+    return hidden, [kw["cu_seqlens"].tolist() for _args, kw in seen], kw["position_embeddings"]
+
+
+class ReferenceQwen25VLCacher(ReferenceQwen2VLCacher):
+    """Spec section 1 on Qwen2.5-VL vision blocks, in the tower's window order (the order the blocks see).
+
+    A frame is a temporal patch: grid_thw's patches in order, gh * gw consecutive rows each. Attention is
+    what the block's own cu_seqlens say: a token's query, selected or not, attends only over the keys and
+    values of its segment (a window in windowed blocks, the whole temporal patch in full-attention ones).
+    The reference is the last temporal patch of the latest reference chunk, used only for patches on its
+    grid; keys are compared after RoPE."""
+
+    def run_chunk(self, pixel_values, grid_thw):
+        """-> (per-block outputs [N, C], per-block selected index sets per temporal patch, or None)."""
+        h, block_bounds, (cos, sin) = self.block_inputs(pixel_values, grid_thw)
+        grids = [(gh, gw) for t, gh, gw in grid_thw.tolist() for _ in range(t)]
+        frames, start = [], 0
+        for gh, gw in grids:
+            frames.append(slice(start, start + gh * gw))
+            start += gh * gw
+        outputs, selections = [], []
+        reference_chunk = self.chunk % self.interval == 0
+        self.chunk += 1
+        with torch.no_grad():
+            for i, block in enumerate(self.layers):
+                bounds = block_bounds[i]
+                segments = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+                ref = self.refs[i]
+                if reference_chunk or ref is None or any(grid != ref["grid"] for grid in grids):
+                    h, self.refs[i] = self._reference_windows(block, h, frames[-1], segments, cos, sin)
+                    self.refs[i]["grid"] = grids[-1]
+                    selections.append(None)
+                else:
+                    h, chosen = self._selective_windows(block, ref, h, frames, segments, cos, sin)
+                    selections.append(chosen)
+                outputs.append(h)
+        return outputs, selections
+
+    def block_inputs(self, pixel_values, grid_thw):
+        return qwen_block_inputs(self.tower, pixel_values, grid_thw)
+
+    def _reference_windows(self, block, h, last, segments, cos, sin):
+        heads = block.attn.num_heads
+        q, k, v = self._qkv(block, block.norm1(h))
+        q, k_rot = _rope(q, cos, sin, heads), _rope(k, cos, sin, heads)
+        att = torch.cat([_segment_attention(q[s], k_rot[s], v[s], heads) for s in segments])
+        a = block.attn.proj(att)
+        h1 = h + a
+        m = block.mlp(block.norm2(h1))
+        return h1 + m, {"K": k[last], "V": v[last], "A": a[last], "M": m[last]}
+
+    def _selective_windows(self, block, ref, h, frames, segments, cos, sin):
+        heads = block.attn.num_heads
+        outs, chosen = [], []
+        for fr in frames:
+            frame, c, sn = h[fr], cos[fr], sin[fr]
+            x = block.norm1(frame)
+            k = _rope(self._qkv(block, x)[1], c, sn, heads)
+            sim = F.cosine_similarity(k, _rope(ref["K"], c, sn, heads), dim=-1)
+            idx = self._choose(sim)
+            v_mix = ref["V"].clone()
+            v_mix[idx] = self._qkv(block, x[idx])[2]
+            a_mix = ref["A"].clone()
+            for t in idx.tolist():  # one selected token at a time, over the keys of its own segment only
+                (seg,) = [s for s in segments if s.start <= fr.start + t < s.stop]
+                own = slice(seg.start - fr.start, seg.stop - fr.start)
+                assert 0 <= own.start and own.stop <= frame.shape[0], "a segment crosses a temporal patch"
+                q = _rope(self._qkv(block, x[t : t + 1])[0], c[t : t + 1], sn[t : t + 1], heads)
+                a_mix[t] = block.attn.proj(_segment_attention(q, k[own], v_mix[own], heads))[0]
+            h1 = frame + a_mix
+            m_mix = ref["M"].clone()
+            m_mix[idx] = block.mlp(block.norm2(h1)[idx])
+            outs.append(h1 + m_mix)
+            chosen.append(set(idx.tolist()))
+        return torch.cat(outs), chosen
+
+
+def qwen3vl_deepstack(tower, outputs):
+    """Qwen3-VL's deepstack features from per-block outputs: block i's output through the patch merger that
+    ``deepstack_visual_indexes`` assigns to it."""
+    with torch.no_grad():
+        return [
+            merger(outputs[i])
+            for i, merger in zip(tower.deepstack_visual_indexes, tower.deepstack_merger_list, strict=True)
+        ]

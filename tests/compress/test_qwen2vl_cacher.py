@@ -190,14 +190,10 @@ def test_attaches_to_the_tower_of_qwen2vl_for_conditional_generation():
 
 
 def test_unsupported_towers_fail_clearly():
-    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
-
-    qwen25 = Qwen2_5_VisionTransformerPretrainedModel(
-        Qwen2_5_VLVisionConfig(depth=1, hidden_size=32, out_hidden_size=64, num_heads=2, intermediate_size=64)
-    )
+    tower = tiny_qwen2vl()
+    del tower.blocks[0].mlp.fc1, tower.blocks[0].mlp.fc2
     with pytest.raises(ValueError, match=r"not a Qwen2-VL vision block: missing \['mlp.fc1', 'mlp.fc2'\]"):
-        STCCacher().attach(qwen25)  # gated MLP and window attention: not this family
+        STCCacher().attach(tower)
     tower = tiny_qwen2vl()
     del tower.blocks[1].attn.qkv
     with pytest.raises(ValueError, match=r"encoder layer 1 .* missing \['attn.qkv'\]"):

@@ -1,0 +1,265 @@
+"""STCCacher on the Qwen3-VL vision tower: Qwen2-VL-like blocks, deepstack features from middle blocks."""
+
+import pytest
+import torch
+
+from stc_cli.compress import STCCacher
+from tests.compress.qwen2vl_models import as_rows, tiny_qwen3vl, video_chunks
+from tests.compress.spec_reference import ReferenceQwen2VLCacher, qwen3vl_deepstack
+
+GRID_T = "t"  # several temporal patches as grid_thw [[S, gh, gw]]
+GRID_ROWS = "rows"  # the same as S rows [1, gh, gw]
+ATOL = 2e-5  # hidden states reach |16| in this tower: a few float32 ulps
+
+
+def run(tower, chunk):
+    pixels, grid = chunk
+    with torch.no_grad():
+        return tower(pixels, grid_thw=grid, output_hidden_states=True)
+
+
+def assert_all_equal(got, want):
+    """Every output the tower returns, bit for bit."""
+    assert torch.equal(got.last_hidden_state, want.last_hidden_state)
+    assert torch.equal(got.pooler_output, want.pooler_output)
+    assert all(torch.equal(a, b) for a, b in zip(got.hidden_states, want.hidden_states, strict=True))
+    assert len(got.deepstack_features) == 2
+    assert all(
+        torch.equal(a, b) for a, b in zip(got.deepstack_features, want.deepstack_features, strict=True)
+    )
+
+
+@pytest.mark.parametrize(("patches", "layout"), [(1, GRID_T), (2, GRID_T), (2, GRID_ROWS)])
+@pytest.mark.parametrize("interval", [2, 3])
+def test_selective_path_matches_step_by_step_spec(patches, layout, interval):
+    stock, tower = tiny_qwen3vl(), tiny_qwen3vl()
+    spec = ReferenceQwen2VLCacher(stock, update_ratio=0.25, interval=interval)  # the blocks are Qwen2-VL's
+    cacher = STCCacher(update_ratio=0.25, interval=interval).attach(tower)
+    n_selective = 0
+    for c, (pixels, grid) in enumerate(video_chunks(patches, 6)):
+        grid = as_rows(grid) if layout == GRID_ROWS else grid
+        expected, expected_sel = spec.run_chunk(pixels, grid)
+        out = run(tower, (pixels, grid))
+        for layer, want in enumerate(expected):
+            torch.testing.assert_close(out.hidden_states[layer + 1], want, rtol=0, atol=ATOL)
+            got = cacher.selected[layer]
+            if c % interval == 0:
+                assert got is None and expected_sel[layer] is None
+            else:
+                n_selective += 1
+                assert got.shape == (patches, 6)  # int(24 tokens * 0.25) per temporal patch
+                assert [set(row.tolist()) for row in got] == expected_sel[layer]
+        # Deepstack features: the spec's outputs of blocks 0 and 1 through the tower's deepstack mergers.
+        for got, want in zip(out.deepstack_features, qwen3vl_deepstack(stock, expected), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
+        with torch.no_grad():
+            torch.testing.assert_close(out.pooler_output, stock.merger(expected[-1]), rtol=0, atol=ATOL)
+    assert n_selective == 3 * (6 - len(range(0, 6, interval)))  # 3 blocks x selective chunks
+
+
+def test_deepstack_features_are_the_cached_layers_outputs():
+    """In a selective chunk each deepstack feature is its merger over exactly what the cached block
+    returned (the hidden state the next block got), not over a stock recomputation."""
+    stock, tower = tiny_qwen3vl(), tiny_qwen3vl()
+    cacher = STCCacher(update_ratio=0.25, interval=2).attach(tower)
+    chunks = video_chunks(2, 2)
+    run(tower, chunks[0])
+    out, want = run(tower, chunks[1]), run(stock, chunks[1])
+    assert all(selected is not None for selected in cacher.selected)
+    with torch.no_grad():
+        for index, merger, feature, stock_feature in zip(
+            tower.deepstack_visual_indexes,
+            tower.deepstack_merger_list,
+            out.deepstack_features,
+            want.deepstack_features,
+            strict=True,
+        ):
+            assert torch.equal(feature, merger(out.hidden_states[index + 1]))
+            assert (feature - stock_feature).abs().max() > 100 * ATOL  # the block's approximation shows
+
+
+def test_similarity_threshold_matches_spec():
+    stock, tower = tiny_qwen3vl(), tiny_qwen3vl()
+    spec = ReferenceQwen2VLCacher(stock, interval=2, similarity_threshold=0.9)
+    cacher = STCCacher(interval=2, similarity_threshold=0.9).attach(tower)
+    counts = set()
+    for c, chunk in enumerate(video_chunks(2, 4, seed=1)):
+        expected, expected_sel = spec.run_chunk(*chunk)
+        out = run(tower, chunk)
+        for layer, want in enumerate(expected):
+            torch.testing.assert_close(out.hidden_states[layer + 1], want, rtol=0, atol=ATOL)
+            if c % 2:
+                assert [set(row.tolist()) for row in cacher.selected[layer]] == expected_sel[layer]
+                counts.update(len(s) for s in expected_sel[layer])
+        for got, want in zip(out.deepstack_features, qwen3vl_deepstack(stock, expected), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
+    assert len(counts) > 1  # the token count followed the motion
+
+
+def test_full_update_ratio_equals_stock():
+    stock, tower = tiny_qwen3vl(), tiny_qwen3vl()
+    cacher = STCCacher(update_ratio=1.0, interval=2).attach(tower)
+    for c, chunk in enumerate(video_chunks(2, 4)):
+        want, got = run(stock, chunk), run(tower, chunk)
+        for name in ("last_hidden_state", "pooler_output"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=ATOL)
+        for a, b in zip(got.hidden_states, want.hidden_states, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=ATOL)
+        assert len(got.deepstack_features) == 2
+        for a, b in zip(got.deepstack_features, want.deepstack_features, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=ATOL)
+        assert (cacher.selected[0] is None) == (c % 2 == 0)
+    assert cacher.selected[0].shape == (2, 24)  # every token went the selective way
+
+
+def test_reference_chunks_are_bit_identical_to_stock():
+    stock, tower = tiny_qwen3vl(), tiny_qwen3vl()
+    cacher = STCCacher(update_ratio=0.25, interval=2).attach(tower)
+    chunks = video_chunks(2, 5)
+    for c, chunk in enumerate(chunks):
+        want, got = run(stock, chunk), run(tower, chunk)
+        if c % 2 == 0:
+            assert_all_equal(got, want)
+        else:
+            assert not torch.equal(got.last_hidden_state, want.last_hidden_state)
+            assert not torch.equal(got.deepstack_features[0], want.deepstack_features[0])
+    cacher.reset()  # a new video: the next chunk is a reference chunk again, whatever the counter said
+    assert_all_equal(run(tower, chunks[1]), run(stock, chunks[1]))
+    assert cacher.selected == [None, None, None]
+
+
+def test_detach_restores_the_stock_model():
+    stock, tower = tiny_qwen3vl(), tiny_qwen3vl()
+    chunks = video_chunks(1, 3)
+    run(tower, chunks[0])  # transformers installs hooks of its own on first use
+
+    def hook_counts():
+        return [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in tower.modules()]
+
+    stock_hooks = hook_counts()
+    cacher = STCCacher(interval=2).attach(tower)
+    for chunk in chunks:
+        run(tower, chunk)
+    assert cacher.state_nbytes() > 0 and hook_counts() != stock_hooks
+    cacher.detach()
+    assert cacher.state_nbytes() == 0
+    assert all("forward" not in block.__dict__ for block in tower.blocks)
+    assert hook_counts() == stock_hooks and not hasattr(tower, "_stc_cacher")
+    for chunk in chunks:  # every chunk is stock again, including odd ones
+        assert_all_equal(run(tower, chunk), run(stock, chunk))
+    STCCacher().attach(tower)  # and it can take a cacher again
+
+
+NEW_GRIDS = {
+    "transposed": (6, 4),  # the same 24 tokens, at other places
+    "smaller": (4, 4),  # 16 tokens
+    "mixed": (4, 4),  # one segment on the reference grid, one on 4 x 4: segments of unequal length
+}
+
+
+@pytest.mark.parametrize("grid_change", NEW_GRIDS)
+def test_grid_change_runs_a_reference_pass(grid_change):
+    new_grid = NEW_GRIDS[grid_change]
+    stock, tower = tiny_qwen3vl(), tiny_qwen3vl()
+    spec = ReferenceQwen2VLCacher(tiny_qwen3vl(), interval=3)
+    cacher = STCCacher(interval=3).attach(tower)
+    changed = video_chunks(1, 1, grid=new_grid, seed=1)[0]
+    if grid_change == "mixed":
+        (pixels, grid), (more, more_grid) = video_chunks(1, 1, seed=2)[0], changed
+        changed = torch.cat([pixels, more]), torch.cat([grid, more_grid])
+    stream = [video_chunks(1, 1)[0], changed, video_chunks(1, 1, grid=new_grid, seed=3)[0]]
+    selected = []
+    for chunk in stream:  # a reference chunk, then two selective ones by the counter
+        out = run(tower, chunk)
+        for layer, want in enumerate(spec.run_chunk(*chunk)[0]):
+            torch.testing.assert_close(out.hidden_states[layer + 1], want, rtol=0, atol=ATOL)
+        selected.append(cacher.selected[0])
+        if chunk is changed:  # no usable reference: a stock pass, which becomes the new reference
+            assert_all_equal(out, run(stock, chunk))
+    tokens = new_grid[0] * new_grid[1]
+    assert selected[:2] == [None, None] and selected[2].shape == (1, tokens // 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cpu(dtype):
+    stock, tower = tiny_qwen3vl(dtype=dtype), tiny_qwen3vl(dtype=dtype)
+    full = STCCacher(update_ratio=1.0, interval=2).attach(tower)
+    for pixels, grid in video_chunks(2, 3):
+        chunk = pixels.to(dtype), grid
+        got, want = run(tower, chunk), run(stock, chunk)
+        assert got.pooler_output.dtype == dtype
+        for a, b in zip(
+            [got.pooler_output, *got.deepstack_features],
+            [want.pooler_output, *want.deepstack_features],
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b, rtol=0, atol=5e-2)  # outputs reach |3|: bf16 steps of 1/64
+    full.detach()
+    cacher = STCCacher(update_ratio=0.25, interval=2).attach(tower)
+    for c, (pixels, grid) in enumerate(video_chunks(2, 3)):
+        out = run(tower, (pixels.to(dtype), grid))
+        assert all(torch.isfinite(t).all() for t in [out.pooler_output, *out.deepstack_features])
+        assert c % 2 == 0 or cacher.selected[0].shape == (2, 6)
+
+
+def test_attaches_to_the_tower_of_qwen3vl_for_conditional_generation():
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(
+        vision_config=tiny_qwen3vl().config.to_dict(),
+        text_config=dict(
+            vocab_size=300,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        ),
+    )
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    with pytest.raises(ValueError, match=r"pass model\.model\.visual"):
+        STCCacher().attach(model)
+    cacher = STCCacher(update_ratio=1.0).attach(model.model.visual)
+    stock = [run(model.model.visual, chunk) for chunk in video_chunks(1, 2)]
+    cacher.reset()
+    with torch.no_grad():
+        for chunk, want in zip(video_chunks(1, 2), stock, strict=True):
+            got = model.model.get_video_features(*chunk)
+            torch.testing.assert_close(torch.cat(got.pooler_output), want.pooler_output, rtol=0, atol=ATOL)
+            for feature, stock_feature in zip(got.deepstack_features, want.deepstack_features, strict=True):
+                torch.testing.assert_close(torch.cat(feature), stock_feature, rtol=0, atol=ATOL)
+    assert cacher.selected[0].shape == (1, 24)  # the second chunk went through the selective path
+
+
+def test_an_mlp_without_its_parts_fails_clearly():
+    tower = tiny_qwen3vl()
+    del tower.blocks[1].mlp.linear_fc2
+    message = r"encoder layer 1 .* not a Qwen3-VL vision block: missing \['mlp.linear_fc2'\]"
+    with pytest.raises(ValueError, match=message):
+        STCCacher().attach(tower)
+    assert not hasattr(tower, "_stc_cacher")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_matches_stock_at_full_ratio_and_runs_selective(dtype):
+    stock, tower = tiny_qwen3vl(dtype=dtype).cuda(), tiny_qwen3vl(dtype=dtype).cuda()
+    full = STCCacher(update_ratio=1.0).attach(tower)
+    chunks = [(p.to("cuda", dtype), g.cuda()) for p, g in video_chunks(2, 3)]
+    for chunk in chunks:
+        got, want = run(tower, chunk), run(stock, chunk)
+        for a, b in zip(
+            [got.pooler_output, *got.deepstack_features],
+            [want.pooler_output, *want.deepstack_features],
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b, rtol=0, atol=5e-2)
+    full.detach()
+    cacher = STCCacher(update_ratio=0.25).attach(tower)
+    for index, chunk in enumerate(chunks):
+        assert torch.isfinite(run(tower, chunk).pooler_output).all()
+        if index % 2:  # a selective chunk (a reference chunk leaves selected at None)
+            assert cacher.selected[0].shape == (2, 6)
