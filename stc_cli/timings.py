@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-FRAME_STAGES = ("decode", "vit", "compress", "prefill")  # paid per frame
+FRAME_STAGES = ("decode", "vit", "compress", "memory", "prefill")  # paid per frame (or per question)
 ANSWER_STAGE = "answer"  # paid per query: retrieval, prompt prefill, decoding
 
 

@@ -18,15 +18,19 @@ def eval_(
         str, typer.Option(metavar="NAME", help="ovo, streamingbench, mlvu, egoschema, videomme or demo.")
     ],
     model: Annotated[
-        str, typer.Option(metavar="NAME", help="Base system: rekv (LLaVA-OneVision) or livecc (Qwen2-VL).")
+        str,
+        typer.Option(
+            metavar="NAME",
+            help="Base system: rekv (LLaVA-OneVision), livecc (Qwen2-VL) or streamforest (StreamForest).",
+        ),
     ] = _EVAL.model,
     model_path: Annotated[
         str | None,
         typer.Option(
             metavar="ID|DIR",
             help="Hub id, checkpoint folder, or random:tiny / random:full (random weights). Default: the "
-            "model's released checkpoint, llava-hf/llava-onevision-qwen2-7b-ov-hf (rekv) or "
-            "chenjoya/LiveCC-7B-Instruct (livecc).",
+            "model's released checkpoint, llava-hf/llava-onevision-qwen2-7b-ov-hf (rekv), "
+            "chenjoya/LiveCC-7B-Instruct (livecc) or MCG-NJU/StreamForest-Qwen2-7B (streamforest).",
         ),
     ] = _EVAL.model_path,
     data_dir: Annotated[

@@ -25,6 +25,14 @@ PRUNER_MEMORIES = ("video", "process")
 # --compress: STC, nothing, or a baseline: ToMe in the ViT; VidCom², VisionZip or DTD in the pruner's
 # place; the last N frames only (lastn)
 COMPRESSIONS = ("stc", "none", "tome", "vidcom2", "visionzip", "dtd", "lastn")
+# the models each baseline runs on (stc and none run on every model)
+COMPRESSION_MODELS = {
+    "tome": ("rekv",),
+    "vidcom2": ("rekv",),
+    "visionzip": ("rekv",),
+    "dtd": ("rekv", "livecc"),
+    "lastn": ("rekv",),
+}
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,9 @@ def _check_settings(config: EvalConfig) -> None:
         )
     if config.compress not in COMPRESSIONS:
         raise ValueError(f"--compress must be one of {', '.join(COMPRESSIONS)}, got {config.compress!r}")
-    if config.compress in ("tome", "vidcom2", "visionzip", "lastn") and config.model != "rekv":
-        raise ValueError(f"--compress {config.compress} runs with --model rekv only, not {config.model}")
+    if config.model not in COMPRESSION_MODELS.get(config.compress, (config.model,)):
+        models = " or ".join(COMPRESSION_MODELS[config.compress])
+        raise ValueError(f"--compress {config.compress} runs with --model {models} only, not {config.model}")
     if config.dtd_threshold is not None and config.compress != "dtd":
         raise ValueError("--dtd-threshold applies to --compress dtd only")
     if config.dtd_threshold is not None and not -1 <= config.dtd_threshold <= 1:

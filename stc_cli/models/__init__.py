@@ -12,11 +12,13 @@ import importlib
 _MODULES = {
     "rekv": "stc_cli.models.rekv",
     "livecc": "stc_cli.models.livecc",
+    "streamforest": "stc_cli.models.streamforest",
 }
 # --dtype auto on CUDA, as each upstream runs its checkpoint: ReKV + STC loads LLaVA-OneVision in float16
 # ([STC] model/llava_onevision_rekv.py:181); LiveCC is trained and evaluated in bfloat16, its config's
 # dtype (Qwen2 in float16 is known to overflow)
 CUDA_DTYPES = {"rekv": "float16", "livecc": "bfloat16"}
+CUDA_DTYPES["streamforest"] = "float16"  # [SF] llava/model/builder.py:36 (torch_dtype=float16)
 
 
 def names() -> list[str]:

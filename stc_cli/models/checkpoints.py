@@ -22,6 +22,7 @@ from stc_cli.models.frames import CONFIG_FILES
 ARCHITECTURES = {
     "llava_onevision": ("LLaVA-OneVision", "rekv", "LlavaOnevisionForConditionalGeneration"),
     "qwen2_vl": ("Qwen2-VL", "livecc", "Qwen2VLForConditionalGeneration"),
+    "llava_qwen": ("StreamForest", "streamforest", "LlavaQwenForCausalLM"),
 }
 # how the processor types of each architecture's preprocessor configs begin (LlavaOnevisionImageProcessor...)
 PROCESSORS = {"llava_onevision": "LlavaOnevision", "qwen2_vl": "Qwen2VL"}

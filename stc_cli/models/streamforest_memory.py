@@ -170,9 +170,11 @@ class EventMemory:
         self._pair_sims: list[float] = []  # _pair_similarity of events i and i + 1
         self._last_pos = -1  # index of the last frame that went into an event
 
-    def update(self, frame: torch.Tensor) -> None:
+    def update(self, frame: torch.Tensor, similarity: torch.Tensor | None = None) -> None:
         """Add one frame ``[P, C]`` (section 3.3, ``:277-289``). ``P`` should be ``tokens[0]``; a larger
-        frame is ToMe-merged down to it, as upstream does."""
+        frame is ToMe-merged down to it, as upstream does. ``similarity``: the cosine to the previous
+        frame that places event cuts, where the caller computed it on other tokens (a pruned frame's
+        kept tokens differ from the last one's, so STC-Pruner's caller gives the unpruned frames')."""
         if frame.dim() != 2 or frame.shape[1] != self.dim:
             raise ValueError(f"expected a frame [P, {self.dim}], got {tuple(frame.shape)}")
         if frame.shape[0] < self._now_tokens:
@@ -181,7 +183,9 @@ class EventMemory:
             )
         flat = frame.reshape(-1)
         if self._last_frame is not None:
-            self._frame_sims.append(F.cosine_similarity(self._last_frame, flat, dim=0))
+            if similarity is None:
+                similarity = F.cosine_similarity(self._last_frame, flat, dim=0)
+            self._frame_sims.append(similarity)
         self._last_frame = flat
         self._now.append(_merge_tokens(frame[None], self._now_tokens, self.heads)[0])
 

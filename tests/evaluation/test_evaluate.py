@@ -135,6 +135,10 @@ def test_dtd_keeps_each_video_s_first_frame_whole_resumes_and_streams_as_clips(t
         (("--compress", "dtd", "--dtd-threshold", "2"), "--dtd-threshold is a cosine in [-1, 1], got 2.0"),
         (("--encode-chunk", "0"), "--encode-chunk must be >= 1, got 0"),
         (("--encode-chunk", "4", "--model", "livecc"), "--encode-chunk runs with --model rekv only"),
+        (
+            ("--compress", "dtd", "--model", "streamforest"),
+            "--compress dtd runs with --model rekv or livecc only",
+        ),
     ):
         result = stc_eval("--output", str(tmp_path / "refused"), *argv)
         assert result.exit_code == 2 and message in result.stderr
@@ -395,3 +399,77 @@ def test_livecc_ovo_runs_livecc_s_evaluation_on_the_source_videos(tmp_path):
     )
     assert written["ovo/2/0"]["window"] == [0.0, 2.0] and written["ovo/2/0"]["frames"] == 4
     assert written["ovo/0"]["model_input"].endswith("<|im_start|>assistant\nThe answer is:\n")
+
+
+def test_streamforest_runs_the_demo_with_stc_on_and_off_in_both_protocols_resumes_and_reads_folders(tmp_path):
+    import torch
+
+    from stc_cli.models import streamforest_load
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: on two busy shared cores, OpenMP hand-offs cost 40x the work
+    try:
+
+        def run(name, *args):
+            result = stc_eval("--model", "streamforest", "--output", str(tmp_path / name), *args)
+            assert result.exit_code == 0, result.output
+            return records(tmp_path / name)
+
+        written = run("stc")
+        assert [r["id"] for r in written] == [q.id for q in sorted_by_video_and_time()]
+        assert all(r["error"] is None for r in written)
+        first = written[0]  # clip_0/2 at 1 s: one frame
+        assert set(first["timings_ms"]) == {"decode", "vit", "compress", "memory", "prefill", "answer"}
+        assert first["counts"] == {
+            "frames_encoded": 1, "visual_tokens_in": 49, "visual_tokens_kept": 15, "memory_tokens": 15,
+            "new_tokens": first["counts"]["new_tokens"],
+        }  # fmt: skip
+        assert first["prompt"].endswith(
+            "\nD. in the middle\nAnswer with the option's letter from the given choices directly."
+        )
+        assert first["model_input"] == (
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>\n\n"
+            "The video contains 1 frames sampled from the past 0.0 seconds ago (0.0s of the entire video) up "
+            f"to the present moment (0.0s of the entire video). {first['prompt']}<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+        assert written[1]["frame_times"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # 6 s at 1 fps, stride from 0
+        settings = json.loads((tmp_path / "stc" / "run.json").read_text())
+        assert (settings["schedule"], settings["settings"]["protocol"]["memory"]) == ("stream", "question")
+        assert settings["settings"]["model"]["memory"]["tokens"] == [15, 15]
+        base = run("base", "--no-stc")
+        assert all("compress" not in r["timings_ms"] for r in base)
+        assert all(r["counts"].get("visual_tokens_kept") == r["counts"].get("visual_tokens_in") for r in base)
+        assert sum(r["counts"].get("frames_encoded", 0) for r in base) == 18  # 6 s at 1 fps, each video once
+        # one pass per video answers as one clip per question does, in both protocols
+        assert {r["id"]: r["response"] for r in run("clip", "--schedule", "clip")} == {
+            r["id"]: r["response"] for r in written
+        }
+        stream = run("stream", "--protocol", "streamforest-stream")
+        assert stream[1]["counts"]["memory_tokens"] == written[1]["counts"]["memory_tokens"]
+        stream_clip = run("stream-clip", "--protocol", "streamforest-stream", "--schedule", "clip")
+        assert {r["id"]: r["response"] for r in stream_clip} == {r["id"]: r["response"] for r in stream}
+        # resume after a cut, then nothing left to do
+        samples = tmp_path / "stc" / "samples.jsonl"
+        lines = samples.read_text().splitlines(keepends=True)
+        samples.write_text("".join(lines[:5]) + lines[5][:40])
+        resumed = stc_eval("--model", "streamforest", "--output", str(tmp_path / "stc"))
+        assert "7 samples written, 5 already there" in resumed.stdout
+        assert [(r["id"], r["response"]) for r in records(tmp_path / "stc")] == [
+            (r["id"], r["response"]) for r in written
+        ]
+        # a saved checkpoint folder answers as the model it was saved from; another model's folder is refused
+        folder = tmp_path / "checkpoint"
+        streamforest_load.save(streamforest_load.build_random("tiny"), folder)
+        from_folder = run("folder", "--model-path", str(folder), "--limit", "4")
+        assert {r["id"]: r["response"] for r in from_folder} == {
+            r["id"]: r["response"] for r in written if r["id"] in {f["id"] for f in from_folder}
+        }
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "mm_projector_type": "mlp2x_gelu"}))
+        refused = stc_eval(
+            "--model", "streamforest", "--model-path", str(folder), "--output", str(tmp_path / "no")
+        )
+        assert refused.exit_code == 2 and "mm_projector_type is 'mlp2x_gelu'" in refused.stderr
+    finally:
+        torch.set_num_threads(threads)

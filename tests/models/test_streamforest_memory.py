@@ -276,3 +276,16 @@ def test_bad_frames_raise():
         mem.update(torch.zeros(1, 6, 8))
     mem.update(torch.randn(7, 8))  # more tokens than tokens[0] are merged down, as upstream
     assert mem.tokens().shape == (6, 8)
+
+
+def test_event_cuts_follow_a_given_similarity():
+    """windows (1, 2), split 2: after 5 frames 4 are short, so the oldest 1 or 2 (argmin of the first two
+    similarities + 1) become an event of 2 tokens per frame. Cut 2: 4 + 2 * 4 + 8 = 20 tokens; cut 1:
+    2 + 3 * 4 + 8 = 22 (the frames' own similarities are ignored)."""
+    frames = torch.randn(5, 8, 8, generator=torch.Generator().manual_seed(1))
+    sizes = dict(windows=(1, 2), tokens=(8, 4), split_window=2, long_tokens_per_frame=2, long_quota=100)
+    for sims, expected in (((0.9, 0.1), 20), ((0.1, 0.9), 22)):
+        memory = EventMemory(8, 2, **sizes)
+        for frame, sim in zip(frames, (0.0, *sims, 0.5, 0.5), strict=True):
+            memory.update(frame, torch.tensor(sim))
+        assert len(memory.tokens()) == expected
