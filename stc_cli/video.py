@@ -1,6 +1,6 @@
 """Frame decoding: a video's frames, picked by a sampling rule inside a time window, as a uint8 tensor.
 
-Two rules, each the one a released harness uses (``docs/protocols.md``):
+Three rules, each the one a released harness uses (``docs/protocols.md``):
 
 - ``stride`` (ReKV and STC, [STC]``model/video_qa/base_refactored.py:27-30``): every
   ``int(round(native_fps) / fps)``-th decoded frame from the first, so at 1 fps every 30th frame of a
@@ -10,6 +10,8 @@ Two rules, each the one a released harness uses (``docs/protocols.md``):
   distributed_evaluate_ovobench.py:26-59`` with qwen-vl-utils 0.0.11 ``smart_nframes``): the frames whose
   decoded *end* timestamp lies in ``[start, max(start + 1, end)]``, then an even number of them spread
   evenly (``linspace(...).round()``): ``fps`` per second of the clip, at least 4, at most ``max_frames``.
+- ``dynamic_fps1`` (StreamForest's evaluation, [SF] ``llava/video_utils.py:102-169``): the middles of
+  ``int(duration + 1)`` equal intervals of the clip (at least 4, at most ``max_frames``); ``fps`` is moot.
 
 A frame's time is its index over the native rate, whichever rule picked it.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import torch  # before decord: decord's bundled libraries must load after torch's
 
-RULES = ("stride", "uniform")
+RULES = ("stride", "uniform", "dynamic_fps1")
 UNIFORM_MIN_FRAMES = 4  # qwen-vl-utils FPS_MIN_FRAMES
 FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (one Qwen2-VL temporal patch is 2 frames)
 
@@ -79,7 +81,7 @@ class VideoError(ValueError):
 @dataclass(frozen=True)
 class Sampling:
     """Which frames a model is given: ``fps`` frames per second by ``rule`` (see the module docstring);
-    ``max_frames`` caps the ``uniform`` rule (LiveCC: 480)."""
+    ``max_frames`` caps the ``uniform`` (LiveCC: 480) and ``dynamic_fps1`` (StreamForest: 2048) rules."""
 
     fps: float
     rule: str = "stride"
@@ -149,6 +151,30 @@ def uniform_indices(
     return [clip[i] for i in picks.tolist()]
 
 
+def dynamic_fps1_indices(
+    n_frames: int, native_fps: float, clip: tuple[float, float] | None = None, max_frames: int = 2048
+) -> list[int]:
+    """Indices of the frames StreamForest reads (``sample='dynamic_fps1'``, ``min_num_frames=4``,
+    ``local_num_frames=1``): ``int(duration + 1)`` frames, at most ``max_frames``, at least 4, each the middle
+    of one of as many equal intervals of the clip; a clip of fewer frames than that gives each of its frames
+    and repeats the last. ``clip`` is ``(start, end)`` in seconds, ending at most 0.1 s before the video
+    does ([SF] ``llava/video_utils.py:102-169,254-300``)."""
+    import numpy as np
+
+    start_index = 0
+    if clip:
+        start, end = max(0.0, clip[0]), min(n_frames / native_fps - 0.1, clip[1])
+        n_frames, start_index = int((end - start) * native_fps), int(start * native_fps)
+    least = min(4, n_frames)
+    wanted = min(max(int(n_frames / native_fps + 1), 1), max_frames)
+    total = max(least, wanted)
+    taken = min(total, n_frames)
+    bounds = np.linspace(0, n_frames, taken + 1).astype(int)
+    picks = [(int(a) + int(b) - 1) // 2 for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    picks += picks[-1:] * (total - len(picks))
+    return [index + start_index for index in picks]
+
+
 class VideoFrames:
     """The frames ``sampling`` picks from one video inside a window, decoded on demand: ``times`` are
     known once the video is opened, ``pixels(start, stop)`` decodes only those frames, so that a long
@@ -177,6 +203,11 @@ class VideoFrames:
         if sampling.rule == "uniform":
             ends = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 1].tolist()
             self._indices = uniform_indices(ends, self.native_fps, window, sampling.fps, sampling.max_frames)
+        elif sampling.rule == "dynamic_fps1":
+            clip = None if tuple(window) == (0.0, math.inf) else window  # upstream clips only when asked
+            self._indices = dynamic_fps1_indices(
+                len(self._reader), self.native_fps, clip, sampling.max_frames
+            )
         else:
             self._indices = frame_indices(len(self._reader), self.native_fps, sampling.fps, window)
         self.size = tuple(self._reader[0].shape[:2])

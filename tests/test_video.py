@@ -5,7 +5,14 @@ import sys
 import pytest
 import torch
 
-from stc_cli.video import Sampling, VideoError, frame_indices, read_frames, uniform_indices
+from stc_cli.video import (
+    Sampling,
+    VideoError,
+    dynamic_fps1_indices,
+    frame_indices,
+    read_frames,
+    uniform_indices,
+)
 from tests.demo_small import DATA_DIR as DEMO_SMALL
 from tests.videos import write_video
 
@@ -96,8 +103,38 @@ def test_uniform_rule_reads_the_decoded_timestamps():
     assert frames.times == (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
 
 
+def test_dynamic_fps1_picks_interval_middles():
+    # 10 s at 30 fps: int(10 + 1) = 11 intervals of 300 / 11 frames, bounds 0 27 54 81 109 ... 300
+    assert dynamic_fps1_indices(300, 30.0) == [13, 40, 67, 94, 122, 149, 176, 203, 231, 258, 285]
+    # 0.4 s: at least 4 frames, bounds 0 2 5 7 10
+    assert dynamic_fps1_indices(10, 25.0) == [0, 3, 5, 8]
+    # 2 frames: 3 wanted, each frame once, then the last again
+    assert dynamic_fps1_indices(2, 1.0) == [0, 1, 1]
+    # clip (5, 30) of a 20 s video: ends at 19.9 s, int(14.9 * 30) = 446 frames from frame 150, 15 picks
+    clip = dynamic_fps1_indices(600, 30.0, clip=(5.0, 30.0))
+    assert len(clip) == 15 and clip[:2] == [150 + 14, 150 + 43] and clip[-1] == 150 + 430
+    capped = dynamic_fps1_indices(3000, 1.0)
+    assert len(capped) == 2048 and capped[:3] == [0, 1, 2] and capped[-2:] == [2997, 2998]
+
+
+def test_dynamic_fps1_rule_reads_interval_middles_of_the_clip():
+    # clip_0: 12 frames at 2 fps (6 s). The whole video: int(6 + 1) = 7 intervals of 12 / 7 frames, bounds
+    # 0 1 3 5 6 8 10 12 -> middles 0 1 3 5 6 8 10 (floor((a + b - 1) / 2))
+    whole = read_frames(CLIP_0, Sampling(1.0, "dynamic_fps1", 2048))
+    assert whole.times == (0.0, 0.5, 1.5, 2.5, 3.0, 4.0, 5.0)
+    # clip (0, 3): int(3 * 2) = 6 frames, int(3 + 1) = 4 intervals, bounds 0 1 3 4 6 -> 0 1 3 4
+    assert read_frames(CLIP_0, Sampling(1.0, "dynamic_fps1", 2048), window=(0.0, 3.0)).times == (
+        0.0,
+        0.5,
+        1.5,
+        2.0,
+    )
+
+
 def test_unknown_sampling_rule():
-    with pytest.raises(ValueError, match="unknown frame sampling rule 'every'; known: stride, uniform"):
+    with pytest.raises(
+        ValueError, match="unknown frame sampling rule 'every'; known: stride, uniform, dynamic_fps1"
+    ):
         Sampling(1.0, "every")
 
 

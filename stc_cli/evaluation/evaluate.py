@@ -63,8 +63,10 @@ def protocol_of(config: EvalConfig) -> Protocol:
     protocol = protocol.override(
         fps=config.fps, schedule=config.schedule, max_new_tokens=config.max_new_tokens, decoding=decoding
     )
-    if protocol.sampling == "uniform" and protocol.schedule == "stream":
+    if protocol.sampling != "stride" and protocol.schedule == "stream":
         raise ValueError(f"--schedule stream: {protocol.name} picks each query's frames over its own window")
+    if protocol.sampling == "dynamic_fps1" and "fps" in protocol.changed:
+        raise ValueError(f"--fps: {protocol.name} takes int(duration + 1) frames of each clip (dynamic_fps1)")
     return protocol
 
 

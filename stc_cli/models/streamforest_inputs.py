@@ -58,27 +58,3 @@ def time_message(times: tuple[float, ...]) -> str:
 def prompt(times: tuple[float, ...], context: str) -> str:
     """The whole prompt, ``<image>`` where the visual memory goes (lmms_eval/models/streamforest.py:465)."""
     return f"{SYSTEM}{USER}{IMAGE}\n{time_message(times).rstrip()} {context}{ASSISTANT}"
-
-
-def dynamic_fps1_indices(
-    n_frames: int, native_fps: float, clip: tuple[float, float] | None = None, max_frames: int = 2048
-) -> list[int]:
-    """Indices of the frames StreamForest reads (``sample='dynamic_fps1'``, ``min_num_frames=4``,
-    ``local_num_frames=1``): ``int(duration + 1)`` frames, at most ``max_frames``, at least 4, each the middle
-    of one of as many equal intervals of the clip; a clip of fewer frames than that gives each of its frames
-    and repeats the last. ``clip`` is ``(start, end)`` in seconds, ending at most 0.1 s before the video
-    does ([SF] ``llava/video_utils.py:102-169,254-300``). For ``stc_cli/video.py``, once it has the rule."""
-    import numpy as np
-
-    start_index = 0
-    if clip:
-        start, end = max(0.0, clip[0]), min(n_frames / native_fps - 0.1, clip[1])
-        n_frames, start_index = int((end - start) * native_fps), int(start * native_fps)
-    least = min(4, n_frames)
-    wanted = min(max(int(n_frames / native_fps + 1), 1), max_frames)
-    total = max(least, wanted)
-    taken = min(total, n_frames)
-    bounds = np.linspace(0, n_frames, taken + 1).astype(int)
-    picks = [(int(a) + int(b) - 1) // 2 for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    picks += picks[-1:] * (total - len(picks))
-    return [index + start_index for index in picks]

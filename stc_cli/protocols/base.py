@@ -17,7 +17,7 @@ from stc_cli.protocols import texts
 
 # The values each setting takes (what they mean: docs/protocols.md, "Settings").
 CHOICES = {
-    "sampling": ("stride", "uniform"),  # stc_cli/video.py
+    "sampling": ("stride", "uniform", "dynamic_fps1"),  # stc_cli/video.py
     "schedule": ("auto", "stream", "clip"),  # auto: stream where every window starts at 0, else clip
     "window": ("benchmark", "livecc-ovo"),
     "user_text": ("benchmark", "stc-mcq", "livecc-ovo"),
@@ -44,7 +44,7 @@ class Protocol:
     comparable: str
     fps: float
     sampling: str = "stride"
-    max_frames: int = 480  # the uniform rule's cap
+    max_frames: int = 480  # the uniform and dynamic_fps1 rules' cap
     visual_budget: int | None = None  # visual tokens per clip (LiveCC's evaluation); None: the model's own
     schedule: str = "auto"
     window: str = "benchmark"
@@ -88,7 +88,7 @@ class Protocol:
     def rows(self) -> list[tuple[str, str, str]]:
         """``(setting, value, what it reproduces)`` for every setting that applies, in declaration order."""
         sources = dict(self.sources)
-        moot = {"max_frames"} if self.sampling != "uniform" else set()
+        moot = {"max_frames"} if self.sampling == "stride" else set()
         if self.decoding != "greedy":  # read from logits: nothing is generated
             moot |= {"max_new_tokens", "stop", "first_token_rule", "cleanup"}
         rows = []

@@ -9,9 +9,9 @@ time message before the question, the visual memory in place of ``<image>``), th
 ``streamforest-mcq`` (its lmms-eval tasks' multiple-choice text) and a setting of its own, ``memory``:
 ``question`` builds a fresh memory over the question's frames and reads it once (what upstream does),
 ``video`` keeps one memory per video, read after every frame (what a live system does; the tokens differ,
-section 3.6). The frames are StreamForest's ``dynamic_fps1`` grid only approximately: ``stride`` at 1 fps,
-until ``stc_cli/video.py`` has that rule (``stc_cli/models/streamforest_inputs.py``,
-``dynamic_fps1_indices``).
+section 3.6). On OVO-Bench and StreamingBench the parity protocol takes StreamForest's ``dynamic_fps1``
+frames of each question's clip (``stc_cli/video.py``), so it runs the clip schedule; on the demo, which
+has no published number, it takes 1 fps by stride, so that one pass per video serves its questions.
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ _SOURCES = (
     ),
     (
         "sampling",
-        "stc's stride rule at 1 fps, from 0 s; StreamForest takes the middles of int(duration + 1) equal "
-        "intervals of the clip ([SF] llava/video_utils.py:111-146), at most 2048 "
-        "([SF] scripts/eval/run_eval.sh:5)",
+        "dynamic_fps1: the middles of int(duration + 1) equal intervals of the clip, at least 4 "
+        "([SF] llava/video_utils.py:111-146); stride at 1 fps on the demo",
     ),
+    ("max_frames", "[SF] scripts/eval/run_eval.sh:5 (max_num_frames 2048)"),
     ("window", f"{_OVO}/utils.py:44-67, {_SB}/utils.py:43-69 (the clip [start, end] of each question)"),
     ("user_text", f"{_OVO}/utils.py:118-132, ovobench_*.yaml post_prompt; {_SB}/utils.py:120-130"),
     (
@@ -101,6 +101,7 @@ _SOURCES = (
 
 
 def _parity(bench: str, comparable: str) -> StreamForestProtocol:
+    exact = bench in ("ovo", "streamingbench")  # published numbers: StreamForest's own frames, per clip
     return StreamForestProtocol(
         name="streamforest-parity",
         model="streamforest",
@@ -109,8 +110,9 @@ def _parity(bench: str, comparable: str) -> StreamForestProtocol:
         "greedy up to 16 tokens",
         comparable=comparable,
         fps=1.0,
-        sampling="stride",
-        schedule="auto",
+        sampling="dynamic_fps1" if exact else "stride",
+        max_frames=2048,
+        schedule="clip" if exact else "auto",
         user_text="streamforest-mcq",
         template="streamforest",
         decoding="greedy",
@@ -123,8 +125,8 @@ def _parity(bench: str, comparable: str) -> StreamForestProtocol:
             *_SOURCES,
             (
                 "schedule",
-                f"{_LMMS}:449-505 (every question reads its clip afresh); stc: one pass per video shares "
-                "the ViT where frame times coincide, the memory is still built per question",
+                f"{_LMMS}:449-505 (every question reads its clip afresh); on the demo one pass per video "
+                "shares the ViT where frame times coincide, the memory still built per question",
             ),
             (
                 "memory",
@@ -139,6 +141,8 @@ def _stream(bench: str) -> StreamForestProtocol:
     return replace(
         _parity(bench, ""),
         name="streamforest-stream",
+        sampling="stride",
+        schedule="auto",
         summary="StreamForest as a live system runs it: one memory per video, read after every frame",
         comparable="not comparable with StreamForest's published numbers (the memory is compressed as frames "
         "arrive, so its tokens differ: spec section 3.6)",
@@ -155,8 +159,8 @@ def _stream(bench: str) -> StreamForestProtocol:
 
 
 _APPROXIMATE = (
-    ", approximately: stc samples 1 fps by stride, not dynamic_fps1, and has neither StreamForest's "
-    "annotation files (its rewritten forward questions) nor its scorer: stc score --mode robust"
+    ", approximately: stc has neither StreamForest's annotation files (its rewritten forward questions) "
+    "nor its scorer: stc score --mode robust"
 )
 PRESETS = (
     _parity("ovo", "StreamForest's OVO-Bench 55.6 (paper abstract)" + _APPROXIMATE),

@@ -16,7 +16,6 @@ from stc_cli.models.base import STCSettings
 from stc_cli.models.streamforest import StreamForest
 from stc_cli.models.streamforest_config import TINY_MEMORY, MemorySettings
 from stc_cli.models.streamforest_inputs import (
-    dynamic_fps1_indices,
     prompt,
     spatial_table,
     temporal_table,
@@ -174,20 +173,6 @@ def test_the_multiple_choice_text_is_streamforest_s():
     assert streamforest_mcq(labelled).startswith("Q\nA. x\nB. y\nAnswer")  # stc's own labels not repeated
     forward = Query("ovo/1/0", "ovo", "REC", "forward", "v", (0.0, 1.0), "OVO's own text", (), "3")
     assert streamforest_mcq(forward) == "OVO's own text"
-
-
-def test_dynamic_fps1_picks_interval_middles():
-    # 10 s at 30 fps: int(10 + 1) = 11 intervals of 300 / 11 frames, bounds 0 27 54 81 109 ... 300
-    assert dynamic_fps1_indices(300, 30.0) == [13, 40, 67, 94, 122, 149, 176, 203, 231, 258, 285]
-    # 0.4 s: at least 4 frames, bounds 0 2 5 7 10
-    assert dynamic_fps1_indices(10, 25.0) == [0, 3, 5, 8]
-    # 2 frames: 3 wanted, each frame once, then the last again
-    assert dynamic_fps1_indices(2, 1.0) == [0, 1, 1]
-    # clip (5, 30) of a 20 s video: ends at 19.9 s, int(14.9 * 30) = 446 frames from frame 150, 15 picks
-    clip = dynamic_fps1_indices(600, 30.0, clip=(5.0, 30.0))
-    assert len(clip) == 15 and clip[:2] == [150 + 14, 150 + 43] and clip[-1] == 150 + 430
-    capped = dynamic_fps1_indices(3000, 1.0)
-    assert len(capped) == 2048 and capped[:3] == [0, 1, 2] and capped[-2:] == [2997, 2998]
 
 
 # --- protocols ---------------------------------------------------------------------------------------
