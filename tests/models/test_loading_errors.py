@@ -190,7 +190,7 @@ def test_an_architecture_no_model_runs_is_named_with_the_ones_that_run(checkpoin
     assert line == (
         f"error: {folder / 'config.json'}: model_type 'qwen2_5_vl', Qwen2_5_VLForConditionalGeneration, but "
         "--model livecc runs Qwen2-VL ('qwen2_vl') checkpoints; stc eval runs model_type 'llava_onevision' "
-        "(--model rekv), 'qwen2_vl' (--model livecc)"
+        "(--model rekv), 'qwen2_vl' (--model livecc), 'llava_qwen' (--model streamforest)"
     )
 
 
