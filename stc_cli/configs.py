@@ -28,6 +28,7 @@ class BenchConfig:
     n_local: int = 15_000  # ReKV's sliding window in tokens, for every ReKV row
     decode_tokens: int = 16  # greedy tokens timed per answer; 0 skips the decoding rows
     compress: tuple[str, ...] = ()  # baselines timed beside STC at its budget: tome, vidcom2, visionzip, dtd
+    streamforest: int = 0  # frames streamed through StreamForest's memory, full vs pruned; 0 skips it
     device: str = "auto"
     dtype: str = "auto"  # float16 on CUDA, float32 on CPU
     seed: int = 0
@@ -79,3 +80,24 @@ class EvalConfig:
         return {(True, True): "stc", (True, False): "cacher", (False, True): "pruner"}.get(
             (cacher, pruner), "base"
         )
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """``stc stream``: a live source, how it is played and the questions put to it; the model, its
+    checkpoint, protocol, ``--fps`` and STC flags as ``stc eval`` takes them (``model.bench`` names the
+    protocol table live mode uses: StreamingBench's, stc-online for rekv and livecc-stream for livecc)."""
+
+    source: str = ""  # a video file, an http(s):// or rtsp:// URL, or a camera (/dev/video0)
+    model: EvalConfig = EvalConfig(bench="streamingbench")
+    speed: float | None = None  # a file: 1 real time, 2 twice as fast, 0 as fast as the model goes; None: 1
+    when_behind: str = (
+        "drop"  # drop (skip the oldest waiting frames, counted) or queue (every frame, lag grows)
+    )
+    asks: tuple[str, ...] = ()  # --ask "12.5: question | A. option | B. option"
+    questions: str | None = None  # --questions FILE.jsonl
+    stdin: bool = True  # lines typed on stdin are questions asked at the current stream time
+    duration: float | None = None  # stop after this many stream seconds; None: at the source's end
+    json_lines: bool = False  # --json: JSON-lines events on stdout
+    log_frames: bool = False  # --log-frames: a frame event per frame (with --json)
+    timeout: float = 10.0  # seconds to open, or wait for data from, a network source or camera

@@ -133,6 +133,26 @@ def bench_table(result: dict):
                 f"{decode[f'{prefix}pruned_ms_per_token']:.2f}",
                 f"{decode[f'{prefix}ratio']:.3f}",
             )
+    if forest := result.get("streamforest"):
+        table.add_row(
+            f"StreamForest memory tokens after {forest['frames']} frames ({forest['tokens_per_frame']} vs "
+            f"{forest['kept_tokens_per_frame']} per frame)",
+            f"{forest['memory_tokens_full']:,}",
+            f"{forest['memory_tokens_pruned']:,}",
+            f"{forest['memory_tokens_pruned'] / forest['memory_tokens_full']:.3f}",
+        )
+        table.add_row(
+            "  pruner + memory update and read ms / frame",
+            f"{forest['update_full_ms_per_frame']:.2f}",
+            f"{forest['update_pruned_ms_per_frame']:.2f}",
+            f"{forest['update_pruned_ms_per_frame'] / forest['update_full_ms_per_frame']:.3f}",
+        )
+        table.add_row(
+            "  prefill of the memory, ms",
+            f"{forest['prefill_full_ms']:.2f}",
+            f"{forest['prefill_pruned_ms']:.2f}",
+            f"{forest['prefill_ratio']:.3f}",
+        )
     peaks = result["peak_memory_mb"]
     if "process_rss" in peaks:  # CPU: one number for the whole process
         table.add_row("process peak RSS MiB", "", f"{peaks['process_rss']:.0f}", "")

@@ -12,6 +12,7 @@ from stc_cli.bench.decode import decode_stage
 from stc_cli.bench.inputs import frames_per_chunk, is_qwen2vl, pooled_tokens, project_and_pool
 from stc_cli.bench.prefill import long_stream_stage, prefill_stage
 from stc_cli.bench.state import state_check
+from stc_cli.bench.streamforest import streamforest_stage
 from stc_cli.bench.timer import Timer, environment
 from stc_cli.bench.vit import prune_stage, vit_stage
 from stc_cli.compress import STCCacher, STCPruner
@@ -41,7 +42,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
     pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
     state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
     timer = Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
-    stages = 2 + bool(set(config.compress) & set(PRUNER_BASELINES))
+    stages = 2 + bool(set(config.compress) & set(PRUNER_BASELINES)) + bool(config.streamforest)
     stages += bool(config.long_stream) + bool(config.decode_tokens) + bool(config.state_frames)
     started = iter(range(stages + 1))
 
@@ -74,6 +75,9 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
             last_layer.get("layer"),
             last_layer.get("inputs"),
         )
+    if config.streamforest:
+        stage(f"StreamForest's memory over {config.streamforest} frames")
+        result["streamforest"] = streamforest_stage(timer, config.streamforest, features, llm, config.seed)
     memories = None
     if config.long_stream:
         stage(f"filling ReKV's window of {config.n_local} tokens")
@@ -126,5 +130,9 @@ def check_options(config: BenchConfig) -> None:
         raise ValueError(f"--decode-tokens must be >= 0, got {config.decode_tokens}")
     if unknown := [name for name in config.compress if name not in BASELINES]:
         raise ValueError(f"--compress takes {', '.join(BASELINES)}; got {', '.join(unknown)}")
+    if config.streamforest < 0 or (config.streamforest and is_qwen2vl(config.vision)):
+        raise ValueError(
+            f"--streamforest takes a frame count >= 0 on a SigLIP preset, got {config.streamforest}"
+        )
     if config.compress and is_qwen2vl(config.vision):
         raise ValueError(f"--compress times the baselines on a SigLIP preset, not --vision {config.vision}")

@@ -100,6 +100,14 @@ def bench(
             "vidcom2, visionzip, dtd (beside the pruner); repeatable or comma-separated.",
         ),
     ] = None,
+    streamforest: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Also stream N frames through StreamForest's event memory, all ViT tokens vs STC-Pruner's "
+            "share, and time the prefill of what each memory holds (0 skips it).",
+        ),
+    ] = _BENCH.streamforest,
     device: Annotated[
         str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N.")
     ] = _BENCH.device,
@@ -138,6 +146,7 @@ def bench(
         n_local=n_local,
         decode_tokens=decode_tokens,
         compress=tuple(name.strip() for given in compress or [] for name in given.split(",") if name.strip()),
+        streamforest=streamforest,
         device=device,
         dtype=dtype,
     )

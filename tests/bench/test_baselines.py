@@ -54,3 +54,14 @@ def _render(table) -> str:
     console = Console(width=200, record=True)
     console.print(table)
     return console.export_text()
+
+
+def test_streamforest_rows_stream_the_memory_full_and_pruned():
+    """The tiny tower's 16 tokens per frame, 5 kept (STC's share); the memory's sizes scaled to 16."""
+    forest = run_bench(dataclasses.replace(TINY, streamforest=30))["streamforest"]
+    assert (forest["frames"], forest["tokens_per_frame"], forest["kept_tokens_per_frame"]) == (30, 16, 5)
+    # the newest frame is held whole (16 vs 5 tokens), the short window at 3 tokens a frame on both sides
+    assert forest["memory_tokens_full"] - forest["memory_tokens_pruned"] >= 16 - 5
+    assert forest["prefill_ratio"] == pytest.approx(forest["prefill_pruned_ms"] / forest["prefill_full_ms"])
+    with pytest.raises(ValueError, match="--streamforest takes a frame count >= 0 on a SigLIP preset, got -1"):
+        run_bench(dataclasses.replace(TINY, streamforest=-1))
