@@ -58,8 +58,8 @@ class EvalConfig:
     stc: bool = True  # False turns both parts off
     cacher: bool = True
     pruner: bool = True
-    update_ratio: float = 0.25
-    cache_interval: int = 2
+    update_ratio: float | None = None  # None: the model's default (0.25)
+    cache_interval: int | None = None  # None: the model's default (2; Dispider 4, as STC runs it)
     tokens_per_frame: int | None = None  # None: the model's default (60 of LLaVA-OV's 196)
     pruner_memory: str = "video"  # or process: kept across videos, as released (order-dependent)
     n_local: int = 15000  # ReKV sliding window, tokens

@@ -30,7 +30,7 @@ COMPRESSION_MODELS = {
     "tome": ("rekv",),
     "vidcom2": ("rekv",),
     "visionzip": ("rekv",),
-    "dtd": ("rekv", "livecc"),
+    "dtd": ("rekv", "livecc", "qwen3vl", "qwen25vl"),
     "lastn": ("rekv",),
 }
 
@@ -52,6 +52,8 @@ def protocol_of(config: EvalConfig) -> Protocol:
     benchmarks.get(config.bench)  # an unknown --bench fails here, listing the known ones
     _check_settings(config)
     protocol = protocols.resolve(config.model, config.bench, config.protocol)
+    if hasattr(protocol, "recent_frames"):  # SimpleStream's N is --last-frames
+        protocol = protocol.override(recent_frames=config.last_frames)
     decoding = None
     if config.answer_mode is not None:
         if config.model != "livecc" or config.answer_mode not in ("generate", "logits"):
@@ -77,10 +79,10 @@ def plan(config: EvalConfig) -> Plan:
     module = benchmarks.get(config.bench)
     data_dir, note = benchmark_data_dir(module, resolve_data_dir(config.data_dir))
     notes = [note] if note else []
-    if protocol.template == "livecc-turns" and config.max_cache_tokens is None:
+    if protocol.template in ("livecc-turns", "qwenvl-turns") and config.max_cache_tokens is None:
         notes.append(
-            "livecc-stream keeps every chunk of a video in its KV cache, as LiveCC does: up to about 80 GB "
-            "per hour of video at 7B with STC off; --max-cache-tokens N bounds it"
+            f"{protocol.name} keeps every chunk of a video in its KV cache, as LiveCC does: up to about "
+            "80 GB per hour of video at 7B with STC off; --max-cache-tokens N bounds it"
         )
     if config.model_path == "demo" and config.bench != "demo":
         notes.append(
@@ -133,7 +135,7 @@ def _check_settings(config: EvalConfig) -> None:
     if config.compress not in COMPRESSIONS:
         raise ValueError(f"--compress must be one of {', '.join(COMPRESSIONS)}, got {config.compress!r}")
     if config.model not in COMPRESSION_MODELS.get(config.compress, (config.model,)):
-        models = " or ".join(COMPRESSION_MODELS[config.compress])
+        models = ", ".join(COMPRESSION_MODELS[config.compress])
         raise ValueError(f"--compress {config.compress} runs with --model {models} only, not {config.model}")
     if config.dtd_threshold is not None and config.compress != "dtd":
         raise ValueError("--dtd-threshold applies to --compress dtd only")
@@ -145,7 +147,7 @@ def _check_settings(config: EvalConfig) -> None:
         raise ValueError(f"--tome-r must be >= 0, got {config.tome_r}")
     if config.encode_chunk != 1 and config.model != "rekv":
         raise ValueError(f"--encode-chunk runs with --model rekv only, not {config.model}")
-    if not 0 < config.update_ratio <= 1:
+    if config.update_ratio is not None and not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
     if config.fps is not None and not math.isfinite(config.fps):
         raise ValueError(f"--fps must be a finite number of frames per second, got {config.fps}")
@@ -174,6 +176,21 @@ def _precut(query: Query, video_root: Path) -> Query:
     return replace(query, video=clip) if clip and (video_root / clip).is_file() else query
 
 
+def load_model(config: EvalConfig, protocol: Protocol, shard: Shard | None = None):
+    """``(model, device, dtype)``: ``config.model`` built under ``protocol`` on the device ``--device``
+    resolves to (this process's GPU under torchrun), in ``--dtype`` (``auto``: the model's own on CUDA)."""
+    import torch
+
+    from stc_cli.devices import resolve_device, resolve_dtype
+
+    shard = shard or Shard.from_env()
+    device = resolve_device(config.device, shard.local_rank, shard.world)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # kernels and allocations of libraries that use the current device
+    dtype = resolve_dtype(config.dtype, device, models.CUDA_DTYPES[config.model])
+    return models.build(config, protocol, device, dtype), device, dtype
+
+
 def evaluate(
     config: EvalConfig,
     the_plan: Plan | None = None,
@@ -185,15 +202,11 @@ def evaluate(
     ``<output>/samples.jsonl``."""
     import torch
 
-    from stc_cli.devices import cpu_name, resolve_device, resolve_dtype
+    from stc_cli.devices import cpu_name
 
     shard = shard or Shard.from_env()
     the_plan = the_plan or plan(config)
-    device = resolve_device(config.device, shard.local_rank, shard.world)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # kernels and allocations of libraries that use the current device
-    dtype = resolve_dtype(config.dtype, device, models.CUDA_DTYPES[config.model])
-    model = models.build(config, the_plan.protocol, device, dtype)
+    model, device, dtype = load_model(config, the_plan.protocol, shard)
     environment = {
         "stc": __version__,
         "torch": torch.__version__,

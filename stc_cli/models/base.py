@@ -39,15 +39,18 @@ class STCSettings:
     tome_r: int | None = None  # tokens ToMe merges per layer; None: the schedule to STC's budget
 
     @classmethod
-    def from_config(cls, config, default_tokens_per_frame: int) -> STCSettings:
-        """The STC part of an ``EvalConfig``; an unset ``--tokens-per-frame`` means the model's default."""
+    def from_config(
+        cls, config, default_tokens_per_frame: int, *, default_interval: int = 2, default_ratio: float = 0.25
+    ) -> STCSettings:
+        """The STC part of an ``EvalConfig``; an unset ``--tokens-per-frame``, ``--cache-interval`` or
+        ``--update-ratio`` means the model's default."""
         stc = config.stc and config.compress == "stc"
         baseline = config.compress in PRUNER_BASELINES  # in STC-Pruner's place, no cacher
         return cls(
             cacher=stc and config.cacher,
             pruner=(stc and config.pruner) or baseline,
-            update_ratio=config.update_ratio,
-            cache_interval=config.cache_interval,
+            update_ratio=default_ratio if config.update_ratio is None else config.update_ratio,
+            cache_interval=default_interval if config.cache_interval is None else config.cache_interval,
             tokens_per_frame=config.tokens_per_frame or default_tokens_per_frame,
             pruner_memory=config.pruner_memory,
             pruner_method=config.compress if baseline else "stc",

@@ -23,6 +23,9 @@ ARCHITECTURES = {
     "llava_onevision": ("LLaVA-OneVision", "rekv", "LlavaOnevisionForConditionalGeneration"),
     "qwen2_vl": ("Qwen2-VL", "livecc", "Qwen2VLForConditionalGeneration"),
     "llava_qwen": ("StreamForest", "streamforest", "LlavaQwenForCausalLM"),
+    "qwen2_5_vl": ("Qwen2.5-VL", "qwen25vl", "Qwen2_5_VLForConditionalGeneration"),
+    "qwen3_vl": ("Qwen3-VL", "qwen3vl", "Qwen3VLForConditionalGeneration"),
+    "long": ("Dispider", "dispider", "LongQwen2ForCausalLM"),  # [D] long_qwen.py:31-32 (LongConfig)
 }
 # how the processor types of each architecture's preprocessor configs begin (LlavaOnevisionImageProcessor...)
 PROCESSORS = {"llava_onevision": "LlavaOnevision", "qwen2_vl": "Qwen2VL"}

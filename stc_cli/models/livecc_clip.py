@@ -63,10 +63,10 @@ class LiveCCClip(LiveCC):
         size = clip_size(frames.shape[1], frames.shape[2], len(frames), budget, self.frames.factor)
         patches = [self._encode_patch(frames[i : i + 2], size, step) for i in range(0, len(frames), 2)]
         with timed(step, "prefill", self.device):
-            features = torch.cat([features for features, _, _ in patches])
-            per_patch = patches[0][0].shape[0]  # one size for the whole clip
-            kept = torch.cat([kept + i * per_patch for i, (_, _, kept) in enumerate(patches)])
-            grid = patches[0][1].clone()
+            features = torch.cat([patch.features for patch in patches])
+            per_patch = patches[0].features.shape[0]  # one size for the whole clip
+            kept = torch.cat([patch.kept + i * per_patch for i, patch in enumerate(patches)])
+            grid = patches[0].grid.clone()
             grid[0, 0] = len(patches)  # one video of len(patches) temporal patches
             text = VIDEO_TURN.format(video="<|video_pad|>" * features.shape[0])
             self.chunk_times = list(zip(times[::2], times[1::2], strict=True))

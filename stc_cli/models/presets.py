@@ -149,3 +149,105 @@ def random_language_model(
     config = Qwen2Config(vocab_size=vocab_size, **_depth(_pick(LLM_PRESETS, name, "LLM"), layers))
     with seeded(seed, device):
         return Qwen2Model(config).to(dtype).eval()
+
+
+# Qwen2.5-VL and Qwen3-VL vision towers (``Qwen2_5_VLVisionConfig`` / ``Qwen3VLVisionConfig`` fields): the
+# random models of ``--model qwen25vl`` / ``qwen3vl`` and ``random_qwenvl_tower`` build these. The full ones
+# are the towers of Qwen/Qwen2.5-VL-7B-Instruct and Qwen/Qwen3-VL-8B-Instruct (config.json, vision_config).
+QWEN25VL_VISION_PRESETS = {
+    "qwen25vl-7b": dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        out_hidden_size=3584,  # the merger's output: the LLM width
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,  # 4 x 4 merge units per attention window
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
+        hidden_act="silu",
+        in_channels=3,
+    ),
+    "qwen25vl-tiny": dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,  # 2 x 2 merge units: a 4 x 6 grid has windows of 16 and 8 tokens
+        fullatt_block_indexes=[1],
+        tokens_per_second=2,
+        hidden_act="silu",
+        in_channels=3,
+    ),
+}
+QWEN3VL_VISION_PRESETS = {
+    "qwen3vl-8b": dict(
+        depth=27,
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_heads=16,
+        out_hidden_size=4096,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=2304,  # a 48 x 48 learned grid, resampled to each frame's
+        deepstack_visual_indexes=[8, 16, 24],
+        hidden_act="gelu_pytorch_tanh",
+        in_channels=3,
+    ),
+    "qwen3vl-tiny": dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0, 1],
+        hidden_act="gelu_pytorch_tanh",
+        in_channels=3,
+    ),
+}
+# The (H, W) these towers are fed under SimpleStream's protocol: a 16:9 frame (480 x 854) resized by
+# qwen-vl-utils to 476 x 840 (multiples of 28, under 768 * 28 * 28 px); Qwen2.5-VL takes it as it is (grid
+# 34 x 60, 510 merged tokens), Qwen3-VL's image processor rounds it to multiples of 32: 480 x 832 (grid
+# 30 x 52, 390 merged tokens).
+QWENVL_FRAME_SIZES = {
+    "qwen25vl-7b": (476, 840),
+    "qwen25vl-tiny": (56, 84),  # grid 4 x 6
+    "qwen3vl-8b": (480, 832),
+    "qwen3vl-tiny": (64, 96),  # grid 4 x 6
+}
+
+
+def random_qwenvl_tower(name: str, layers: int | None = None, *, dtype=torch.float32, device="cpu", seed=0):
+    """A Qwen2.5-VL or Qwen3-VL vision tower with random weights at preset widths, cut to ``layers`` blocks if
+    given (deepstack taps and full-attention blocks past the cut are dropped). Called as
+    ``tower(pixel_values [N, 3 * 2 * p * p], grid_thw=[[t, h, w]])``; ``.pooler_output`` holds the merged
+    tokens, and for Qwen3-VL ``.deepstack_features`` the deepstack ones."""
+    spec = _pick(QWEN25VL_VISION_PRESETS | QWEN3VL_VISION_PRESETS, name, "vision")
+    spec = _depth(spec, layers, key="depth")
+    if name in QWEN25VL_VISION_PRESETS:
+        from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+            Qwen2_5_VisionTransformerPretrainedModel,
+        )
+
+        spec["fullatt_block_indexes"] = [i for i in spec["fullatt_block_indexes"] if i < spec["depth"]]
+        config, tower = Qwen2_5_VLVisionConfig(**spec), Qwen2_5_VisionTransformerPretrainedModel
+    else:
+        from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLVisionConfig
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
+
+        spec["deepstack_visual_indexes"] = [i for i in spec["deepstack_visual_indexes"] if i < spec["depth"]]
+        config, tower = Qwen3VLVisionConfig(**spec), Qwen3VLVisionModel
+    with seeded(seed, device):
+        return tower(config).to(dtype).eval()

@@ -197,3 +197,45 @@ class Qwen2VLFrames:
         x = x.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
         pixel_values = x.reshape(gt * gh * gw, 3 * tp * p * p)
         return pixel_values, torch.tensor([[gt, gh, gw]], dtype=torch.long, device=x.device)
+
+
+# qwen-vl-utils 0.0.14 (``vision_process.py``), as SimpleStream decodes a clip (``fetch_video``, default
+# ``image_patch_size=14``): every frame of a clip of ``nframes`` sampled frames gets one size, multiples of 28
+# with 128 to 768 merged tokens each, at most a share of 128000 * 28 * 28 * 0.9 px over the clip.
+QWEN_VL_UTILS_FACTOR = 28
+VIDEO_MIN_TOKENS, VIDEO_MAX_TOKENS = 128, 768  # VIDEO_MIN_TOKEN_NUM, VIDEO_MAX_TOKEN_NUM
+MODEL_SEQ_LEN = 128000  # the MODEL_SEQ_LEN environment variable's default
+
+
+def qwen_vl_utils_size(
+    height: int, width: int, nframes: int, factor: int = QWEN_VL_UTILS_FACTOR
+) -> tuple[int, int]:
+    """(H, W) qwen-vl-utils' ``fetch_video`` resizes the ``nframes`` frames of a height x width clip to
+    (``vision_process.py:448-469``): ``max_pixels = max(min(768 f^2, total / nframes * 2), int(128 f^2 *
+    1.05))`` with ``total = 128000 f^2 * 0.9``, then its own ``smart_resize``, which differs from
+    transformers' only in where it keeps a side at least ``factor`` (rounding, not shrinking)."""
+    if nframes < 1:
+        raise ValueError(f"nframes must be >= 1, got {nframes}")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    min_pixels = VIDEO_MIN_TOKENS * factor * factor
+    total_pixels = MODEL_SEQ_LEN * factor * factor * 0.9
+    max_pixels = max(
+        min(VIDEO_MAX_TOKENS * factor * factor, total_pixels / nframes * 2), int(min_pixels * 1.05)
+    )
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, "
+            f"got {max(height, width) / min(height, width)}"
+        )
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar

@@ -7,12 +7,16 @@ released harness behind the published numbers; ``--protocol NAME`` picks another
 
 from __future__ import annotations
 
+from stc_cli.protocols import dispider as dispider_protocols
 from stc_cli.protocols import livecc, rekv
+from stc_cli.protocols import qwenvl as qwenvl_protocols
 from stc_cli.protocols import streamforest as streamforest_protocols
 from stc_cli.protocols.base import Protocol
 
 PRESETS: tuple[Protocol, ...] = (*rekv.PRESETS, *livecc.PRESETS)
 PRESETS = (*PRESETS, *streamforest_protocols.PRESETS)
+PRESETS = (*PRESETS, *qwenvl_protocols.PRESETS)
+PRESETS = (*PRESETS, *dispider_protocols.PRESETS)
 
 
 def available(model: str, bench: str) -> list[Protocol]:

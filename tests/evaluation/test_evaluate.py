@@ -137,7 +137,7 @@ def test_dtd_keeps_each_video_s_first_frame_whole_resumes_and_streams_as_clips(t
         (("--encode-chunk", "4", "--model", "livecc"), "--encode-chunk runs with --model rekv only"),
         (
             ("--compress", "dtd", "--model", "streamforest"),
-            "--compress dtd runs with --model rekv or livecc only",
+            "--compress dtd runs with --model rekv, livecc, qwen3vl, qwen25vl only",
         ),
     ):
         result = stc_eval("--output", str(tmp_path / "refused"), *argv)
@@ -212,7 +212,7 @@ def test_harmless_changes_resume_and_answer_changing_ones_are_listed(tmp_path, m
     }
     changed = stc_eval("--output", "run", "--update-ratio", "0.5", "--topk", "8")
     assert changed.exit_code == 2
-    assert "settings.config.update_ratio: 0.25 there, 0.5 now; settings.config.topk: 64 there, 8 now" in (
+    assert "settings.config.update_ratio: None there, 0.5 now; settings.config.topk: 64 there, 8 now" in (
         changed.stderr
     )
 
@@ -471,5 +471,140 @@ def test_streamforest_runs_the_demo_with_stc_on_and_off_in_both_protocols_resume
             "--model", "streamforest", "--model-path", str(folder), "--output", str(tmp_path / "no")
         )
         assert refused.exit_code == 2 and "mm_projector_type is 'mlp2x_gelu'" in refused.stderr
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_dispider_runs_the_demo_with_stc_on_and_off_in_both_protocols_resumes_and_reads_folders(tmp_path):
+    import torch
+
+    from stc_cli.models import dispider_load
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: on two busy shared cores, OpenMP hand-offs cost more
+    try:
+
+        def run(name, *args):
+            out = str(tmp_path / name)
+            result = stc_eval("--model", "dispider", "--max-new-tokens", "3", "--output", out, *args)
+            assert result.exit_code == 0, result.output
+            return records(tmp_path / name)
+
+        def responses(written):
+            return {r["id"]: r["response"] for r in written}
+
+        written = run("stc")  # dispider-parity: clips rebuilt per question, 4 frames per clip in random:tiny
+        assert [r["id"] for r in written] == [q.id for q in sorted_by_video_and_time()]
+        assert all(r["error"] is None for r in written)
+        first = written[0]  # clip_0 at 1 s: one frame held, round(1 / 4) -> 1 clip of 4 frames, all frame 0
+        assert first["frame_times"] == [0.0, 0.0, 0.0, 0.0]
+        assert first["counts"] == {
+            "frames_encoded": 4, "visual_tokens_in": 16, "visual_tokens_kept": 4, "clips_perceived": 1,
+            "clips": 1, "reaction_visual_tokens": 4 + 4 + 1, "new_tokens": first["counts"]["new_tokens"],
+        }  # fmt: skip
+        stages = {"decode", "vit", "compress", "perception", "decision", "prefill", "answer"}
+        assert set(first["timings_ms"]) == stages
+        # 6 s held: round(6 / 4) = 2 clips, get_seq_frames(6, 8): segment 5/8, ends 0 1 1 2 2 3 4 4 5
+        assert written[1]["frame_times"] == [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0]
+        tail = f"USER: <visual: clips 0, 1>\n{written[1]['prompt']} ASSISTANT:"
+        assert written[1]["model_input"].endswith(tail)
+        settings = json.loads((tmp_path / "stc" / "run.json").read_text())
+        assert settings["settings"]["model"]["stc"]["cache_interval"] == 4  # STC's Dispider setting
+        assert settings["settings"]["protocol"]["clips"] == "question"
+        base = run("base", "--no-stc")
+        assert all("compress" not in r["timings_ms"] for r in base)
+        assert all(r["counts"]["visual_tokens_kept"] == r["counts"]["visual_tokens_in"] for r in base)
+        cacher_only = run("cacher", "--no-pruner", "--limit", "2")
+        assert cacher_only[1]["counts"]["reaction_visual_tokens"] == 2 * (16 + 4) + 2  # every CLIP token
+        assert responses(run("clip", "--schedule", "clip")) == responses(written)
+        stream = run("stream", "--protocol", "dispider-stream")
+        second = stream[1]["counts"]  # frames 1-5 added: clip 0-3 perceived once, 4-5 as a tail
+        assert (second["frames_encoded"], second["clips_perceived"], second["clips_reused"]) == (5, 2, 1)
+        assert stream[1]["frame_times"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        stream_clip = run("stream-clip", "--protocol", "dispider-stream", "--schedule", "clip")
+        assert responses(stream_clip) == responses(stream)
+        # resume after a cut, then nothing left to do
+        samples = tmp_path / "stc" / "samples.jsonl"
+        lines = samples.read_text().splitlines(keepends=True)
+        samples.write_text("".join(lines[:5]) + lines[5][:40])
+        resumed = stc_eval("--model", "dispider", "--max-new-tokens", "3", "--output", str(tmp_path / "stc"))
+        assert "7 samples written, 5 already there" in resumed.stdout
+        assert [(r["id"], r["response"]) for r in records(tmp_path / "stc")] == [
+            (r["id"], r["response"]) for r in written
+        ]
+        # a checkpoint saved in the composite layout answers as the model it was saved from; a wrong one is
+        # refused
+        folder = tmp_path / "checkpoint"
+        dispider_load.save(dispider_load.build_random("tiny"), folder)
+        from_folder = run("folder", "--model-path", str(folder), "--limit", "4")
+        same = {k: v for k, v in responses(written).items() if k in responses(from_folder)}
+        assert responses(from_folder) == same
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "clip_projector_type": "linear"}))
+        out = str(tmp_path / "no")
+        refused = stc_eval("--model", "dispider", "--model-path", str(folder), "--output", out)
+        assert refused.exit_code == 2 and "clip_projector_type is 'linear'" in refused.stderr
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_qwen3vl_and_qwen25vl_run_simplestream_and_their_stream_on_the_demo_with_stc_on_and_off(tmp_path):
+    """Both models under SimpleStream (the demo's default) with STC on and off, resumed after a cut and read
+    from a saved folder; under qwenvl-stream one pass per video answers as one clip per question does."""
+    import torch
+
+    from stc_cli.models import qwen2vl, qwen3vl, qwen25vl
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on two busy shared cores, as above
+    try:
+        for model, module in (("qwen3vl", qwen3vl), ("qwen25vl", qwen25vl)):
+
+            def run(name, *args, model=model):
+                output = str(tmp_path / name)
+                result = stc_eval("--model", model, "--max-new-tokens", "4", "--output", output, *args)
+                assert result.exit_code == 0, result.output
+                return records(tmp_path / name)
+
+            written = run(f"{model}-stc")
+            assert sorted(r["id"] for r in written) == sorted(q.id for q in sorted_by_video_and_time())
+            assert all(r["error"] is None for r in written)
+            whole = next(r for r in written if r["id"] == "demo/clip_0/0")  # asked at 6 s
+            assert whole["frame_times"] == [2.0, 3.5, 4.5, 5.5]  # the frames of the last 4 one-second chunks
+            counts = whole["counts"]
+            kept = 4 * round(counts["visual_tokens_in"] // 4 * 60 / 196)  # STC's share of every frame
+            assert counts["frames_encoded"] == 4 and counts["visual_tokens_kept"] == kept
+            options = "\nA. red\nB. green\nC. blue\nD. yellow\n\nOnly give the best option's letter"
+            assert whole["prompt"].endswith(options + " (A, B, C, or D) directly.")
+            assert whole["model_input"] == f"\n{whole['prompt']}<|im_end|>\n<|im_start|>assistant\n"
+            settings = json.loads((tmp_path / f"{model}-stc" / "run.json").read_text())
+            protocol = settings["settings"]["protocol"]
+            assert (settings["schedule"], protocol["name"], protocol["positions"], protocol["deepstack"]) == (
+                "clip", "simplestream", "sequential", False
+            )  # fmt: skip
+            assert settings["settings"]["model"]["recent"]["recent_frames"] == 4
+            base = run(f"{model}-base", "--no-stc")
+            assert all(r["counts"]["visual_tokens_kept"] == r["counts"]["visual_tokens_in"] for r in base)
+            assert all("compress" not in r["timings_ms"] for r in base)
+            # resume after a cut, then nothing left to do
+            samples = tmp_path / f"{model}-stc" / "samples.jsonl"
+            lines = samples.read_text().splitlines(keepends=True)
+            samples.write_text("".join(lines[:5]) + lines[5][:40])
+            resumed = stc_eval("--model", model, "--max-new-tokens", "4", "--output", str(samples.parent))
+            assert "7 samples written, 5 already there" in resumed.stdout
+            assert [(r["id"], r["response"]) for r in records(samples.parent)] == [
+                (r["id"], r["response"]) for r in written
+            ]
+            # a saved checkpoint folder answers as the model it was saved from
+            folder = tmp_path / f"{model}-checkpoint"
+            qwen2vl.save(module.load("random:tiny"), folder)
+            from_folder = run(f"{model}-folder", "--model-path", str(folder), "--limit", "4", "--no-stc")
+            assert [r["response"] for r in from_folder] == [r["response"] for r in base[:4]]
+            # the stream protocol: a KV cache per video, STC on, the same answers in both schedules
+            stream = run(f"{model}-stream", "--protocol", "qwenvl-stream", "--schedule", "stream")
+            clip = run(f"{model}-clip", "--protocol", "qwenvl-stream", "--schedule", "clip")
+            assert {r["id"]: r["response"] for r in stream} == {r["id"]: r["response"] for r in clip}
+            assert sum(r["counts"].get("frames_encoded", 0) for r in stream) == 36  # 3 videos, 6 s at 2 fps
+            assert all(r["error"] is None for r in stream)
     finally:
         torch.set_num_threads(threads)

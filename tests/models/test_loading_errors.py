@@ -184,13 +184,14 @@ def test_a_config_without_model_type_is_judged_by_its_architectures(checkpoint, 
 def test_an_architecture_no_model_runs_is_named_with_the_ones_that_run(checkpoint, tmp_path):
     folder = checkpoint("livecc")
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="qwen2_5_vl", architectures=["Qwen2_5_VLForConditionalGeneration"])
+    config.update(model_type="idefics3", architectures=["Idefics3ForConditionalGeneration"])
     (folder / "config.json").write_text(json.dumps(config))
     line = refused(tmp_path, "livecc", folder)
     assert line == (
-        f"error: {folder / 'config.json'}: model_type 'qwen2_5_vl', Qwen2_5_VLForConditionalGeneration, but "
+        f"error: {folder / 'config.json'}: model_type 'idefics3', Idefics3ForConditionalGeneration, but "
         "--model livecc runs Qwen2-VL ('qwen2_vl') checkpoints; stc eval runs model_type 'llava_onevision' "
-        "(--model rekv), 'qwen2_vl' (--model livecc), 'llava_qwen' (--model streamforest)"
+        "(--model rekv), 'qwen2_vl' (--model livecc), 'llava_qwen' (--model streamforest), 'qwen2_5_vl' "
+        "(--model qwen25vl), 'qwen3_vl' (--model qwen3vl), 'long' (--model dispider)"
     )
 
 

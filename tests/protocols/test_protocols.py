@@ -197,7 +197,11 @@ def test_livecc_turns_around_the_prompt(tmp_path):
 
 def test_every_protocol_is_documented_with_its_pair():
     doc = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
-    rows = [line for line in doc.splitlines() if line.startswith(("| rekv", "| livecc", "| streamforest"))]
+    rows = [
+        line
+        for line in doc.splitlines()
+        if line.startswith(("| rekv", "| livecc", "| streamforest", "| dispider", "| qwen"))
+    ]
     for protocol in protocols.PRESETS:
         assert any(f"`{protocol.name}`" in row and row.startswith(f"| {protocol.model} ") for row in rows), (
             protocol.name
