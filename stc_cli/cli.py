@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from stc_cli import __version__
-from stc_cli.commands import bench, check, compare, download, evaluate, score
+from stc_cli.commands import bench, check, compare, download, evaluate, score, stream
 
 app = typer.Typer(
     help="Evaluate streaming video LLMs with STC token compression (STC-Cacher + STC-Pruner).",
@@ -42,3 +42,4 @@ app.command()(download.download)
 app.command()(check.check)
 app.command()(score.score)
 app.command()(compare.compare)
+app.command()(stream.stream)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from stc_cli.commands import fail
+from stc_cli.commands import model_options as options
 from stc_cli.configs import EvalConfig
 
 _EVAL = EvalConfig()
@@ -17,22 +18,8 @@ def eval_(
     bench: Annotated[
         str, typer.Option(metavar="NAME", help="ovo, streamingbench, mlvu, egoschema, videomme or demo.")
     ],
-    model: Annotated[
-        str,
-        typer.Option(
-            metavar="NAME",
-            help="Base system: rekv (LLaVA-OneVision), livecc (Qwen2-VL) or streamforest (StreamForest).",
-        ),
-    ] = _EVAL.model,
-    model_path: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ID|DIR",
-            help="Hub id, checkpoint folder, or random:tiny / random:full (random weights). Default: the "
-            "model's released checkpoint, llava-hf/llava-onevision-qwen2-7b-ov-hf (rekv), "
-            "chenjoya/LiveCC-7B-Instruct (livecc) or MCG-NJU/StreamForest-Qwen2-7B (streamforest).",
-        ),
-    ] = _EVAL.model_path,
+    model: options.Model = _EVAL.model,
+    model_path: options.ModelPath = _EVAL.model_path,
     data_dir: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc)."),
@@ -44,24 +31,14 @@ def eval_(
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(metavar="N", help="Only the first N queries.")] = _EVAL.limit,
-    protocol: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            help="Named evaluation protocol (default: the one that reproduces the published numbers; "
-            "--show-protocol lists them).",
-        ),
-    ] = _EVAL.protocol,
+    protocol: options.Protocol = _EVAL.protocol,
     show_protocol: Annotated[
         bool,
         typer.Option(
             "--show-protocol", help="Print the resolved protocol with its upstream sources and exit."
         ),
     ] = False,
-    fps: Annotated[
-        float | None,
-        typer.Option(metavar="FPS", help="Frames per second read from the videos (default: the protocol's)."),
-    ] = _EVAL.fps,
+    fps: options.Fps = _EVAL.fps,
     schedule: Annotated[
         str | None,
         typer.Option(
@@ -76,48 +53,16 @@ def eval_(
             help="Run folder (default: runs/MODEL-BENCH-VARIANT, VARIANT one of stc, cacher, pruner, base).",
         ),
     ] = None,
-    compress: Annotated[
-        str,
-        typer.Option(
-            metavar="stc|none|tome|vidcom2|visionzip|dtd|lastn",
-            help="stc (the parts --cacher and --pruner say), none (as --no-stc), or a baseline at STC's "
-            "budget: tome (ToMe in the vision tower, unmerged at its output), vidcom2, visionzip or dtd "
-            "(in the pruner's place, keeping --tokens-per-frame; dtd: or by --dtd-threshold), lastn "
-            "(every token, but answers see only the last --last-frames frames). docs/protocols.md.",
-        ),
-    ] = _EVAL.compress,
-    last_frames: Annotated[
-        int, typer.Option(metavar="N", help="--compress lastn: the frames an answer sees.")
-    ] = _EVAL.last_frames,
-    dtd_threshold: Annotated[
-        float | None,
-        typer.Option(
-            metavar="COS",
-            help="--compress dtd: drop tokens whose cosine to the previous frame is above COS "
-            "(TimeChat-Online's default: 0.5); unset: keep --tokens-per-frame per frame.",
-        ),
-    ] = _EVAL.dtd_threshold,
-    tome_r: Annotated[
-        int | None,
-        typer.Option(
-            metavar="R",
-            help="--compress tome: tokens merged in every layer (default: a schedule that leaves STC's "
-            "share of the patches, 223 of 729 for 60 of 196).",
-        ),
-    ] = _EVAL.tome_r,
-    stc: Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")] = _EVAL.stc,
-    cacher: Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")] = _EVAL.cacher,
-    pruner: Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")] = _EVAL.pruner,
-    update_ratio: Annotated[
-        float, typer.Option(metavar="R", help="Cacher: share of tokens recomputed per layer.")
-    ] = _EVAL.update_ratio,
-    cache_interval: Annotated[
-        int, typer.Option(metavar="N", help="Cacher: a reference frame every N frames.")
-    ] = _EVAL.cache_interval,
-    tokens_per_frame: Annotated[
-        int | None,
-        typer.Option(metavar="K", help="Pruner: tokens kept per frame (default: 60 of 196, or that share)."),
-    ] = _EVAL.tokens_per_frame,
+    compress: options.Compress = _EVAL.compress,
+    last_frames: options.LastFrames = _EVAL.last_frames,
+    dtd_threshold: options.DtdThreshold = _EVAL.dtd_threshold,
+    tome_r: options.TomeR = _EVAL.tome_r,
+    stc: options.Stc = _EVAL.stc,
+    cacher: options.Cacher = _EVAL.cacher,
+    pruner: options.Pruner = _EVAL.pruner,
+    update_ratio: options.UpdateRatio = _EVAL.update_ratio,
+    cache_interval: options.CacheInterval = _EVAL.cache_interval,
+    tokens_per_frame: options.TokensPerFrame = _EVAL.tokens_per_frame,
     pruner_memory: Annotated[
         str,
         typer.Option(
@@ -126,10 +71,8 @@ def eval_(
             "released: order-dependent).",
         ),
     ] = _EVAL.pruner_memory,
-    n_local: Annotated[
-        int, typer.Option(metavar="TOKENS", help="ReKV: sliding-window length in tokens.")
-    ] = _EVAL.n_local,
-    topk: Annotated[int, typer.Option(metavar="N", help="ReKV: frames retrieved per question.")] = _EVAL.topk,
+    n_local: options.NLocal = _EVAL.n_local,
+    topk: options.Topk = _EVAL.topk,
     encode_chunk: Annotated[
         int,
         typer.Option(
@@ -138,33 +81,11 @@ def eval_(
             "reference schedule and the pruner's memory to per chunk; docs/protocols.md).",
         ),
     ] = _EVAL.encode_chunk,
-    max_new_tokens: Annotated[
-        int | None, typer.Option(metavar="N", help="Longest answer in tokens (default: the protocol's).")
-    ] = _EVAL.max_new_tokens,
-    answer_mode: Annotated[
-        str | None,
-        typer.Option(
-            metavar="generate|logits",
-            help="livecc: generate, or logits (the candidate with the largest logit).",
-        ),
-    ] = _EVAL.answer_mode,
-    max_cache_tokens: Annotated[
-        int | None,
-        typer.Option(
-            metavar="TOKENS",
-            help="livecc: bound the KV cache, evicting the oldest chunks (upstream: unbounded).",
-        ),
-    ] = _EVAL.max_cache_tokens,
-    device: Annotated[
-        str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N.")
-    ] = _EVAL.device,
-    dtype: Annotated[
-        str,
-        typer.Option(
-            metavar="auto|float32|float16|bfloat16",
-            help="auto (float16 on CUDA, float32 on CPU), float32, float16 or bfloat16.",
-        ),
-    ] = _EVAL.dtype,
+    max_new_tokens: options.MaxNewTokens = _EVAL.max_new_tokens,
+    answer_mode: options.AnswerMode = _EVAL.answer_mode,
+    max_cache_tokens: options.MaxCacheTokens = _EVAL.max_cache_tokens,
+    device: options.Device = _EVAL.device,
+    dtype: options.Dtype = _EVAL.dtype,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start the run folder afresh instead of resuming it.")
     ] = _EVAL.overwrite,

@@ -1,0 +1,118 @@
+"""The options that choose and configure a model, shared by `stc eval` and `stc stream`: one definition
+each, so that the two commands cannot drift apart. Each is an ``Annotated`` type; a command gives the
+default (``EvalConfig``'s)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Model = Annotated[
+    str,
+    typer.Option(
+        metavar="NAME",
+        help="Base system: rekv (LLaVA-OneVision), livecc (Qwen2-VL), streamforest (StreamForest), "
+        "qwen3vl (Qwen3-VL), qwen25vl (Qwen2.5-VL) or dispider (Dispider, experimental).",
+    ),
+]
+ModelPath = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ID|DIR",
+        help="Hub id, checkpoint folder, demo, or random:tiny / random:full (random weights). Default: the "
+        "model's released checkpoint, llava-hf/llava-onevision-qwen2-7b-ov-hf (rekv), "
+        "chenjoya/LiveCC-7B-Instruct (livecc), MCG-NJU/StreamForest-Qwen2-7B (streamforest), "
+        "Qwen/Qwen3-VL-8B-Instruct (qwen3vl), Qwen/Qwen2.5-VL-7B-Instruct (qwen25vl) or Mar2Ding/Dispider "
+        "(dispider).",
+    ),
+]
+Protocol = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="Named evaluation protocol (default: the one that reproduces the published numbers; "
+        "stc eval --show-protocol lists them).",
+    ),
+]
+Fps = Annotated[
+    float | None,
+    typer.Option(metavar="FPS", help="Frames per second given to the model (default: the protocol's)."),
+]
+Compress = Annotated[
+    str,
+    typer.Option(
+        metavar="stc|none|tome|vidcom2|visionzip|dtd|lastn",
+        help="stc (the parts --cacher and --pruner say), none (as --no-stc), or a baseline at STC's "
+        "budget: tome (ToMe in the vision tower, unmerged at its output), vidcom2, visionzip or dtd "
+        "(in the pruner's place, keeping --tokens-per-frame; dtd: or by --dtd-threshold), lastn "
+        "(every token, but answers see only the last --last-frames frames). docs/protocols.md.",
+    ),
+]
+LastFrames = Annotated[
+    int,
+    typer.Option(
+        metavar="N", help="--compress lastn: the frames an answer sees; SimpleStream's N (qwen3vl, qwen25vl)."
+    ),
+]
+DtdThreshold = Annotated[
+    float | None,
+    typer.Option(
+        metavar="COS",
+        help="--compress dtd: drop tokens whose cosine to the previous frame is above COS "
+        "(TimeChat-Online's default: 0.5); unset: keep --tokens-per-frame per frame.",
+    ),
+]
+TomeR = Annotated[
+    int | None,
+    typer.Option(
+        metavar="R",
+        help="--compress tome: tokens merged in every layer (default: a schedule that leaves STC's "
+        "share of the patches, 223 of 729 for 60 of 196).",
+    ),
+]
+Stc = Annotated[bool, typer.Option(help="STC on (default) or off (--no-stc, the baseline).")]
+Cacher = Annotated[bool, typer.Option(help="STC-Cacher in the vision encoder.")]
+Pruner = Annotated[bool, typer.Option(help="STC-Pruner before the LLM prefill.")]
+UpdateRatio = Annotated[
+    float | None,
+    typer.Option(
+        metavar="R", help="Cacher: share of tokens recomputed per layer (default: the model's, 0.25)."
+    ),
+]
+CacheInterval = Annotated[
+    int | None,
+    typer.Option(
+        metavar="N", help="Cacher: a reference frame every N frames (default: the model's, 2; dispider 4)."
+    ),
+]
+TokensPerFrame = Annotated[
+    int | None,
+    typer.Option(metavar="K", help="Pruner: tokens kept per frame (default: 60 of 196, or that share)."),
+]
+NLocal = Annotated[int, typer.Option(metavar="TOKENS", help="ReKV: sliding-window length in tokens.")]
+Topk = Annotated[int, typer.Option(metavar="N", help="ReKV: frames retrieved per question.")]
+MaxNewTokens = Annotated[
+    int | None, typer.Option(metavar="N", help="Longest answer in tokens (default: the protocol's).")
+]
+AnswerMode = Annotated[
+    str | None,
+    typer.Option(
+        metavar="generate|logits", help="livecc: generate, or logits (the candidate with the largest logit)."
+    ),
+]
+MaxCacheTokens = Annotated[
+    int | None,
+    typer.Option(
+        metavar="TOKENS",
+        help="livecc, qwenvl-stream: bound the KV cache, evicting the oldest chunks (upstream: unbounded).",
+    ),
+]
+Device = Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N.")]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        metavar="auto|float32|float16|bfloat16",
+        help="auto (the model's own on CUDA, float32 on CPU), float32, float16 or bfloat16.",
+    ),
+]
