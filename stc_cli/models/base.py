@@ -127,5 +127,15 @@ def clean_up_spaces(text: str) -> str:
     return text
 
 
+def stop_ids(tokenizer, stop: str, generation_eos: int | list[int] | None = None) -> set[int]:
+    """The tokens that end an answer under a protocol's ``stop``: the tokenizer's eos, and for
+    ``eos+im_end`` also ``<|im_end|>`` and the checkpoint's own generation eos ids where given."""
+    ids = {tokenizer.eos_token_id}
+    if stop == "eos+im_end":
+        extra = [generation_eos] if isinstance(generation_eos, int) else generation_eos or []
+        ids |= {tokenizer.convert_tokens_to_ids("<|im_end|>"), *extra}
+    return ids
+
+
 def count(step: Step, name: str, value: int) -> None:
     step.counts[name] = step.counts.get(name, 0) + value

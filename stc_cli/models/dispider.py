@@ -26,7 +26,7 @@ import torch
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import dispider_load
-from stc_cli.models.base import Answer, STCSettings, Step, count, timed
+from stc_cli.models.base import Answer, STCSettings, Step, count, stop_ids, timed
 from stc_cli.models.dispider_glue import (
     clip_count,
     decision_layout,
@@ -67,14 +67,7 @@ class Dispider:
         )
         self.pruner = STCPruner(stc.tokens_per_frame) if stc.pruner else None
         self.perception = Perception(net, self.cacher, self.pruner)
-        tokenizer = net.tokenizer
-        self.stop_ids = {tokenizer.eos_token_id}
-        if protocol.stop == "eos+im_end":
-            eos = net.reaction.generation_config.eos_token_id
-            self.stop_ids |= {
-                tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                *([eos] if isinstance(eos, int) else eos or []),
-            }
+        self.stop_ids = stop_ids(net.tokenizer, protocol.stop, net.reaction.generation_config.eos_token_id)
         self.reset()
 
     def describe(self) -> dict:

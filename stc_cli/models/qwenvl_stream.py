@@ -28,7 +28,7 @@ import torch
 
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner
-from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, timed
+from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, stop_ids, timed
 from stc_cli.protocols import Protocol
 
 QUESTION_TURN = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
@@ -82,9 +82,7 @@ class QwenVLStream:
         )
         tokenizer = qwen.tokenizer
         self.video_pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
-        self.stop_ids = {tokenizer.eos_token_id}
-        if protocol.stop == "eos+im_end":
-            self.stop_ids.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.stop_ids = stop_ids(tokenizer, protocol.stop)
         self.reset()
 
     @classmethod

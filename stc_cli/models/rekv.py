@@ -17,7 +17,16 @@ import torch
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner, ToMe, VidCom2, VisionZip
 from stc_cli.models import llava_ov
-from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, clean_up_spaces, count, timed
+from stc_cli.models.base import (
+    STC_DEFAULTS,
+    Answer,
+    STCSettings,
+    Step,
+    clean_up_spaces,
+    count,
+    stop_ids,
+    timed,
+)
 from stc_cli.models.llava_ov import LlavaOV
 from stc_cli.models.rekv_lm import ReKVLanguageModel
 from stc_cli.protocols import Protocol, resolve
@@ -66,9 +75,7 @@ class ReKV:
         )
         self.tome = _tome(llava, stc).attach(self.vision) if stc.tome else None
         self.pruner = _pruner(stc, pooled) if stc.pruner else None
-        self.stop_ids = {llava.tokenizer.eos_token_id}
-        if protocol.stop == "eos+im_end":
-            self.stop_ids.add(llava.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.stop_ids = stop_ids(llava.tokenizer, protocol.stop)
         self.llm = ReKVLanguageModel(
             self.lm,
             model.lm_head,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import streamforest_load
-from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, timed
+from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, stop_ids, timed
 from stc_cli.models.streamforest_inputs import IMAGE, TIME_WINDOW, prompt, spatial_table, temporal_table
 from stc_cli.models.streamforest_load import StreamForestNet
 from stc_cli.models.streamforest_memory import EventMemory
@@ -67,14 +67,7 @@ class StreamForest:
         )
         self.pruner = STCPruner(self.kept) if stc.pruner else None
         self.vocab = net.vocab  # the LM head rows upstream keeps (it reads the whole vocabulary: once)
-        tokenizer = net.tokenizer
-        self.stop_ids = {tokenizer.eos_token_id}
-        if protocol.stop == "eos+im_end":
-            eos = net.llm.generation_config.eos_token_id
-            self.stop_ids |= {
-                tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                *([eos] if isinstance(eos, int) else eos or []),
-            }
+        self.stop_ids = stop_ids(net.tokenizer, protocol.stop, net.llm.generation_config.eos_token_id)
         self.reset()
 
     def describe(self) -> dict:

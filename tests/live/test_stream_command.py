@@ -270,7 +270,7 @@ def _lines(proc, deadline):
 def test_a_typed_question_is_asked_at_the_current_time_and_ctrl_c_ends_with_the_summary(tmp_path):
     """A real process, as a person runs it: a question typed once the stream has passed 1 s is
     answered from that time on; Ctrl-C then ends the stream with its summary, exit 0."""
-    clip = write_clip(tmp_path / "long.mp4", frames=120, fps=4)  # 30 s
+    clip = write_clip(tmp_path / "long.mp4", frames=480, fps=4)  # 120 s: Ctrl-C comes long before the end
     command = [sys.executable, "-m", "stc_cli", "stream", str(clip), *TINY[:-1], "--json", "--log-frames"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -301,4 +301,4 @@ def test_a_typed_question_is_asked_at_the_current_time_and_ctrl_c_ends_with_the_
     assert answer["t"] >= 1.0 and answer["frames_encoded"] >= 2
     summary = rest[-1]
     assert summary["event"] == "summary" and summary["ended"] == "interrupted" and summary["answers"] == 1
-    assert 1.0 <= summary["stream_seconds"] < 30.0 and proc.returncode == 0
+    assert 1.0 <= summary["stream_seconds"] < 120.0 and proc.returncode == 0
