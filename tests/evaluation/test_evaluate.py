@@ -284,10 +284,11 @@ def test_tasks_and_limit_choose_the_queries(data_dir):
     assert str(chosen.output) == "runs/rekv-demo-stc"
 
 
-def test_two_processes_under_torchrun_write_what_one_process_writes(tmp_path):
-    one = stc_eval("--output", str(tmp_path / "one"))
+@pytest.mark.parametrize("model", ["rekv", "streamforest"])
+def test_two_processes_under_torchrun_write_what_one_process_writes(tmp_path, model):
+    one = stc_eval("--model", model, "--output", str(tmp_path / "one"))
     assert one.exit_code == 0
-    two = torchrun(2, "-m", "stc_cli", "eval", *TINY, "--output", str(tmp_path / "two"))
+    two = torchrun(2, "-m", "stc_cli", "eval", *TINY, "--model", model, "--output", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr
     assert untimed(tmp_path / "two") == untimed(tmp_path / "one")
 
