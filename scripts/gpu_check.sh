@@ -53,6 +53,26 @@ for variant in base stc; do
 done
 "$PY" -m stc_cli score "$RUNS/base" "$RUNS/stc" --json > "$OUT/score.json" 2>> "$LOG"
 
+# Live mode: a 60 s synthetic clip as fast as the model goes (--speed 0: the headroom), STC on and off.
+CLIP="$RUNS/live-60s.mp4"
+"$PY" - "$CLIP" <<'PYTHON' 2>> "$LOG"
+import sys, av, numpy as np
+with av.open(sys.argv[1], "w") as c:
+    s = c.add_stream("mpeg4", rate=10); s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+    for i in range(600):
+        img = np.zeros((360, 640, 3), np.uint8); img[:, (4 * i) % 600:(4 * i) % 600 + 40] = (255, 128, 0)
+        for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")): c.mux(packet)
+    for packet in s.encode(): c.mux(packet)
+PYTHON
+for stc in stc no-stc; do
+    step "stc stream random:full, --$stc, --speed 0"
+    timeout "$(cap 90)" "$PY" -m stc_cli stream "$CLIP" --model rekv --model-path random:full --"$stc" --speed 0 \
+        --json --no-stdin --max-new-tokens 16 --ask "20: What is happening?" \
+        --ask "40: Which way does the bar move? | A. left | B. right" --ask "58: What changed?" \
+        2>> "$LOG" | tail -1 > "$OUT/stream-$stc.json"
+    echo "stream $stc rc $?" | tee -a "$LOG"
+done
+
 step summary
 "$PY" - "$OUT" <<'PYTHON' 2>&1 | tee -a "$LOG"
 import json, sys
@@ -106,6 +126,11 @@ try:
     summary["eval"] = {"ms_per_frame_off": off, "ms_per_frame_on": on, "on_over_off": ratios}
 except Exception as error:  # noqa: BLE001
     summary["eval"] = f"unreadable: {error}"
+for stc in ("stc", "no-stc"):  # stc stream's summary events
+    try:
+        summary[f"stream_{stc}"] = json.loads((out / f"stream-{stc}.json").read_text())
+    except Exception as error:  # noqa: BLE001
+        summary[f"stream_{stc}"] = f"unreadable: {error}"
 (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 print(json.dumps(summary))
 PYTHON
