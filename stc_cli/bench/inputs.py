@@ -8,11 +8,41 @@ import torch
 import torch.nn.functional as F
 
 from stc_cli.configs import BenchConfig
-from stc_cli.models.presets import QWEN2VL_FRAME_SIZES, QWEN2VL_VISION_PRESETS, VISION_PRESETS
+from stc_cli.models.presets import (
+    QWEN2VL_FRAME_SIZES,
+    QWEN2VL_VISION_PRESETS,
+    QWEN3VL_VISION_PRESETS,
+    QWEN25VL_VISION_PRESETS,
+    QWENVL_FRAME_SIZES,
+    VISION_PRESETS,
+)
+
+# Qwen2-VL, Qwen2.5-VL and Qwen3-VL towers: packed temporal patches, a 2x2 patch merger into the LLM width
+QWENVL_PRESETS = QWEN2VL_VISION_PRESETS | QWEN25VL_VISION_PRESETS | QWEN3VL_VISION_PRESETS
+QWENVL_SIZES = QWEN2VL_FRAME_SIZES | QWENVL_FRAME_SIZES
 
 
 def is_qwen2vl(vision_preset: str) -> bool:
-    return vision_preset in QWEN2VL_VISION_PRESETS
+    """A Qwen-VL tower (Qwen2-VL, Qwen2.5-VL or Qwen3-VL): a chunk holds temporal patches of 2 frames."""
+    return vision_preset in QWENVL_PRESETS
+
+
+def merged_width(vision_preset: str) -> int:
+    """The width of a Qwen-VL tower's merged tokens, which go to the LLM as they are."""
+    spec = QWENVL_PRESETS[vision_preset]
+    return spec.get("out_hidden_size") or spec["hidden_size"]  # Qwen2-VL calls the merger's width hidden_size
+
+
+def tiny_of(vision_preset: str) -> str:
+    """The tiny preset of the same tower family (the same cacher family)."""
+    for family, tiny in (
+        ("qwen25vl", "qwen25vl-tiny"),
+        ("qwen3vl", "qwen3vl-tiny"),
+        ("qwen2vl", "qwen2vl-tiny"),
+    ):
+        if vision_preset.startswith(family):
+            return tiny
+    return "tiny"
 
 
 def frames_per_chunk(config: BenchConfig) -> int:
@@ -23,8 +53,8 @@ def frames_per_chunk(config: BenchConfig) -> int:
 def _grid(vision_preset: str) -> tuple[int, int]:
     """Patches per side of a chunk: 27 x 27 for SigLIP at 384 px, 28 x 52 for Qwen2-VL at 392 x 728."""
     if is_qwen2vl(vision_preset):
-        height, width = QWEN2VL_FRAME_SIZES[vision_preset]
-        patch = QWEN2VL_VISION_PRESETS[vision_preset]["patch_size"]
+        height, width = QWENVL_SIZES[vision_preset]
+        patch = QWENVL_PRESETS[vision_preset]["patch_size"]
         return height // patch, width // patch
     spec = VISION_PRESETS[vision_preset]
     return (spec["image_size"] // spec["patch_size"],) * 2
@@ -67,11 +97,11 @@ def vision_chunks(
     if not is_qwen2vl(vision_preset):
         video = synthetic_video(n * (frames or 1), VISION_PRESETS[vision_preset]["image_size"], seed)
         return [{"pixel_values": chunk} for chunk in video.split(frames or 1)]
-    spec = QWEN2VL_VISION_PRESETS[vision_preset]
+    spec = QWENVL_PRESETS[vision_preset]
     tp, p, m = spec["temporal_patch_size"], spec["patch_size"], spec["spatial_merge_size"]
     per_chunk = (frames or tp) // tp  # temporal patches per call
     n *= per_chunk
-    video = synthetic_video(tp * n, QWEN2VL_FRAME_SIZES[vision_preset], seed)
+    video = synthetic_video(tp * n, QWENVL_SIZES[vision_preset], seed)
     gh, gw = video.shape[2] // p, video.shape[3] // p
     # The 5.24 video processor's order: 2x2 merge windows in raster order, each window's patches in raster
     # order; per patch the channel, the frame within the temporal patch, the pixel row and column.

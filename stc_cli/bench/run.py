@@ -9,7 +9,7 @@ import torch
 
 from stc_cli.bench.baselines import BASELINES, PRUNER_BASELINES, baselines_stage
 from stc_cli.bench.decode import decode_stage
-from stc_cli.bench.inputs import frames_per_chunk, is_qwen2vl, pooled_tokens, project_and_pool
+from stc_cli.bench.inputs import frames_per_chunk, is_qwen2vl, merged_width, pooled_tokens, project_and_pool
 from stc_cli.bench.prefill import long_stream_stage, prefill_stage
 from stc_cli.bench.state import state_check
 from stc_cli.bench.streamforest import streamforest_stage
@@ -18,7 +18,7 @@ from stc_cli.bench.vit import prune_stage, vit_stage
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.configs import BenchConfig
 from stc_cli.devices import resolve_device, resolve_dtype
-from stc_cli.models.presets import LLM_PRESETS, QWEN2VL_VISION_PRESETS, VISION_PRESETS, random_language_model
+from stc_cli.models.presets import LLM_PRESETS, VISION_PRESETS, random_language_model
 
 CPU_DEFAULT_LAYERS = 2
 
@@ -110,7 +110,7 @@ def check_options(config: BenchConfig) -> None:
             f"pooled tokens per frame of the {config.vision} preset"
         )
     if is_qwen2vl(config.vision) and config.llm in LLM_PRESETS:
-        merged = QWEN2VL_VISION_PRESETS[config.vision]["hidden_size"]  # the merger feeds the LLM as it is
+        merged = merged_width(config.vision)  # the merger feeds the LLM as it is
         width = LLM_PRESETS[config.llm]["hidden_size"]
         if merged != width:
             raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from stc_cli.bench.inputs import is_qwen2vl, to_device, vision_chunks
+from stc_cli.bench.inputs import tiny_of, to_device, vision_chunks
 from stc_cli.bench.timer import peak_rss_mb
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.configs import BenchConfig
@@ -20,7 +20,7 @@ def state_check(
     """Bytes of pruner state (``[1, tokens, width]`` chunks, ``memory_window`` set) and of cacher state
     (on the tiny tower: a real-size ViT is too slow for 10,000 frames on a CPU) after 100 chunks and
     after ``state_frames`` chunks."""
-    tiny_preset = "qwen2vl-tiny" if is_qwen2vl(config.vision) else "tiny"  # the same cacher family
+    tiny_preset = tiny_of(config.vision)  # the same cacher family
     tiny = random_vision_tower(tiny_preset, device=device)
     cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval).attach(tiny)
     g = torch.Generator(device=device).manual_seed(config.seed)

@@ -20,11 +20,15 @@ def bench(
         typer.Option(
             metavar="PRESET",
             help="Vision tower preset: siglip-so400m-384, tiny, qwen2vl-7b (LiveCC's tower, frame pairs "
-            "at 392x728) or qwen2vl-tiny.",
+            "at 392x728), qwen25vl-7b (476x840), qwen3vl-8b (480x832), or their -tiny.",
         ),
     ] = _BENCH.vision,
     llm: Annotated[
-        str, typer.Option(metavar="PRESET", help="LLM width preset: qwen2-7b, qwen2-0.5b or tiny.")
+        str,
+        typer.Option(
+            metavar="PRESET",
+            help="LLM width preset: qwen2-7b, qwen3-8b (Qwen3-VL-8B's widths), qwen2-0.5b or tiny.",
+        ),
     ] = _BENCH.llm,
     layers: Annotated[
         int | None,

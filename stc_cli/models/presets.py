@@ -77,6 +77,15 @@ LLM_PRESETS = {
         num_key_value_heads=2,
         rope_parameters={"rope_type": "default", "rope_theta": 1e6},
     ),
+    # Qwen3-VL-8B's LLM widths as a Qwen2 decoder, for `stc bench` timing (Qwen3 adds q/k norms per head)
+    "qwen3-8b": dict(
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e6},
+    ),
     "tiny": dict(
         hidden_size=64,
         intermediate_size=128,
@@ -120,8 +129,15 @@ def seeded(seed: int, device):
 def random_vision_tower(name: str, layers: int | None = None, *, dtype=torch.float32, device="cpu", seed=0):
     """A vision tower with random weights at preset widths, cut to ``layers`` if given: a
     ``SiglipVisionModel`` for ``VISION_PRESETS``, a ``Qwen2VisionTransformerPretrainedModel`` (called as
-    ``tower(pixel_values [N, 3 * 2 * 14 * 14], grid_thw=[[t, h, w]])``) for ``QWEN2VL_VISION_PRESETS``."""
-    spec = _pick(VISION_PRESETS | QWEN2VL_VISION_PRESETS, name, "vision")
+    ``tower(pixel_values [N, 3 * 2 * 14 * 14], grid_thw=[[t, h, w]])``) for ``QWEN2VL_VISION_PRESETS``, and
+    ``random_qwenvl_tower``'s for the Qwen2.5-VL and Qwen3-VL presets."""
+    if name in QWEN25VL_VISION_PRESETS | QWEN3VL_VISION_PRESETS:
+        return random_qwenvl_tower(name, layers, dtype=dtype, device=device, seed=seed)
+    spec = _pick(
+        VISION_PRESETS | QWEN2VL_VISION_PRESETS | QWEN25VL_VISION_PRESETS | QWEN3VL_VISION_PRESETS,
+        name,
+        "vision",
+    )
     if name in QWEN2VL_VISION_PRESETS:
         from transformers import Qwen2VLVisionConfig
         from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel

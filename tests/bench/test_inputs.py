@@ -1,7 +1,8 @@
-"""`stc bench`'s inputs: Qwen2-VL chunks of whole temporal patches, fed to the LLM patch by patch."""
+"""`stc bench`'s inputs: Qwen-VL chunks of whole temporal patches, fed to the LLM patch by patch."""
 
 import dataclasses
 
+import pytest
 import torch
 
 from stc_cli.bench import run_bench
@@ -31,3 +32,19 @@ def test_qwen2vl_frames_per_chunk_4_feeds_the_llm_per_temporal_patch():
     assert (report["vit"]["frames_per_chunk"], report["vit"]["grid_thw"]) == (4, [2, 4, 6])
     assert report["vit"]["timed_frames"] == 8
     assert report["decode"]["full_context_tokens"] == INIT + 3 * 6 + QUESTION  # 3 patches of 6 merged tokens
+
+
+@pytest.mark.parametrize("vision", ["qwen25vl-tiny", "qwen3vl-tiny"])
+def test_qwen25vl_and_qwen3vl_towers_run_every_row_with_the_cacher(vision):
+    """Both tiny towers take 56 x 84 / 64 x 96 frame pairs: a 4 x 6 grid, 24 patches merged to 6 tokens
+    that go to the LLM as they are; their tiny cacher of the same family holds its references."""
+    result = run_bench(dataclasses.replace(TINY, vision=vision, state_frames=20))
+    vit, prefill = result["vit"], result["prefill"]
+    assert (vit["tokens_per_frame"], vit["grid_thw"], prefill["full_tokens"]) == (24, [1, 4, 6], 6)
+    assert prefill["full_tokens_from"] == "patch merger" and vit["cacher_state_bytes"] > 0
+    assert result["state"]["tiny_cacher_bytes"][0] == result["state"]["tiny_cacher_bytes"][1] > 0
+
+
+def test_a_qwen3vl_tower_needs_an_llm_of_its_merged_width():
+    with pytest.raises(ValueError, match="merges into 4096 channels, but --llm qwen2-7b is 3584 wide"):
+        run_bench(dataclasses.replace(TINY, vision="qwen3vl-8b", llm="qwen2-7b"))
