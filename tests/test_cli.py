@@ -99,7 +99,7 @@ def test_bench_table():
 def test_bench_bad_options_say_what_to_fix():
     cases = {
         ("--frames", "3"): "--frames must be an even number >= 2, got 3",
-        ("--llm", "qwen9"): "unknown LLM preset 'qwen9'; choose one of: qwen2-7b, qwen2-0.5b, qwen3-8b, tiny, demo",
+        ("--llm", "qwen9"): "unknown LLM preset 'qwen9'; choose one of: qwen2-7b, qwen2-0.5b, qwen3-8b, tiny",
         ("--dtype", "float8"): "--dtype must be auto, float32, float16 or bfloat16, got 'float8'",
         ("--update-ratio", "0"): "update_ratio must be in (0, 1], got 0.0",
         ("--device", "tpu9"): "--device must be auto, cpu, cuda or cuda:N, got 'tpu9'",
