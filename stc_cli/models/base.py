@@ -127,6 +127,42 @@ def clean_up_spaces(text: str) -> str:
     return text
 
 
+def greedy(logits: torch.Tensor, max_new_tokens: int, stop_ids, next_logits, repetition_penalty=None):
+    """Greedy decoding from the first token's ``logits``: up to ``max_new_tokens`` tokens, stopping at (and
+    dropping) a token of ``stop_ids``; ``next_logits(token)`` appends a token and returns the next
+    logits. ``repetition_penalty`` (transformers' rule) acts on the tokens generated so far."""
+    tokens: list[int] = []
+    while True:
+        if repetition_penalty not in (None, 1.0) and tokens:
+            seen = torch.tensor(sorted(set(tokens)), device=logits.device)
+            scores = logits[seen]
+            logits = logits.clone()
+            logits[seen] = torch.where(scores < 0, scores * repetition_penalty, scores / repetition_penalty)
+        token = int(logits.argmax())
+        if token in stop_ids:
+            break
+        tokens.append(token)
+        if len(tokens) == max_new_tokens:
+            break
+        logits = next_logits(token)
+    return tokens
+
+
+def greedy_on_cache(lm, hidden: torch.Tensor, cache, length: int, max_new_tokens: int, stop_ids, vocab=None):
+    """``greedy`` on a causal LM (``lm.model``, ``lm.lm_head``) right after a prefill of ``length`` tokens
+    into ``cache`` whose last hidden state is ``hidden``; each new token goes in at the next position.
+    ``vocab``: only the first rows of the LM head are candidates (a head resized past the tokenizer)."""
+    positions = iter(range(length, length + max_new_tokens))
+
+    def next_logits(token: int) -> torch.Tensor:
+        ids = torch.tensor([[token]], device=hidden.device)
+        at = torch.tensor([[next(positions)]], device=hidden.device)
+        out = lm.model(input_ids=ids, position_ids=at, cache=cache, use_cache=True)
+        return lm.lm_head(out.last_hidden_state[0, -1])[:vocab]
+
+    return greedy(lm.lm_head(hidden)[:vocab], max_new_tokens, stop_ids, next_logits)
+
+
 def stop_ids(tokenizer, stop: str, generation_eos: int | list[int] | None = None) -> set[int]:
     """The tokens that end an answer under a protocol's ``stop``: the tokenizer's eos, and for
     ``eos+im_end`` also ``<|im_end|>`` and the checkpoint's own generation eos ids where given."""

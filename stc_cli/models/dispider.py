@@ -26,7 +26,7 @@ import torch
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import dispider_load
-from stc_cli.models.base import Answer, STCSettings, Step, count, stop_ids, timed
+from stc_cli.models.base import Answer, STCSettings, Step, count, greedy_on_cache, stop_ids, timed
 from stc_cli.models.dispider_glue import (
     clip_count,
     decision_layout,
@@ -124,7 +124,14 @@ class Dispider:
                 hidden = self.net.reaction.model(
                     inputs_embeds=embeds, cache=cache, use_cache=True
                 ).last_hidden_state
-            tokens = self._generate(hidden[0, -1], cache, embeds.shape[1])
+            tokens = greedy_on_cache(
+                self.net.reaction,
+                hidden[0, -1],
+                cache,
+                embeds.shape[1],
+                self.protocol.max_new_tokens,
+                self.stop_ids,
+            )
         answer.text = self.net.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         answer.frame_times = frame_times
         count(answer, "clips", len(clips))
@@ -213,20 +220,6 @@ class Dispider:
                 self.net.compress_projector(clips[c].memory),
             ]
         return torch.cat([*out, self.net.compress_projector(global_memory)])
-
-    def _generate(self, hidden: torch.Tensor, cache, length: int) -> list[int]:
-        tokens: list[int] = []
-        while True:
-            token = int(self.net.reaction.lm_head(hidden).argmax())
-            if token in self.stop_ids:
-                return tokens
-            tokens.append(token)
-            if len(tokens) == self.protocol.max_new_tokens:
-                return tokens
-            ids = torch.tensor([[token]], device=self.device)
-            positions = torch.tensor([[length + len(tokens) - 1]], device=self.device)
-            out = self.net.reaction.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True)
-            hidden = out.last_hidden_state[0, -1]
 
     def _embed(self, text: str) -> torch.Tensor:
         ids = self.net.tokenizer(text, add_special_tokens=False).input_ids

@@ -35,10 +35,10 @@ import torch
 
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher
-from stc_cli.models.base import Answer, STCSettings, Step, count, timed
+from stc_cli.models.base import Answer, STCSettings, Step, count, greedy, timed
 from stc_cli.models.frames import resize_uint8
 from stc_cli.models.qwen2vl_frames import qwen_vl_utils_size
-from stc_cli.models.qwenvl_stream import IMAGE, TEXT, deepstack_inputs, greedy, make_pruner, prune
+from stc_cli.models.qwenvl_stream import IMAGE, TEXT, deepstack_inputs, make_pruner, prune
 from stc_cli.protocols import Protocol
 
 TEMPLATE = "simplestream"

@@ -28,7 +28,7 @@ import torch
 
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner
-from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, stop_ids, timed
+from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, greedy, stop_ids, timed
 from stc_cli.protocols import Protocol
 
 QUESTION_TURN = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
@@ -300,27 +300,6 @@ def deepstack_inputs(visual: torch.Tensor, layers: list[torch.Tensor]) -> dict:
     if not bool(visual.any()):
         return {}
     return {"visual_pos_masks": visual[None], "deepstack_visual_embeds": layers}
-
-
-def greedy(logits: torch.Tensor, max_new_tokens: int, stop_ids, next_logits, repetition_penalty=None):
-    """Greedy decoding from the first token's ``logits``: up to ``max_new_tokens`` tokens, stopping at (and
-    dropping) a token of ``stop_ids``; ``next_logits(token)`` appends a token and returns the next
-    logits. ``repetition_penalty`` (transformers' rule) acts on the tokens generated so far."""
-    tokens: list[int] = []
-    while True:
-        if repetition_penalty not in (None, 1.0) and tokens:
-            seen = torch.tensor(sorted(set(tokens)), device=logits.device)
-            scores = logits[seen]
-            logits = logits.clone()
-            logits[seen] = torch.where(scores < 0, scores * repetition_penalty, scores / repetition_penalty)
-        token = int(logits.argmax())
-        if token in stop_ids:
-            break
-        tokens.append(token)
-        if len(tokens) == max_new_tokens:
-            break
-        logits = next_logits(token)
-    return tokens
 
 
 def truncate(cache, length: int) -> None:

@@ -25,7 +25,16 @@ import torch.nn.functional as F
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import streamforest_load
-from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, stop_ids, timed
+from stc_cli.models.base import (
+    STC_DEFAULTS,
+    Answer,
+    STCSettings,
+    Step,
+    count,
+    greedy_on_cache,
+    stop_ids,
+    timed,
+)
 from stc_cli.models.streamforest_inputs import IMAGE, TIME_WINDOW, prompt, spatial_table, temporal_table
 from stc_cli.models.streamforest_load import StreamForestNet
 from stc_cli.models.streamforest_memory import EventMemory
@@ -154,7 +163,16 @@ class StreamForest:
                 hidden = self.net.llm.model(
                     inputs_embeds=embeds, cache=cache, use_cache=True
                 ).last_hidden_state
-            tokens = self._generate(hidden[0, -1], cache, embeds.shape[1])
+            # greedy over the LM head rows upstream keeps (its head is resized to the tokenizer)
+            tokens = greedy_on_cache(
+                self.net.llm,
+                hidden[0, -1],
+                cache,
+                embeds.shape[1],
+                self.protocol.max_new_tokens,
+                self.stop_ids,
+                self.vocab,
+            )
         answer.text = self.net.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         count(answer, "memory_tokens", len(visual))
         count(answer, "new_tokens", len(tokens))
@@ -169,21 +187,6 @@ class StreamForest:
             for kept, similarity in self.frames:
                 memory.update(kept, similarity)
         return memory.tokens()
-
-    def _generate(self, hidden: torch.Tensor, cache, length: int) -> list[int]:
-        """Greedy tokens after the prefill, over the rows upstream's resized LM head has."""
-        tokens: list[int] = []
-        while True:
-            token = int(self.net.llm.lm_head(hidden)[: self.vocab].argmax())
-            if token in self.stop_ids:
-                return tokens
-            tokens.append(token)
-            if len(tokens) == self.protocol.max_new_tokens:
-                return tokens
-            ids = torch.tensor([[token]], device=self.device)
-            positions = torch.tensor([[length + len(tokens) - 1]], device=self.device)
-            out = self.net.llm.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True)
-            hidden = out.last_hidden_state[0, -1]
 
     def _embed(self, text: str) -> torch.Tensor:
         ids = self.net.tokenizer(text, add_special_tokens=False).input_ids
