@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from stc_cli.models.base import STCSettings
 from stc_cli.models.qwenvl_stream import CANDIDATES, LOGITS_PREFILL, QUESTION_TURN, QwenVLStream
-from stc_cli.models.qwenvl_stream import truncate as _truncate
 from stc_cli.protocols import Protocol, resolve
 
 SYSTEM_PROMPT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -33,7 +32,6 @@ __all__ = [
     "QUESTION_TURN",
     "SYSTEM_PROMPT",
     "LiveCC",
-    "_truncate",
 ]
 
 

@@ -9,7 +9,8 @@ from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, STCPruner
 from stc_cli.models import qwen2vl
 from stc_cli.models.base import STCSettings
-from stc_cli.models.livecc import CHUNK_TURN, QUESTION_TURN, SYSTEM_PROMPT, LiveCC, LiveCCSettings, _truncate
+from stc_cli.models.livecc import CHUNK_TURN, QUESTION_TURN, SYSTEM_PROMPT, LiveCC, LiveCCSettings
+from stc_cli.models.qwenvl_stream import truncate
 from stc_cli.protocols import resolve
 
 OFF = STCSettings(cacher=False, pruner=False)
@@ -39,7 +40,7 @@ def streamed_logits(livecc, text):
     """The last-token logits of ``text`` appended to the model's memory, which is then cut back."""
     length, position, segments = livecc.cache.get_seq_length(), livecc.next_position, list(livecc.segments)
     logits = livecc.model.lm_head(livecc._append(livecc._ids(text))[0, -1])
-    _truncate(livecc.cache, length)
+    truncate(livecc.cache, length)
     livecc.next_position, livecc.segments = position, segments
     return logits
 
