@@ -11,19 +11,20 @@ rest (``docs/stc-algorithm.md``, section 1). What differs between layer kinds is
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stc_cli.compress.cacher_family import (
-    Capture,
-    LayerCall,
-    LayerFamily,
-    LayerReference,
-    Select,
-    gather_rows,
-    mix_rows,
-    residual_and_mlp,
+from stc_cli.compress.cacher_family import Capture, LayerCall, LayerFamily, LayerReference
+from stc_cli.compress.prelnvit_cacher import (
+    PreLNViTLayers,
+    layer_outputs,
+    select_lowest,
+    selective_layer,
+    weights_of,
 )
 from stc_cli.compress.qwen2vl_cacher import Qwen2VLBlocks
 from stc_cli.compress.qwen3vl_cacher import Qwen3VLBlocks
@@ -40,6 +41,9 @@ class STCCacher:
         similarity_threshold: if set, recompute instead every token whose key cosine similarity to the
             reference is below it (at least one per frame), so cost follows motion. Off by default,
             as in the authors' released code.
+        compile: run every layer's math (reference and selective chunks) through ``torch.compile``,
+            which fuses its small kernels; SigLIP and CLIP towers at a fixed ``update_ratio`` only.
+            Compare with a stock tower compiled the same way (``stc_cli.accel.compile_layers``).
 
     A "frame" is a batch row for SigLIP/CLIP and a temporal patch (two frames, one ``cu_seqlens``
     segment) for the Qwen-VL towers. Selective layers compute attention for the selected queries only, so
@@ -60,6 +64,7 @@ class STCCacher:
         interval: int = 2,
         *,
         similarity_threshold: float | None = None,
+        compile: bool = False,
     ) -> None:
         if not 0.0 < update_ratio <= 1.0:
             raise ValueError(f"update_ratio must be in (0, 1], got {update_ratio}")
@@ -70,6 +75,8 @@ class STCCacher:
         self.update_ratio = update_ratio
         self.interval = interval
         self.similarity_threshold = similarity_threshold
+        self.compile = compile
+        self._compiled: tuple | None = None  # (reference, selective) math, compiled at attach
         self._model: nn.Module | None = None
         self._family: LayerFamily | None = None
         self._layers: list[nn.Module] = []
@@ -80,8 +87,9 @@ class STCCacher:
         self._chunk = 0
         self._selective_chunk = False
         self.selected: list[torch.Tensor | None] = []
-        """Per layer, the token indices ``[F, n]`` recomputed in the latest chunk, None if the layer ran
-        stock. With ``similarity_threshold`` a frame with fewer changed tokens repeats its first index."""
+        """Per layer, the token indices ``[F, n]`` recomputed in the latest chunk (a set per frame, in no
+        particular order), None if the layer ran stock. With ``similarity_threshold`` they are sorted, most
+        changed first, and a frame with fewer changed tokens repeats its first index."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -102,6 +110,10 @@ class STCCacher:
                     f"encoder layer {i} ({type(layer).__name__}) is not a {family.kind}: missing {missing}"
                 )
 
+        if self.compile:
+            if not isinstance(family, PreLNViTLayers) or self.similarity_threshold is not None:
+                raise ValueError("compile=True supports SigLIP and CLIP towers without similarity_threshold")
+            self._compiled = (compiled(layer_outputs), compiled(_selective_lowest))
         self._model, self._family = vision_model, family
         vision_model._stc_cacher = self
         self._layers = layers
@@ -146,6 +158,36 @@ class STCCacher:
             storages.update(ref.storages())
         return sum(storages.values())
 
+    # -- replay from CUDA graphs (stc_cli/accel/tower_graphs.py) ----------------------------------
+
+    def replay_key(self) -> tuple:
+        """What the next chunk's recorded work depends on besides its input: whether it is selective, and
+        then where the references live (a CUDA graph reads them by address: other storage, another graph).
+        SigLIP and CLIP towers at a fixed ``update_ratio`` only: elsewhere the selective work depends on
+        positions, or waits for the host."""
+        if not isinstance(self._family, PreLNViTLayers) or self.similarity_threshold is not None:
+            raise ValueError(
+                "CUDA graphs replay STC-Cacher on SigLIP and CLIP towers without similarity_threshold only"
+            )
+        if self._chunk % self.interval == 0:
+            return ("reference",)
+        fields = ("key", "value", "attn_out", "mlp_out")
+        where = [getattr(ref, f) for ref in self._references for f in fields]
+        return ("selective", *(0 if t is None else t.data_ptr() for t in where))
+
+    def chunk_state(self) -> tuple:
+        """What the chunk just run left behind: each layer's references and selected indices."""
+        return [dataclasses.replace(ref) for ref in self._references], list(self.selected)
+
+    def replayed(self, state: tuple) -> None:
+        """A chunk recorded after ``chunk_state`` returned ``state`` was replayed without Python: count it
+        and put back what it left (its tensors hold the replay's values, in the same storage)."""
+        references, selected = state
+        self._chunk += 1
+        for ref, saved in zip(self._references, references, strict=True):
+            ref.__dict__.update(saved.__dict__)
+        self.selected = list(selected)
+
     # -- hooks -----------------------------------------------------------------------------------
 
     def _start_chunk(self, _module: nn.Module, _args: tuple) -> None:
@@ -170,6 +212,8 @@ class STCCacher:
 
         def forward(*args, **kwargs):
             call = family.parse(args, kwargs)
+            if self._compiled:
+                return compiled(call)
             if self._selective_chunk and ref.usable_for(call):
                 return family.selective(layer, ref, call, select)
             self.selected[index] = None
@@ -181,17 +225,31 @@ class STCCacher:
             ref.positions = None if call.positions is None else call.positions[call.last]
             return out
 
+        def compiled(call: LayerCall) -> torch.Tensor:  # the same steps, as plain functions of tensors
+            reference, selective = self._compiled
+            weights, hidden = weights_of(layer), call.frames
+            if self._selective_chunk and ref.usable_for(call):
+                refs = (ref.key, ref.value, ref.attn_out, ref.mlp_out)
+                out, self.selected[index] = selective(hidden, refs, weights, self._count(hidden.shape[1]))
+                return out
+            out, *kept = reference(hidden, weights)
+            ref.key, ref.value, ref.attn_out, ref.mlp_out = (t[-1] for t in kept)
+            self.selected[index] = None
+            return out
+
         return forward
 
     # -- selection -------------------------------------------------------------------------------
 
+    def _count(self, tokens: int) -> int:
+        """Tokens a selective layer recomputes per frame at ``update_ratio``."""
+        return min(max(int(tokens * self.update_ratio), 1), tokens)
+
     def _select(self, key: torch.Tensor, key_ref: torch.Tensor) -> torch.Tensor:
-        """Indices ``[F, n]`` of the tokens to recompute, lowest key cosine to the reference first."""
-        sim = F.cosine_similarity(key.float(), key_ref.float().unsqueeze(0), dim=-1)  # [F, T]
-        tokens = sim.shape[1]
+        """Indices ``[F, n]`` of the tokens to recompute: those whose keys are least like the reference."""
         if self.similarity_threshold is None:
-            n = min(max(int(tokens * self.update_ratio), 1), tokens)
-            return sim.topk(n, dim=1, largest=False).indices
+            return select_lowest(key, key_ref, self._count(key.shape[1]))
+        sim = F.cosine_similarity(key.float(), key_ref.float().unsqueeze(0), dim=-1)  # [F, T]
         changed = (sim < self.similarity_threshold).sum(dim=1).clamp(min=1)  # [F]
         n = int(changed.max())
         idx = sim.topk(n, dim=1, largest=False).indices
@@ -199,6 +257,15 @@ class STCCacher:
         # same row and scatters the same value, so the batch stays rectangular and exact.
         pad = torch.arange(n, device=idx.device) >= changed.unsqueeze(1)
         return torch.where(pad, idx[:, :1], idx)
+
+
+def compiled(layer_math):
+    """``layer_math`` through ``torch.compile``, one static graph per input shape (what CUDA graphs want)."""
+    return torch.compile(layer_math, dynamic=False)
+
+
+def _selective_lowest(hidden, refs, weights, n: int):
+    return selective_layer(hidden, refs, weights, functools.partial(select_lowest, n=n))
 
 
 def _locate(model: nn.Module) -> tuple[LayerFamily, nn.Module, list[nn.Module]]:
@@ -211,61 +278,3 @@ def _locate(model: nn.Module) -> tuple[LayerFamily, nn.Module, list[nn.Module]]:
         "Qwen2-VL, Qwen2.5-VL or Qwen3-VL vision tower (for their ForConditionalGeneration classes: pass "
         "model.model.visual)"
     )
-
-
-class PreLNViTLayers:
-    """SigLIP and CLIP encoder layers: pre-LN, separate q/k/v/out projections, frames as the batch
-    dimension (``[F, T, C]``), no positions inside the layer (they are added before the encoder)."""
-
-    kind = "pre-LN ViT block"
-    _PARTS = ("layer_norm1", "self_attn", "layer_norm2", "mlp")
-    _ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj")
-
-    def locate(self, model: nn.Module) -> tuple[nn.Module, list[nn.Module]] | None:
-        encoder = getattr(getattr(model, "vision_model", model), "encoder", None)
-        layers = getattr(encoder, "layers", None)
-        return None if layers is None else (encoder, list(layers))
-
-    def missing_parts(self, layer: nn.Module) -> list[str]:
-        attn = getattr(layer, "self_attn", None)
-        missing = [p for p in self._PARTS if not hasattr(layer, p)]
-        return missing + [
-            f"self_attn.{p}" for p in self._ATTENTION_PARTS if attn is not None and not hasattr(attn, p)
-        ]
-
-    def capture_points(self, layer: nn.Module) -> list[tuple[nn.Module, Capture]]:
-        attn = layer.self_attn
-        return [
-            (attn.k_proj, lambda out, last: {"key": out[last]}),
-            (attn.v_proj, lambda out, last: {"value": out[last]}),
-            (attn, lambda out, last: {"attn_out": (out[0] if isinstance(out, tuple) else out)[last]}),
-            (layer.mlp, lambda out, last: {"mlp_out": out[last]}),
-        ]
-
-    def parse(self, args: tuple, kwargs: dict) -> LayerCall:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
-        return LayerCall(frames=hidden, last=-1, context=mask)
-
-    def selective(
-        self, layer: nn.Module, ref: LayerReference, call: LayerCall, select: Select
-    ) -> torch.Tensor:
-        """The selected queries attend over all T fresh keys and over values that are fresh only at the
-        selected rows. Shapes: ``call.frames [F, T, C]`` in and out."""
-        if call.context is not None:
-            raise ValueError("STCCacher's selective pass supports unmasked vision encoders only")
-        attn, hidden = layer.self_attn, call.frames
-        frames, _, channels = hidden.shape
-        normed = layer.layer_norm1(hidden)
-        key = attn.k_proj(normed)  # all tokens, computed once
-        idx = select(key)
-        normed_sel = gather_rows(normed, idx)
-        query = attn.q_proj(normed_sel)
-        value = mix_rows(ref.value, idx, attn.v_proj(normed_sel))
-
-        def heads(t: torch.Tensor) -> torch.Tensor:  # [F, L, C] -> [F, H, L, C / H]
-            return t.view(frames, t.shape[1], -1, attn.head_dim).transpose(1, 2)
-
-        attn_sel = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), scale=attn.scale)
-        attn_sel = attn.out_proj(attn_sel.transpose(1, 2).reshape(frames, idx.shape[1], channels))
-        return residual_and_mlp(hidden, ref, idx, attn_sel, layer.layer_norm2, layer.mlp)

@@ -120,21 +120,23 @@ def mix_rows(ref_rows: torch.Tensor, idx: torch.Tensor, fresh: torch.Tensor) -> 
 
 def residual_and_mlp(
     hidden: torch.Tensor,
-    ref: LayerReference,
+    attn_ref: torch.Tensor,
+    mlp_ref: torch.Tensor,
     idx: torch.Tensor,
     attn_sel: torch.Tensor,
-    norm: nn.Module,
-    mlp: nn.Module,
+    norm: Callable[[torch.Tensor], torch.Tensor],
+    mlp: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """The end of a selective pre-LN layer: ``h1 = h + A_mix``, output ``h1 + M_mix``.
 
-    ``hidden [F, T, C]`` is the layer input, ``attn_sel [F, n, C]`` the fresh attention branch (after the
-    output projection) of the rows ``idx [F, n]``. Unselected rows add the reference's deltas to their own
-    current residual; only the selected rows go through ``norm`` and ``mlp``. Returns ``[F, T, C]``.
+    ``hidden [F, T, C]`` is the layer input, ``attn_ref``/``mlp_ref [T, C]`` the reference's branch
+    deltas, ``attn_sel [F, n, C]`` the fresh attention branch (after the output projection) of the rows
+    ``idx [F, n]``. Unselected rows add the reference's deltas to their own current residual; only the
+    selected rows go through ``norm`` and ``mlp``. Returns ``[F, T, C]``.
     """
     # Unselected rows: (h + A_ref) + M_ref, in the spec's order of additions, so the rounding matches.
-    out = hidden + ref.attn_out
-    out += ref.mlp_out
+    out = hidden + attn_ref
+    out += mlp_ref
     residual_sel = gather_rows(hidden, idx) + attn_sel
     mlp_sel = mlp(norm(residual_sel))  # the norm is per token: only the selected rows are needed
     rows = idx.unsqueeze(-1).expand(-1, -1, out.shape[-1])

@@ -114,7 +114,7 @@ class Qwen2VLBlocks:
         value = heads(mix_rows(ref.value, idx, project(normed_sel, 2)))
         attn_sel = self.attend(query, key, value, idx, call, attn.scaling)
         attn_sel = attn.proj(attn_sel.reshape(segments, idx.shape[1], channels))
-        out = residual_and_mlp(hidden, ref, idx, attn_sel, layer.norm2, layer.mlp)
+        out = residual_and_mlp(hidden, ref.attn_out, ref.mlp_out, idx, attn_sel, layer.norm2, layer.mlp)
         return out.view(segments * tokens, channels)
 
     def attend(

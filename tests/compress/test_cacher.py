@@ -213,3 +213,45 @@ def test_cuda_matches_stock_at_full_ratio_and_runs_selective(dtype):
         torch.testing.assert_close(
             run(model, pixels).last_hidden_state, run(stock, pixels).last_hidden_state, rtol=0, atol=5e-2
         )
+
+
+def test_replay_key_says_the_chunk_kind_and_where_the_references_live():
+    model = tiny_siglip()
+    cacher = STCCacher(interval=2).attach(model)
+    assert cacher.replay_key() == ("reference",)  # nothing kept yet: chunk 0 is a reference chunk
+    pixels = chunks(1, 3)
+    run(model, pixels[0])
+    kind, *where = cacher.replay_key()
+    refs = cacher._references
+    assert kind == "selective"
+    assert where == [t.data_ptr() for r in refs for t in (r.key, r.value, r.attn_out, r.mlp_out)]
+    run(model, pixels[1])
+    assert cacher.replay_key() == ("reference",)  # the reference of chunk 2 does not read the old one
+
+
+def test_replayed_counts_the_chunk_and_puts_back_what_it_left():
+    model = tiny_siglip()
+    cacher = STCCacher(interval=2).attach(model)
+    pixels = chunks(1, 3)
+    run(model, pixels[0])
+    after_reference = cacher.chunk_state()
+    run(model, pixels[1])
+    after_selective = cacher.chunk_state()
+    cacher.reset()
+    cacher.replayed(after_reference)  # as if chunk 0 had been replayed from its graph
+    assert cacher.replay_key()[0] == "selective"
+    assert [r.key for r in cacher._references] == [r.key for r in after_reference[0]]
+    assert cacher.selected == [None, None, None]
+    cacher.replayed(after_selective)
+    assert cacher.replay_key() == ("reference",)
+    assert cacher.selected == after_selective[1] and cacher.selected[0].shape == (1, 4)
+
+
+@pytest.mark.parametrize("threshold", [0.9, None], ids=["similarity_threshold", "qwen2vl"])
+def test_replay_key_refuses_what_a_graph_cannot_replay(threshold):
+    from tests.compress.qwen2vl_models import tiny_qwen2vl
+
+    cacher = STCCacher(similarity_threshold=threshold)
+    cacher.attach(tiny_siglip() if threshold else tiny_qwen2vl())
+    with pytest.raises(ValueError, match="SigLIP and CLIP towers without similarity_threshold only"):
+        cacher.replay_key()
