@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh OUTDIR: the checks that need a CUDA GPU, in one go (under 8 minutes on one
-# H100-class GPU, no network): the `gpu` tests, `stc bench` at full depth in float16 (ViT at 1 and 16
-# frames per call, prefill plain, through ReKV's memory and with its window full, decoding), and
-# `stc eval` with random:full weights over the demo with STC on and off. Writes its logs, nvidia-smi and
+# H100-class GPU, no network): the `gpu` tests; `stc bench` at full depth in float16 (ViT at 1 and 16
+# frames per call: eager, from CUDA graphs, and compiled too; prefill plain, through ReKV's memory and
+# with its window full, eagerly and on graphs; decoding); `stc eval` with random:full weights over 32
+# demo questions with STC on and off; and `stc stream` on a 60 s clip. Writes its logs, nvidia-smi and
 # summary.json (every ratio, STC on / off) into OUTDIR. Without CUDA it says so in one line and exits 0.
 # Run it from the project's root with the project installed (or on PYTHONPATH).
 set -uo pipefail
@@ -16,9 +17,9 @@ fi
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 step() { echo "=== $1 ($(date +%T))" | tee -a "$LOG"; }
-# Each step's timeout is its own cap or what is left of 7 minutes, whichever is less (10 s at least), so
-# that the whole check ends within 8 minutes and the summary is still written.
-DEADLINE=$((SECONDS + 420))
+# Each step's timeout is its own cap or what is left of 7 min 40 s, whichever is less (10 s at least),
+# so that the whole check ends within 8 minutes and the summary is still written.
+DEADLINE=$((SECONDS + 460))
 cap() { local left=$((DEADLINE - SECONDS)); echo $((left < $1 ? (left > 10 ? left : 10) : $1)); }
 
 step environment
@@ -30,6 +31,32 @@ step "pytest -m gpu"
 timeout "$(cap 180)" "$PY" -m pytest -q -m gpu -p no:cacheprovider tests > "$OUT/gpu-tests.txt" 2>&1
 echo "gpu tests rc $?" | tee -a "$LOG"
 tail -3 "$OUT/gpu-tests.txt" | tee -a "$LOG"
+
+# The ViT sides replayed from CUDA graphs (stock, STC and ToMe alike), at 1 and 16 frames per call; only
+# their ViT rows are read, so the LLM is cut to one layer.
+for per_call in 1 16; do
+    step "stc bench --cuda-graphs, $per_call frames per ViT call"
+    timeout "$(cap 90)" "$PY" -m stc_cli bench --json --cuda-graphs --frames-per-chunk "$per_call" --compress tome \
+        --llm-layers 1 --decode-tokens 0 --state-frames 0 > "$OUT/bench-graphs-$per_call.json" \
+        2> "$OUT/bench-graphs-$per_call.err"
+    echo "bench graphs $per_call rc $?" | tee -a "$LOG"
+done
+
+# Both ViT sides' layers through torch.compile (the same function; compiling is untimed), then replayed.
+for per_call in 1 16; do
+    step "stc bench --compile --cuda-graphs, $per_call frames per ViT call"
+    timeout "$(cap 150)" "$PY" -m stc_cli bench --json --compile --cuda-graphs --frames-per-chunk "$per_call" \
+        --llm-layers 1 --decode-tokens 0 --state-frames 0 > "$OUT/bench-compiled-$per_call.json" \
+        2> "$OUT/bench-compiled-$per_call.err"
+    echo "bench compiled $per_call rc $?" | tee -a "$LOG"
+done
+
+# The LLM side on graphs too (experimental --llm-graphs: ReKV's windows in ring buffers, each frame's
+# prefill replayed), over the same long stream as the eager run below.
+step "stc bench --cuda-graphs --llm-graphs, long stream"
+timeout "$(cap 150)" "$PY" -m stc_cli bench --json --cuda-graphs --llm-graphs --long-stream --decode-tokens 16 \
+    --state-frames 0 > "$OUT/bench-llm-graphs.json" 2> "$OUT/bench-llm-graphs.err"
+echo "bench llm graphs rc $?" | tee -a "$LOG"
 
 # One frame per call, ReKV's window filled first (n_local 15000: 77 frames of 196 tokens, 250 of 60),
 # 16 decoded tokens per answer; the compression baselines beside STC at its budget.
@@ -46,7 +73,9 @@ echo "bench 16 rc $?" | tee -a "$LOG"
 RUNS=$(mktemp -d)
 for variant in base stc; do
     step "stc eval random:full demo, $variant"
-    flags=(--model rekv --model-path random:full --bench demo --max-new-tokens 16 --output "$RUNS/$variant")
+    # the first 32 questions: per-frame timings need no more, and the check stays under 8 minutes
+    flags=(--model rekv --model-path random:full --bench demo --limit 32 --max-new-tokens 16)
+    flags+=(--output "$RUNS/$variant")
     [ "$variant" = base ] && flags+=(--no-stc)
     timeout "$(cap 100)" "$PY" -m stc_cli eval "${flags[@]}" > "$OUT/eval-$variant.txt" 2>&1
     echo "eval $variant rc $?" | tee -a "$LOG"
@@ -90,13 +119,15 @@ def bench_rows(path: Path) -> dict:
     """Each row of one `stc bench --json` report: STC off, on (ms per frame or per token) and on / off."""
     bench = json.loads(path.read_text())
     vit, prefill = bench["vit"], bench["prefill"]
-    rows = {f"vit_{vit['frames_per_chunk']}_frames_per_call": (vit, "full_ms_per_frame", "stc_ms_per_frame")}
+    graphs = ("_compiled" if vit.get("compiled") else "") + ("_graphs" if vit.get("cuda_graphs") else "")
+    rows = {f"vit_{vit['frames_per_chunk']}_frames_per_call{graphs}": (vit, "full_ms_per_frame", "stc_ms_per_frame")}
+    rekv = "rekv_graphs" if prefill.get("llm_graphs") else "rekv"
     rows |= {"prefill": (prefill, "full_ms_per_frame", "pruned_ms_per_frame")}
-    rows |= {"rekv_prefill": (prefill, "rekv_full_ms_per_frame", "rekv_pruned_ms_per_frame")}
+    rows |= {f"{rekv}_prefill": (prefill, "rekv_full_ms_per_frame", "rekv_pruned_ms_per_frame")}
     if "long_stream" in bench:
-        rows |= {"rekv_prefill_window_full": (bench["long_stream"], "full_ms_per_frame", "pruned_ms_per_frame")}
+        rows |= {f"{rekv}_prefill_window_full": (bench["long_stream"], "full_ms_per_frame", "pruned_ms_per_frame")}
     if "tome_r" in vit:
-        rows |= {"vit_tome": (vit, "full_ms_per_frame", "tome_ms_per_frame")}
+        rows |= {f"vit_{vit['frames_per_chunk']}_frames_per_call_tome{graphs}": (vit, "full_ms_per_frame", "tome_ms_per_frame")}
     if baselines := bench.get("baselines"):  # each method's compress ms per frame ("on") vs STC-Pruner's
         stc_ms = baselines["stc"]["ms_per_frame"]
         for name, method in baselines.items():
@@ -110,11 +141,14 @@ def bench_rows(path: Path) -> dict:
 
 
 summary["bench"] = {}
-for name in ("bench.json", "bench-16.json"):
+runs = ["bench.json", "bench-llm-graphs.json", "bench-16.json"]
+runs += [f"bench-{kind}-{per_call}.json" for kind in ("graphs", "compiled") for per_call in (1, 16)]
+for name in runs:
     try:
         rows = bench_rows(out / name)
-        # The 16-frame run's LLM is cut to one layer: only its ViT row counts.
-        summary["bench"] |= {k: v for k, v in rows.items() if name == "bench.json" or k.startswith("vit_")}
+        # Only bench.json runs the whole LLM eagerly: of the others, their ViT rows and ReKV on graphs count.
+        whole = name == "bench.json"
+        summary["bench"] |= {k: v for k, v in rows.items() if whole or k.startswith(("vit_", "rekv_graphs"))}
     except Exception as error:  # noqa: BLE001
         summary["bench"][name] = f"unreadable: {error}"
 try:

@@ -29,6 +29,10 @@ class BenchConfig:
     decode_tokens: int = 16  # greedy tokens timed per answer; 0 skips the decoding rows
     compress: tuple[str, ...] = ()  # baselines timed beside STC at its budget: tome, vidcom2, visionzip, dtd
     streamforest: int = 0  # frames streamed through StreamForest's memory, full vs pruned; 0 skips it
+    dispider: int = 0  # frames through Dispider's CLIP tower (cacher) and reaction prefill (pruner); 0 skips
+    cuda_graphs: bool = False  # replay the ViT sides from CUDA graphs (CUDA only)
+    llm_graphs: bool = False  # ReKV's prefill rows through ring buffers and CUDA graphs (CUDA only)
+    compile: bool = False  # the stock and STC ViT layers through torch.compile, the same for both
     device: str = "auto"
     dtype: str = "auto"  # float16 on CUDA, float32 on CPU
     seed: int = 0
@@ -55,6 +59,9 @@ class EvalConfig:
     dtd_threshold: float | None = None  # --compress dtd: drop cosine > it; None: keep --tokens-per-frame
     tome_r: int | None = None  # --compress tome: tokens merged per layer; None: leave STC's share
     encode_chunk: int = 1  # ReKV: frames per ViT call and per prefill (offline throughput mode)
+    cuda_graphs: bool = True  # ReKV on CUDA: replay the vision tower from CUDA graphs (both sides)
+    llm_graphs: bool = False  # ReKV on CUDA: each frame's prefill from CUDA graphs (experimental)
+    compile: bool = False  # ReKV: the vision tower's layers through torch.compile (both sides)
     stc: bool = True  # False turns both parts off
     cacher: bool = True
     pruner: bool = True
@@ -62,6 +69,7 @@ class EvalConfig:
     cache_interval: int | None = None  # None: the model's default (2; Dispider 4, as STC runs it)
     tokens_per_frame: int | None = None  # None: the model's default (60 of LLaVA-OV's 196)
     pruner_memory: str = "video"  # or process: kept across videos, as released (order-dependent)
+    pruner_window: int | None = None  # pruner: chunk means in its temporal anchor; None: all, as released
     n_local: int = 15000  # ReKV sliding window, tokens
     topk: int = 64  # ReKV frames retrieved per question
     max_cache_tokens: int | None = None  # LiveCC: evict the oldest chunks past this many (not upstream)

@@ -153,6 +153,28 @@ def bench_table(result: dict):
             f"{forest['prefill_pruned_ms']:.2f}",
             f"{forest['prefill_ratio']:.3f}",
         )
+    if dispider := result.get("dispider"):
+        table.add_row(
+            f"Dispider ViT ms ({dispider['preset']} CLIP x{dispider['vit_layers']} layers, "
+            f"{dispider['vit_tokens_per_frame']} tokens, interval {dispider['interval']}, ratio "
+            f"{dispider['update_ratio']}, {dispider['frames']} frames)",
+            f"{dispider['vit_full_ms_per_frame']:.2f}",
+            f"{dispider['vit_stc_ms_per_frame']:.2f}",
+            f"{dispider['vit_ratio']:.3f}",
+        )
+        table.add_row(
+            f"  pruner ms ({dispider['tokens_per_frame']} -> {dispider['kept_tokens_per_frame']} tokens)",
+            "",
+            f"{dispider['pruner_ms_per_frame']:.3f}",
+            f"{100 * dispider['pruner_share_of_stc_vit']:.2f}% of STC ViT",
+        )
+        table.add_row(
+            f"  reaction prefill ms ({dispider['llm']} x{dispider['llm_layers']}, "
+            f"{dispider['reaction_tokens_full']} vs {dispider['reaction_tokens_pruned']} tokens)",
+            f"{dispider['prefill_full_ms_per_frame']:.2f}",
+            f"{dispider['prefill_pruned_ms_per_frame']:.2f}",
+            f"{dispider['prefill_ratio']:.3f}",
+        )
     peaks = result["peak_memory_mb"]
     if "process_rss" in peaks:  # CPU: one number for the whole process
         table.add_row("process peak RSS MiB", "", f"{peaks['process_rss']:.0f}", "")

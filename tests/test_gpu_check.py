@@ -51,6 +51,16 @@ def test_summary_reads_every_bench_row(tmp_path):
     }
     for name, config in runs.items():
         (tmp_path / name).write_text(json.dumps(run_bench(config)))
+    # the --cuda-graphs (and --compile) runs need CUDA: for the summary, their reports differ in the flags
+    for per_call, name in ((1, "bench.json"), (16, "bench-16.json")):
+        report = json.loads((tmp_path / name).read_text())
+        report["vit"]["cuda_graphs"] = True
+        (tmp_path / f"bench-graphs-{per_call}.json").write_text(json.dumps(report))
+        report["vit"]["compiled"] = True
+        (tmp_path / f"bench-compiled-{per_call}.json").write_text(json.dumps(report))
+    report = json.loads((tmp_path / "bench.json").read_text())
+    report["prefill"]["llm_graphs"] = True
+    (tmp_path / "bench-llm-graphs.json").write_text(json.dumps(report))
     text = SCRIPT.read_text()
     code = text.split("<<'PYTHON' 2>&1 | tee -a \"$LOG\"\n", 1)[1].split("\nPYTHON\n", 1)[0]
     done = subprocess.run([sys.executable, "-", str(tmp_path)], input=code, capture_output=True, text=True)
@@ -60,10 +70,16 @@ def test_summary_reads_every_bench_row(tmp_path):
         "decode_ms_per_token",
         "prefill",
         "rekv_decode_ms_per_token",
+        "rekv_graphs_prefill",
+        "rekv_graphs_prefill_window_full",
         "rekv_prefill",
         "rekv_prefill_window_full",
         "vit_1_frames_per_call",
+        "vit_1_frames_per_call_compiled_graphs",
+        "vit_1_frames_per_call_graphs",
         "vit_4_frames_per_call",
+        "vit_4_frames_per_call_compiled_graphs",
+        "vit_4_frames_per_call_graphs",
     ]
     for row in bench.values():
         assert row["ratio"] == row["on"] / row["off"]

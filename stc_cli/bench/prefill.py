@@ -16,9 +16,9 @@ REKV_TOPK, REKV_INIT_TOKENS = 64, 16  # ReKV's default; its init prompt is ~16 t
 
 def prefill_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: list) -> dict:
     def prefill_steps():
-        full_stream, pruned_stream = _prefill_stream(llm), _prefill_stream(llm)
-        full_rekv = rekv_model(llm, pooled[0].shape[1], config.n_local).encode
-        pruned_rekv = rekv_model(llm, kept[0].shape[1], config.n_local).encode
+        full_stream, pruned_stream = prefill_stream(llm), prefill_stream(llm)
+        full_rekv = rekv_model(llm, pooled[0].shape[1], config.n_local, config.llm_graphs).encode
+        pruned_rekv = rekv_model(llm, kept[0].shape[1], config.n_local, config.llm_graphs).encode
         return {
             "prefill_full": lambda i: full_stream(pooled[i]),
             "prefill_pruned": lambda i: pruned_stream(kept[i]),
@@ -40,6 +40,7 @@ def prefill_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: li
         "rekv_full_ms_per_frame": ms["rekv_full"],
         "rekv_pruned_ms_per_frame": ms["rekv_pruned"],
         "rekv_ratio": ms["rekv_pruned"] / ms["rekv_full"],
+        "llm_graphs": config.llm_graphs,
     }
 
 
@@ -52,7 +53,7 @@ def long_stream_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept
     with torch.inference_mode():
         for side, frames in (("full", pooled), ("pruned", kept)):
             tokens = frames[0].shape[1]
-            memories[side] = rekv = rekv_model(llm, tokens, config.n_local)
+            memories[side] = rekv = rekv_model(llm, tokens, config.n_local, config.llm_graphs)
             fill[side] = -(-config.n_local // tokens)
             for i in range(fill[side]):
                 rekv.encode(frames[i % len(frames)])
@@ -77,12 +78,12 @@ def long_stream_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept
     return block, memories
 
 
-def rekv_model(llm, block: int, n_local: int):
+def rekv_model(llm, block: int, n_local: int, cuda_graphs: bool = False):
     """ReKV's memory over ``llm`` (``stc eval --model rekv``'s LLM), one block per frame, after an init
-    prompt of ``REKV_INIT_TOKENS`` tokens."""
+    prompt of ``REKV_INIT_TOKENS`` tokens; with ``cuda_graphs``, each frame replayed from a CUDA graph."""
     from stc_cli.models.rekv_lm import ReKVLanguageModel
 
-    rekv = ReKVLanguageModel(llm, n_local=n_local, block=block, topk=REKV_TOPK)
+    rekv = ReKVLanguageModel(llm, n_local=n_local, block=block, topk=REKV_TOPK, cuda_graphs=cuda_graphs)
     rekv.encode(prompt(llm, 0, REKV_INIT_TOKENS))
     return rekv
 
@@ -94,7 +95,7 @@ def _encode_step(rekv, frames: list[torch.Tensor]) -> Callable[[int], None]:
 def _window_tokens(rekv) -> int:
     """Video tokens in the sliding window of the next frame: ``n_local`` once the init prompt is out."""
     memory = rekv.memory[0]
-    return min(memory.local_k.shape[1], memory.length - REKV_INIT_TOKENS)
+    return min(memory.n_local, memory.length - REKV_INIT_TOKENS)
 
 
 def prompt(llm, start: int, length: int) -> torch.Tensor:
@@ -103,7 +104,7 @@ def prompt(llm, start: int, length: int) -> torch.Tensor:
     return llm.embed_tokens(ids)
 
 
-def _prefill_stream(llm) -> Callable:
+def prefill_stream(llm) -> Callable:
     """A step that appends one frame's tokens to a KV cache that grows over the stream."""
     from transformers import DynamicCache
 

@@ -9,6 +9,7 @@ import torch
 
 from stc_cli.bench.baselines import BASELINES, PRUNER_BASELINES, baselines_stage
 from stc_cli.bench.decode import decode_stage
+from stc_cli.bench.dispider import dispider_stage
 from stc_cli.bench.inputs import frames_per_chunk, is_qwen2vl, merged_width, pooled_tokens, project_and_pool
 from stc_cli.bench.prefill import long_stream_stage, prefill_stage
 from stc_cli.bench.state import state_check
@@ -38,12 +39,13 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
     check_options(config)
     device, dtype, layers, llm_layers = resolve(config)
     # Built before any model, so that a bad option fails at once.
-    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval)
+    cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval, compile=config.compile)
     pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
     state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
     timer = Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
     stages = 2 + bool(set(config.compress) & set(PRUNER_BASELINES)) + bool(config.streamforest)
     stages += bool(config.long_stream) + bool(config.decode_tokens) + bool(config.state_frames)
+    stages += bool(config.dispider)
     started = iter(range(stages + 1))
 
     def stage(name: str) -> None:
@@ -78,6 +80,9 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
     if config.streamforest:
         stage(f"StreamForest's memory over {config.streamforest} frames")
         result["streamforest"] = streamforest_stage(timer, config.streamforest, features, llm, config.seed)
+    if config.dispider:
+        stage(f"Dispider's CLIP tower and reaction prefill over {config.dispider} frames")
+        result["dispider"] = dispider_stage(config, timer, llm, layers)
     memories = None
     if config.long_stream:
         stage(f"filling ReKV's window of {config.n_local} tokens")
@@ -133,6 +138,20 @@ def check_options(config: BenchConfig) -> None:
     if config.streamforest < 0 or (config.streamforest and is_qwen2vl(config.vision)):
         raise ValueError(
             f"--streamforest takes a frame count >= 0 on a SigLIP preset, got {config.streamforest}"
+        )
+    if config.dispider < 0 or 0 < config.dispider <= config.warmup:
+        raise ValueError(
+            f"--dispider takes 0 (skip) or more frames than --warmup ({config.warmup}), got {config.dispider}"
+        )
+    if config.dispider and is_qwen2vl(config.vision):  # its reaction LLM is --llm, picked for that tower
+        raise ValueError(f"--dispider runs beside a SigLIP preset, not --vision {config.vision}")
+    if config.cuda_graphs and (is_qwen2vl(config.vision) or resolve_device(config.device).type != "cuda"):
+        raise ValueError("--cuda-graphs needs a CUDA device and a SigLIP preset (--vision)")
+    if config.llm_graphs and resolve_device(config.device).type != "cuda":
+        raise ValueError("--llm-graphs needs a CUDA device")
+    if config.compile and (is_qwen2vl(config.vision) or "tome" in config.compress):
+        raise ValueError(
+            "--compile compiles SigLIP presets' layers, stock and STC, and not with --compress tome"
         )
     if config.compress and is_qwen2vl(config.vision):
         raise ValueError(f"--compress times the baselines on a SigLIP preset, not --vision {config.vision}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import torch
 
+from stc_cli.accel import TowerGraphs, compile_layers
 from stc_cli.bench.baselines import tome_for
 from stc_cli.bench.inputs import (
     frames_per_chunk,
@@ -31,6 +33,8 @@ def vit_stage(
     stock = random_vision_tower(config.vision, layers, dtype=dtype, device=device, seed=config.seed)
     patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
     cacher.attach(patched)
+    if config.compile:
+        compile_layers(stock)  # the same compiled layer function as the cacher's reference chunks
     tome = None
     if "tome" in config.compress:
         tome = tome_for(
@@ -46,15 +50,18 @@ def vit_stage(
     chunks = [to_device(chunk, device, dtype) for chunk in chunks]
     qwen2vl = is_qwen2vl(config.vision)
     outputs: list = []  # the STC pass's output, fed to the pruner
+    calls = {"vit_full": stock, "vit_stc": patched} | ({"vit_tome": merged} if tome else {})
+    if config.cuda_graphs:
+        calls = {
+            label: _graphed(tower, cacher if tower is patched else None) for label, tower in calls.items()
+        }
+        _record_graphs(calls, chunks, cacher)
 
     def steps():
         cacher.reset()
         outputs.clear()
-        steps = {
-            "vit_full": lambda i: stock(**chunks[i]),
-            "vit_stc": lambda i: outputs.append(patched(**chunks[i])),
-        }
-        return steps | ({"vit_tome": lambda i: merged(**chunks[i])} if tome else {})
+        steps = {label: lambda i, call=call: call(**chunks[i]) for label, call in calls.items()}
+        return steps | {"vit_stc": lambda i: outputs.append(calls["vit_stc"](**chunks[i]))}
 
     ms = timer.compare(steps)
     full, stc = ms["vit_full"] / per_chunk, ms["vit_stc"] / per_chunk
@@ -71,6 +78,8 @@ def vit_stage(
         "stc_ms_per_frame": stc,
         "ratio": stc / full,
         "cacher_state_bytes": cacher.state_nbytes(),
+        "cuda_graphs": config.cuda_graphs,
+        "compiled": config.compile,
     }
     if tome:
         summary |= {
@@ -88,6 +97,24 @@ def vit_stage(
     # LLM rows time as many of them as the ViT timed chunks, so their cost does not grow with the chunk.
     per_step = [llm_inputs(out, qwen2vl, pooled_tokens(config.vision)) for out in outputs]
     return summary, [t for chunk in per_step for t in chunk][: timer.chunks], last_layer
+
+
+def _graphed(tower, cacher: STCCacher | None):
+    """A side's chunk call, replayed from CUDA graphs; its output is copied out of the graph's storage,
+    which the next chunk rewrites (the STC side's outputs are kept for the pruner)."""
+    graphs = TowerGraphs(lambda pixels: (tower(pixel_values=pixels).last_hidden_state,), cacher)
+    return lambda pixel_values: SimpleNamespace(last_hidden_state=graphs(pixel_values)[0].clone())
+
+
+def _record_graphs(calls: dict, chunks: list[dict], cacher: STCCacher) -> None:
+    """Untimed: run each side until every graph it replays is recorded. With the cacher at interval k,
+    a reference key is recorded on its second chunk, and the selective keys that read its references
+    on their second chunk after it: 3 k chunks; the stock towers need 2."""
+    cacher.reset()
+    with torch.inference_mode():
+        for i in range(3 * cacher.interval):
+            for call in calls.values():
+                call(**chunks[i % len(chunks)])
 
 
 def _last_layer_inputs(stock, chunks: list[dict]) -> list[torch.Tensor]:

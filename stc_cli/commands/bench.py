@@ -112,6 +112,38 @@ def bench(
             "share, and time the prefill of what each memory holds (0 skips it).",
         ),
     ] = _BENCH.streamforest,
+    dispider: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Also stream N frames through Dispider's CLIP tower, stock vs STC-Cacher (interval 4, ratio "
+            "0.25), and time its reaction prefill (--llm) of each frame's 64 tokens vs the 20 STC-Pruner "
+            "keeps (0 skips it).",
+        ),
+    ] = _BENCH.dispider,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs/--no-cuda-graphs",
+            help="Replay the ViT sides (stock, STC, ToMe) from CUDA graphs (CUDA only).",
+        ),
+    ] = _BENCH.cuda_graphs,
+    llm_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--llm-graphs",
+            help="ReKV's prefill rows (both sides) through ring buffers, replayed from CUDA graphs "
+            "(CUDA only; experimental).",
+        ),
+    ] = _BENCH.llm_graphs,
+    compile_layers: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Run the stock and the STC ViT layers through torch.compile, the same function for both "
+            "(SigLIP presets; not with --compress tome).",
+        ),
+    ] = _BENCH.compile,
     device: Annotated[
         str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N.")
     ] = _BENCH.device,
@@ -151,6 +183,10 @@ def bench(
         decode_tokens=decode_tokens,
         compress=tuple(name.strip() for given in compress or [] for name in given.split(",") if name.strip()),
         streamforest=streamforest,
+        dispider=dispider,
+        cuda_graphs=cuda_graphs,
+        llm_graphs=llm_graphs,
+        compile=compile_layers,
         device=device,
         dtype=dtype,
     )

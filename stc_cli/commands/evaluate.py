@@ -63,6 +63,7 @@ def eval_(
     update_ratio: options.UpdateRatio = _EVAL.update_ratio,
     cache_interval: options.CacheInterval = _EVAL.cache_interval,
     tokens_per_frame: options.TokensPerFrame = _EVAL.tokens_per_frame,
+    pruner_window: options.PrunerWindow = _EVAL.pruner_window,
     pruner_memory: Annotated[
         str,
         typer.Option(
@@ -73,6 +74,9 @@ def eval_(
     ] = _EVAL.pruner_memory,
     n_local: options.NLocal = _EVAL.n_local,
     topk: options.Topk = _EVAL.topk,
+    cuda_graphs: options.CudaGraphs = _EVAL.cuda_graphs,
+    llm_graphs: options.LlmGraphs = _EVAL.llm_graphs,
+    compile_layers: options.CompileLayers = _EVAL.compile,
     encode_chunk: Annotated[
         int,
         typer.Option(
@@ -121,9 +125,13 @@ def eval_(
         update_ratio=update_ratio,
         cache_interval=cache_interval,
         tokens_per_frame=tokens_per_frame,
+        pruner_window=pruner_window,
         pruner_memory=pruner_memory,
         n_local=n_local,
         topk=topk,
+        cuda_graphs=cuda_graphs,
+        llm_graphs=llm_graphs,
+        compile=compile_layers,
         encode_chunk=encode_chunk,
         max_new_tokens=max_new_tokens,
         answer_mode=answer_mode,

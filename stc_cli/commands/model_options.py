@@ -90,8 +90,40 @@ TokensPerFrame = Annotated[
     int | None,
     typer.Option(metavar="K", help="Pruner: tokens kept per frame (default: 60 of 196, or that share)."),
 ]
+PrunerWindow = Annotated[
+    int | None,
+    typer.Option(
+        metavar="N",
+        help="Pruner: its temporal anchor averages only the last N chunks it pruned (frames; rekv: "
+        "--encode-chunk frames; livecc, qwen3vl, qwen25vl: temporal patches), which bounds its memory on "
+        "long streams (default: every chunk, as released).",
+    ),
+]
 NLocal = Annotated[int, typer.Option(metavar="TOKENS", help="ReKV: sliding-window length in tokens.")]
 Topk = Annotated[int, typer.Option(metavar="N", help="ReKV: frames retrieved per question.")]
+CudaGraphs = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        help="ReKV on CUDA: replay the vision tower (stock, STC-Cacher or ToMe) from CUDA graphs.",
+    ),
+]
+LlmGraphs = Annotated[
+    bool,
+    typer.Option(
+        "--llm-graphs",
+        help="ReKV on CUDA, experimental: keep each layer's window in ring buffers and replay each frame's "
+        "prefill from a CUDA graph (checked on the CPU, not yet run on a GPU).",
+    ),
+]
+CompileLayers = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="ReKV: run the vision tower's layers (stock or STC-Cacher) through torch.compile, which fuses "
+        "their small kernels; compiling takes a minute at the first frames.",
+    ),
+]
 MaxNewTokens = Annotated[
     int | None, typer.Option(metavar="N", help="Longest answer in tokens (default: the protocol's).")
 ]

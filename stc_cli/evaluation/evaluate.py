@@ -145,8 +145,15 @@ def _check_settings(config: EvalConfig) -> None:
         raise ValueError("--tome-r applies to --compress tome only")
     if config.tome_r is not None and config.tome_r < 0:
         raise ValueError(f"--tome-r must be >= 0, got {config.tome_r}")
+    stc_pruner = config.stc and config.compress == "stc" and config.pruner  # as STCSettings.from_config
+    if config.pruner_window is not None and not stc_pruner:
+        raise ValueError("--pruner-window applies to STC-Pruner only (--compress stc, the pruner on)")
     if config.encode_chunk != 1 and config.model != "rekv":
         raise ValueError(f"--encode-chunk runs with --model rekv only, not {config.model}")
+    if config.compile and (config.model != "rekv" or config.compress == "tome"):
+        raise ValueError("--compile runs with --model rekv, on the stock tower or STC-Cacher (not ToMe)")
+    if config.llm_graphs and config.model != "rekv":
+        raise ValueError(f"--llm-graphs runs with --model rekv only, not {config.model}")
     if config.update_ratio is not None and not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
     if config.fps is not None and not math.isfinite(config.fps):
@@ -160,6 +167,7 @@ def _check_settings(config: EvalConfig) -> None:
         "--max-cache-tokens": config.max_cache_tokens,
         "--last-frames": config.last_frames,
         "--encode-chunk": config.encode_chunk,
+        "--pruner-window": config.pruner_window,
     }
     for flag, value in counts.items():
         if value is not None and value < 1:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 
 from stc_cli.benchmarks.base import Query
+from stc_cli.configs import EvalConfig
 from stc_cli.evaluation import distributed, run_folder
 from stc_cli.evaluation.distributed import Shard
 from stc_cli.models.base import Answer, Step, VideoModel, timed
@@ -395,7 +397,7 @@ def _claim(output: Path, header: dict, overwrite: bool, shard: Shard) -> bool:
     shard.samples(output).parent.mkdir(exist_ok=True)
     shard.marker(output).unlink(missing_ok=True)
     if previous and not overwrite:
-        old = {key: previous.get(key) for key in header}
+        old = {key: _backfill(previous.get(key), header[key]) for key in header}
         old["world"] = previous.get("world", 1)  # a run.json from before sharding
         if old == header:
             return True
@@ -421,6 +423,19 @@ def _claim(output: Path, header: dict, overwrite: bool, shard: Shard) -> bool:
                 path.unlink()
         _write_json(output / "run.json", {**header, "started": run_folder.now()})
     return False
+
+
+def _backfill(old, new):
+    """``old`` with each setting it lacks (a run.json from before the setting existed) taken as ``new``'s
+    where that is the setting's default (an ``EvalConfig`` field of that name), as the older run had it."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old
+    defaults = {field.name: field.default for field in dataclasses.fields(EvalConfig)}
+    filled = {key: _backfill(value, new.get(key)) for key, value in old.items()}
+    for key, value in new.items():
+        if key not in old and key in defaults and value == defaults[key]:
+            filled[key] = value
+    return filled
 
 
 def _differences(old, new, prefix: str = ""):

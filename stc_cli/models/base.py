@@ -33,6 +33,9 @@ class STCSettings:
     # for the whole run, as the released code does (its per-video reset rebinds an alias only), so that
     # scores depend on the order of the videos
     pruner_memory: str = "video"
+    # the last N chunk means the pruner's temporal anchor averages (bounded state on long streams); None:
+    # every chunk since its memory started, as released
+    pruner_window: int | None = None
     pruner_method: str = "stc"  # or a baseline in the pruner's place (--compress): vidcom2, dtd, visionzip
     dtd_threshold: float | None = None  # --compress dtd: absolute mode; None: keep tokens_per_frame
     tome: bool = False  # --compress tome: ToMe in the vision tower instead of the cacher
@@ -53,6 +56,7 @@ class STCSettings:
             cache_interval=default_interval if config.cache_interval is None else config.cache_interval,
             tokens_per_frame=config.tokens_per_frame or default_tokens_per_frame,
             pruner_memory=config.pruner_memory,
+            pruner_window=config.pruner_window,
             pruner_method=config.compress if baseline else "stc",
             dtd_threshold=config.dtd_threshold if config.compress == "dtd" else None,
             tome=config.compress == "tome",

@@ -65,7 +65,7 @@ class Dispider:
         self.cacher = (
             STCCacher(stc.update_ratio, stc.cache_interval).attach(net.vision) if stc.cacher else None
         )
-        self.pruner = STCPruner(stc.tokens_per_frame) if stc.pruner else None
+        self.pruner = STCPruner(stc.tokens_per_frame, memory_window=stc.pruner_window) if stc.pruner else None
         self.perception = Perception(net, self.cacher, self.pruner)
         self.stop_ids = stop_ids(net.tokenizer, protocol.stop, net.reaction.generation_config.eos_token_id)
         self.reset()

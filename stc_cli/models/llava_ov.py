@@ -48,8 +48,15 @@ class LlavaOV:
 
     def tower_states(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """uint8 frames ``[N, H, W, 3]`` -> the vision tower's hidden states (embeddings, then each layer)."""
+        return self.run_tower(self.pixels(frames))
+
+    def pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[N, H, W, 3]`` -> the tower's input ``[N, 3, S, S]`` (resized, normalised)."""
         lm = self.model.model.language_model
-        pixels = self.transform(frames, dtype=lm.dtype, device=lm.embed_tokens.weight.device)
+        return self.transform(frames, dtype=lm.dtype, device=lm.embed_tokens.weight.device)
+
+    def run_tower(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The vision tower on ``pixels`` -> its hidden states (embeddings, then each layer)."""
         return self.model.model.vision_tower(pixels, output_hidden_states=True).hidden_states
 
     def project(self, states: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -283,7 +283,7 @@ def make_pruner(stc: STCSettings, budget: int) -> STCPruner | DifferentialTokenD
     if stc.pruner_method == "dtd":
         threshold = stc.dtd_threshold
         return DifferentialTokenDrop(threshold, keep=None if threshold is not None else budget)
-    return STCPruner(budget)
+    return STCPruner(budget, memory_window=stc.pruner_window)
 
 
 def prune(pruner: STCPruner | DifferentialTokenDrop, features: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from stc_cli.accel import TowerGraphs, compile_layers
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner, ToMe, VidCom2, VisionZip
 from stc_cli.models import llava_ov
@@ -43,6 +44,10 @@ class ReKVSettings:
     topk: int = 64  # frames retrieved per layer for a question
     last_frames: int | None = None  # --compress lastn: answer from the last N frames instead (SimpleStream)
     encode_chunk: int = 1  # frames per vision-tower call and prefill (--encode-chunk)
+    cuda_graphs: bool = True  # on CUDA, replay the vision tower (stock, STC-Cacher or ToMe) from CUDA graphs
+    # on CUDA, each frame's prefill through ring buffers, replayed from CUDA graphs (not yet run on a GPU)
+    llm_graphs: bool = False
+    compile: bool = False  # the vision tower's layers through torch.compile (stock and STC-Cacher)
 
 
 class ReKV:
@@ -70,10 +75,17 @@ class ReKV:
         # exactly the budget, VidCom² (over several frames) and DTD a variable number
         self.budget = stc.tokens_per_frame if stc.pruner else pooled
         self.block = self.budget if stc.pruner_method in ("stc", "visionzip") else pooled
+        if rekv.compile and stc.tome:
+            raise ValueError("--compile compiles the stock or STC-Cacher tower's layers, not ToMe's")
         self.cacher = (
-            STCCacher(stc.update_ratio, stc.cache_interval).attach(self.vision) if stc.cacher else None
+            STCCacher(stc.update_ratio, stc.cache_interval, compile=rekv.compile).attach(self.vision)
+            if stc.cacher
+            else None
         )
+        if rekv.compile and not stc.cacher:
+            compile_layers(self.vision)  # the same compiled layer as the cacher's reference chunks
         self.tome = _tome(llava, stc).attach(self.vision) if stc.tome else None
+        self.tower = TowerGraphs(llava.run_tower, self.cacher) if rekv.cuda_graphs else llava.run_tower
         self.pruner = _pruner(stc, pooled) if stc.pruner else None
         self.stop_ids = stop_ids(llava.tokenizer, protocol.stop)
         self.llm = ReKVLanguageModel(
@@ -84,6 +96,7 @@ class ReKV:
             topk=rekv.last_frames or rekv.topk,
             recent=rekv.last_frames is not None,
             source=llava.source,
+            cuda_graphs=rekv.llm_graphs and self.device.type == "cuda",
         )
         self.reset()
 
@@ -116,7 +129,7 @@ class ReKV:
         for start in range(0, len(frames), self.settings.encode_chunk):
             chunk = frames[start : start + self.settings.encode_chunk]
             with timed(step, "vit", self.device):
-                states = self.llava.tower_states(chunk)
+                states = self.tower(self.llava.pixels(chunk))
                 features = self.llava.project(states)  # [F, 196, hidden]
             kept = list(features)
             if self.pruner:
@@ -191,7 +204,7 @@ def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2 | VisionZip | 
         if stc.dtd_threshold is not None:
             return DifferentialTokenDrop(stc.dtd_threshold)
         return DifferentialTokenDrop(None, keep=stc.tokens_per_frame)
-    return STCPruner(stc.tokens_per_frame)
+    return STCPruner(stc.tokens_per_frame, memory_window=stc.pruner_window)
 
 
 def _tome(llava: LlavaOV, stc: STCSettings) -> ToMe:
@@ -227,5 +240,13 @@ def build(config, protocol: Protocol, device, dtype) -> ReKV:
     llava = llava_ov.load(config.model_path or default, device=device, dtype=dtype)
     # STC keeps 60 of LLaVA-OV's 196 tokens per frame; other grids (random:tiny's 16) keep the same share
     stc = STCSettings.from_config(config, round(llava.tokens_per_frame * STCSettings.tokens_per_frame / 196))
-    last = config.last_frames if config.compress == "lastn" else None
-    return ReKV(llava, stc, ReKVSettings(config.n_local, config.topk, last, config.encode_chunk), protocol)
+    settings = ReKVSettings(
+        n_local=config.n_local,
+        topk=config.topk,
+        last_frames=config.last_frames if config.compress == "lastn" else None,
+        encode_chunk=config.encode_chunk,
+        cuda_graphs=config.cuda_graphs,
+        llm_graphs=config.llm_graphs,
+        compile=config.compile,
+    )
+    return ReKV(llava, stc, settings, protocol)

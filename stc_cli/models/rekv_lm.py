@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from stc_cli.accel.graphs import GraphReplay
 from stc_cli.models.rekv_memory import LayerMemory
 
 
@@ -15,7 +16,16 @@ class ReKVLanguageModel:
     """``lm`` is a ``Qwen2Model``; ``lm_head`` (for ``extend``'s logits) may be None when only encoding."""
 
     def __init__(
-        self, lm, lm_head=None, *, n_local: int, block: int, topk: int, recent=False, source: str = "the LLM"
+        self,
+        lm,
+        lm_head=None,
+        *,
+        n_local: int,
+        block: int,
+        topk: int,
+        recent=False,
+        source: str = "the LLM",
+        cuda_graphs: bool = False,
     ):
         config = lm.config
         if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
@@ -28,10 +38,14 @@ class ReKVLanguageModel:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        # cuda_graphs: the windows in fixed buffers (RingWindow), so that encoding a chunk of one shape
+        # replays from a CUDA graph on a GPU (it runs eagerly elsewhere)
+        scale = self.head_dim**-0.5
         self.memory = [
-            LayerMemory(n_local=self.n_local, block=self.block, theta=self.theta, scale=self.head_dim**-0.5)
+            LayerMemory(n_local=n_local, block=block, theta=self.theta, scale=scale, static=cuda_graphs)
             for _ in self.lm.layers
         ]
+        self.graphs = GraphReplay() if cuda_graphs else None
 
     def reset(self) -> None:
         """Forget everything; the next ``encode`` is the init prompt (the attention sink). The layers'
@@ -42,7 +56,19 @@ class ReKVLanguageModel:
     def encode(self, embeds: torch.Tensor, sizes: list[int] | None = None) -> None:
         """Append ``embeds [1, L, width]`` to the video memory (after the init prompt: whole blocks, of
         ``block`` tokens or of ``sizes``)."""
-        self._run(embeds, "encode", sizes)
+        if self.memory[0].init_k is None:  # the init prompt: attended, kept whole, no block
+            self._attend_blocks(embeds, None)
+            return
+        sizes = tuple(sizes or [self.block] * (embeds.shape[1] // self.block))
+        if self.graphs is None or any(size != self.block for size in sizes):  # one shape per graph
+            kv = self._attend_blocks(embeds, sizes)
+        else:  # every call of one shape launches the same kernels on the same ring buffers
+            key = (embeds.shape, embeds.dtype, sizes, tuple(m.ring.buffers for m in self.memory))
+            restore = self._advance(embeds.shape[1])
+            kv = self.graphs(key, lambda x: self._attend_blocks(x, sizes), embeds, restore=restore)
+        heads = self.heads
+        for memory, (k, v) in zip(self.memory, kv, strict=True):
+            memory.store_blocks(k, v, list(sizes), heads)
 
     def retrieve(self, embeds: torch.Tensor) -> None:
         """Let a question pick each layer's ``topk`` frames; starts the answer cache."""
@@ -60,7 +86,34 @@ class ReKVLanguageModel:
     def nbytes(self) -> int:
         return sum(memory.nbytes() for memory in self.memory)
 
-    def _run(self, hidden: torch.Tensor, phase: str, sizes: list[int] | None = None) -> torch.Tensor:
+    def _advance(self, tokens: int):
+        """What a replayed encoding step leaves undone: the layers' stream lengths, kept in Python."""
+
+        def restore(_state) -> None:
+            for memory in self.memory:
+                memory.length += tokens
+
+        return restore
+
+    def _attend_blocks(self, embeds: torch.Tensor, sizes) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """The decoder over a chunk, each layer's attention through its memory's window; the blocks are
+        not stored yet. Returns each layer's K and V ``[Hkv, L, D]``."""
+        kv = []
+
+        def attend(memory: LayerMemory, q, k, v) -> torch.Tensor:
+            kv.append((k, v))
+            return memory.attend_blocks(q, k, v, None if sizes is None else list(sizes))
+
+        self._run(embeds, attend)
+        return tuple(kv)
+
+    def _run(self, hidden: torch.Tensor, phase) -> torch.Tensor:
+        """The decoder layers over ``hidden [1, L, width]``; ``phase(memory, q, k, v)`` is the attention."""
+        if isinstance(phase, str):
+            phase = {
+                "retrieve": lambda memory, q, k, v: memory.retrieve(q, k, v, self.topk, self.recent),
+                "extend": lambda memory, q, k, v: memory.extend(q, k, v),
+            }[phase]
         length = hidden.shape[1]
         for layer, memory in zip(self.lm.layers, self.memory, strict=True):
             attention = layer.self_attn
@@ -68,12 +121,7 @@ class ReKVLanguageModel:
             q = attention.q_proj(x).view(length, self.heads, self.head_dim).transpose(0, 1)
             k = attention.k_proj(x).view(length, self.kv_heads, self.head_dim).transpose(0, 1)
             v = attention.v_proj(x).view(length, self.kv_heads, self.head_dim).transpose(0, 1)
-            if phase == "encode":
-                out = memory.encode(q, k, v, sizes)
-            elif phase == "retrieve":
-                out = memory.retrieve(q, k, v, self.topk, self.recent)
-            else:
-                out = memory.extend(q, k, v)
+            out = phase(memory, q, k, v)
             hidden = hidden + attention.o_proj(out.transpose(0, 1).reshape(1, length, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return hidden

@@ -75,6 +75,7 @@ class LayerMemory:
         scale: float,
         offload="cpu",
         page_blocks: int | None = None,  # blocks per page of the store; None: as many as fit PAGE_BYTES
+        static: bool = False,  # the window in a fixed ring of buffers (``RingWindow``), for CUDA graphs
     ):
         if n_local < 1 or block < 1:
             raise ValueError(f"n_local and block must be >= 1, got {n_local} and {block}")
@@ -82,15 +83,18 @@ class LayerMemory:
         self.offload = torch.device(offload)
         self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks)  # one (k, v) per frame
         self._reprs: torch.Tensor | None = None  # [capacity, H * D]: room for block_repr to grow into
+        self.ring = RingWindow(n_local + block) if static else None
         self.reset()
 
     def reset(self) -> None:
-        """Forget the video; the block store keeps its pages for the next one."""
+        """Forget the video; the block store keeps its pages (and the ring its buffers) for the next one."""
         self.init_k = self.init_v = None  # [Hkv, n_init, D]
         self.local_k = self.local_v = None  # the last <= n_local tokens of the stream
         self.blocks.clear()  # block_repr empties with it; its buffer stays for the next video
         self.length = 0  # tokens in the stream, init included
         self.answer_k = self.answer_v = None  # the answer cache: [init ; chosen blocks ; prompt ...]
+        if self.ring:
+            self.ring.reset()
 
     # -- encoding --------------------------------------------------------------------------------
     def encode(
@@ -104,51 +108,82 @@ class LayerMemory:
         number of tokens per frame.
         """
         if self.init_k is None:
-            self.init_k, self.init_v = k, v
+            return self.attend_blocks(q, k, v)
+        out = self.attend_blocks(q, k, v, sizes)
+        self.store_blocks(k, v, sizes, heads=q.shape[0])
+        return out
+
+    def attend_blocks(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sizes: list[int] | None = None
+    ) -> torch.Tensor:
+        """``encode`` without storing the blocks for retrieval (``store_blocks`` does that): the window
+        and the stream grow, the attention output is returned. On a static window this launches the same
+        kernels on the same buffers for every chunk of one shape, so that a CUDA graph can replay it."""
+        if self.init_k is None:  # the init prompt, whole
+            self.init_k, self.init_v = (k, v) if self.ring is None else self.ring.keep_init(k, v)
             return self._encode_span(q, k, v)
+        outputs, start = [], 0
+        for size in self._sizes(k, sizes):
+            span = slice(start, start + size)
+            outputs.append(self._encode_span(q[:, span], k[:, span], v[:, span]))
+            start += size
+        return torch.cat(outputs, dim=1)
+
+    def store_blocks(self, k: torch.Tensor, v: torch.Tensor, sizes: list[int] | None, heads: int) -> None:
+        """Keep each block of a chunk that ``attend_blocks`` attended, for retrieval."""
+        start = 0
+        for size in self._sizes(k, sizes):
+            self._store_block(k[:, start : start + size], v[:, start : start + size], heads)
+            start += size
+
+    def _sizes(self, k: torch.Tensor, sizes: list[int] | None) -> list[int]:
         if sizes is None:
             if k.shape[1] % self.block:
                 raise ValueError(
                     f"video chunks must hold whole blocks of {self.block} tokens, got {k.shape[1]}"
                 )
-            sizes = [self.block] * (k.shape[1] // self.block)
-        elif sum(sizes) != k.shape[1] or not all(1 <= size <= self.block for size in sizes):
+            return [self.block] * (k.shape[1] // self.block)
+        if sum(sizes) != k.shape[1] or not all(1 <= size <= self.block for size in sizes):
             raise ValueError(f"blocks of {sizes} tokens (at most {self.block} each) for {k.shape[1]} tokens")
-        outputs, start = [], 0
-        for size in sizes:
-            span = slice(start, start + size)
-            outputs.append(self._encode_span(q[:, span], k[:, span], v[:, span]))
-            self._store_block(k[:, span], v[:, span], heads=q.shape[0])
-            start += size
-        return torch.cat(outputs, dim=1)
+        return sizes
 
     def _encode_span(self, q, k, v) -> torch.Tensor:
         first = self.length  # stream index of the span's first token
+        self.length += q.shape[1]
+        if self.ring is not None:
+            query_at, key_at = self.ring.append(k, v)
+            # the eager window's first key: the span's first token, less the n_local tokens before it
+            window_start = (query_at[0] - self.n_local).clamp(min=0)
+            return self._attend_at(q, self.ring.k, self.ring.v, query_at, key_at, window_start, joint=True)
         if self.local_k is None:
             keys, values = k, v
         else:
             keys, values = torch.cat((self.local_k, k), dim=1), torch.cat((self.local_v, v), dim=1)
         out = self._window_attend(q, keys, values, first, window_start=first + k.shape[1] - keys.shape[1])
-        self.length += q.shape[1]
         self.local_k, self.local_v = keys[:, -self.n_local :], values[:, -self.n_local :]
         return out
 
     def _window_attend(self, q, keys, values, first: int, window_start: int) -> torch.Tensor:
-        """Queries at stream indices ``first...`` see the keys ``window_start...`` that lie within
-        ``n_local`` of them, at window-relative RoPE positions, and the init tokens outside that window
-        at one fixed angle (query at ``n_local - 1``, keys un-rotated), in one softmax."""
+        """Queries at stream indices ``first...`` over the keys at ``window_start...``."""
         span, device = q.shape[1], q.device
         query_at = torch.arange(first, first + span, device=device)
         key_at = torch.arange(window_start, window_start + keys.shape[1], device=device)
+        joint = first + span - 1 >= self.n_local  # some query has an init token outside its window
+        return self._attend_at(q, keys, values, query_at, key_at, window_start, joint)
+
+    def _attend_at(self, q, keys, values, query_at, key_at, window_start, joint: bool) -> torch.Tensor:
+        """Queries at stream indices ``query_at [L]`` see the keys at ``key_at`` that lie within ``n_local``
+        of them, at RoPE positions relative to ``window_start``, and (``joint``) the init tokens outside
+        that window at one fixed angle (query at ``n_local - 1``, keys un-rotated), in one softmax."""
         distance = query_at[:, None] - key_at[None, :]
         in_window = (distance >= 0) & (distance < self.n_local)
         q_local = rotate(q, query_at - window_start, self.theta)
         k_local = rotate(keys, key_at - window_start, self.theta)
-        if first + span - 1 < self.n_local:  # no query has an init token outside its window yet
+        if not joint:
             return attend(q_local, k_local, values, in_window, self.scale)
-        init_at = torch.arange(self.init_k.shape[1], device=device)
+        init_at = torch.arange(self.init_k.shape[1], device=q.device)
         outside = init_at[None, :] <= query_at[:, None] - self.n_local
-        q_init = rotate(q, torch.full((span,), self.n_local - 1, device=device), self.theta)
+        q_init = rotate(q, torch.full_like(query_at, self.n_local - 1), self.theta)
         return self._joint(q_init, q_local, k_local, values, outside, in_window)
 
     def _joint(self, q_init, q_local, k_local, v_local, init_allowed, local_allowed) -> torch.Tensor:
@@ -233,4 +268,60 @@ class LayerMemory:
         """Bytes held for this video: init, window and the blocks stored (the answer cache is transient).
         The pages reserved, used or not, are ``self.blocks.capacity_nbytes()``."""
         held = [self.init_k, self.init_v, self.local_k, self.local_v, self.block_repr]
-        return sum(t.nbytes for t in held if t is not None) + self.blocks.nbytes()
+        ring = self.ring.nbytes() if self.ring else 0
+        return sum(t.nbytes for t in held if t is not None) + self.blocks.nbytes() + ring
+
+
+class RingWindow:
+    """The sliding window in fixed buffers: token ``i`` of the stream sits in slot ``i % size`` with its
+    stream index, so that appending a span writes in place (no copy of the window) and every later span
+    of one length runs the same kernels on the same buffers, which a CUDA graph can replay. ``size`` is
+    ``n_local`` plus a span: the tokens a span can see, all in distinct slots. Empty or stale slots lie
+    further than ``n_local`` from every query, so the window's mask leaves them out; their keys are
+    rotated too, but never reach the softmax. The stream's length is kept on the device for the same
+    reason. Against the growing window, only the order in which the keys are summed differs."""
+
+    EMPTY = -(2**24)  # the stream index of an empty slot: outside every query's window
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.k = self.v = self.key_at = self.length = None  # [Hkv, size, D] x 2, [size], 0-dim
+        self.init: tuple[torch.Tensor, torch.Tensor] | None = None  # the init prompt's K and V
+        self.buffers = 0  # how many times the buffers were made: a graph reads the latest ones only
+
+    def reset(self) -> None:
+        if self.k is not None:  # in place: a recorded graph keeps reading these buffers
+            self.key_at.fill_(self.EMPTY)
+            self.length.zero_()
+
+    def keep_init(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The init prompt's K and V, copied into buffers of their own that the next video reuses."""
+        if k.shape[1] > self.size:
+            raise ValueError(f"the init prompt's {k.shape[1]} tokens do not fit a window of {self.size}")
+        if self.init is None or self.init[0].shape != k.shape or self.init[0].dtype != k.dtype:
+            self.init = torch.empty_like(k), torch.empty_like(v)
+            self.buffers += 1
+        self.init[0].copy_(k)
+        self.init[1].copy_(v)
+        return self.init
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write a span ``[Hkv, L, D]`` after the stream's end; returns its stream indices ``[L]`` and every
+        slot's ``[size]``."""
+        shape = (k.shape[0], self.size, k.shape[2])
+        if self.k is None or self.k.shape != shape or self.k.dtype != k.dtype or self.k.device != k.device:
+            self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)
+            self.key_at = torch.full((self.size,), self.EMPTY, device=k.device)
+            self.length = torch.zeros((), dtype=torch.long, device=k.device)
+            self.buffers += 1
+        query_at = self.length + torch.arange(k.shape[1], device=k.device)
+        slots = query_at % self.size
+        self.k.index_copy_(1, slots, k)
+        self.v.index_copy_(1, slots, v)
+        self.key_at.index_copy_(0, slots, query_at)
+        self.length += k.shape[1]
+        return query_at, self.key_at
+
+    def nbytes(self) -> int:
+        """The window's buffers (the init prompt's are counted as the layer's ``init_k``/``init_v``)."""
+        return sum(t.nbytes for t in (self.k, self.v) if t is not None)

@@ -74,7 +74,7 @@ class StreamForest:
         self.cacher = (
             STCCacher(stc.update_ratio, stc.cache_interval).attach(net.vision) if stc.cacher else None
         )
-        self.pruner = STCPruner(self.kept) if stc.pruner else None
+        self.pruner = STCPruner(self.kept, memory_window=stc.pruner_window) if stc.pruner else None
         self.vocab = net.vocab  # the LM head rows upstream keeps (it reads the whole vocabulary: once)
         self.stop_ids = stop_ids(net.tokenizer, protocol.stop, net.llm.generation_config.eos_token_id)
         self.reset()

@@ -199,6 +199,15 @@ def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(tmp_path
     assert stc_eval("--output", out, "--limit", "2", "--update-ratio", "0.5", "--overwrite").exit_code == 0
 
 
+def test_the_pruner_window_is_recorded_and_another_one_refuses_to_resume(tmp_path):
+    out = str(tmp_path / "run")
+    assert stc_eval("--output", out, "--limit", "2", "--pruner-window", "2").exit_code == 0
+    model = json.loads((tmp_path / "run" / "run.json").read_text())["settings"]["model"]
+    assert model["stc"]["pruner_window"] == 2
+    changed = stc_eval("--output", out, "--limit", "2", "--pruner-window", "3")
+    assert changed.exit_code == 2 and "settings.config.pruner_window: 2 there, 3 now" in changed.stderr
+
+
 def test_harmless_changes_resume_and_answer_changing_ones_are_listed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert stc_eval("--output", "run", "--limit", "3").exit_code == 0
@@ -264,6 +273,11 @@ def test_bad_options_fail_before_any_model_is_built(tmp_path):
         ("--fps", "inf"): "--fps must be a finite number of frames per second, got inf",
         ("--fps", "nan"): "--fps must be a finite number of frames per second, got nan",
         ("--max-consecutive-errors", "-1"): "--max-consecutive-errors must be >= 0 (0: never stop), got -1",
+        ("--pruner-window", "0"): "--pruner-window must be >= 1, got 0",
+        ("--pruner-window", "-2"): "--pruner-window must be >= 1, got -2",
+        ("--pruner-window", "4", "--no-pruner"): "--pruner-window applies to STC-Pruner only",
+        ("--pruner-window", "4", "--no-stc"): "--pruner-window applies to STC-Pruner only",
+        ("--pruner-window", "4", "--compress", "vidcom2"): "--pruner-window applies to STC-Pruner only",
     }
     for flags, message in cases.items():
         result = stc_eval("--output", str(tmp_path / "run"), *flags)

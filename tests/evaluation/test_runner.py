@@ -122,6 +122,22 @@ def test_resume_after_a_crash_equals_one_run(data, tmp_path):
     assert by_id(records(output)) == by_id(records(tmp_path / "whole")) and len(records(output)) == 12
 
 
+def test_a_run_from_before_a_setting_existed_resumes_at_its_default_only(data, tmp_path):
+    """A run.json written before ``cuda_graphs`` and ``pruner_window`` existed: the settings it lacks
+    count as their defaults (as the older run had them), so it resumes with those and no other."""
+    folder, queries = data
+    older = {"model": {"rekv": {"topk": 64}, "stc": {"cacher": True}}}
+    run(RecordingModel(), queries[:2], folder, tmp_path / "run", sampling=TWO_FPS, settings=older)
+    now = {
+        "model": {"rekv": {"topk": 64, "cuda_graphs": True}, "stc": {"cacher": True, "pruner_window": None}}
+    }
+    summary = run(RecordingModel(), queries, folder, tmp_path / "run", sampling=TWO_FPS, settings=now)
+    assert summary.n_skipped == 2 and len(records(tmp_path / "run")) == 12
+    now["model"]["stc"]["pruner_window"] = 3
+    with pytest.raises(ValueError, match="model.stc.pruner_window: None there, 3 now"):
+        run(RecordingModel(), queries, folder, tmp_path / "run", sampling=TWO_FPS, settings=now)
+
+
 def test_other_settings_are_refused_unless_overwrite(data, tmp_path):
     folder, queries = data
     run(RecordingModel(), queries[:2], folder, tmp_path / "run", sampling=TWO_FPS, settings={"stc": True})

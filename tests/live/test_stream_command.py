@@ -230,6 +230,7 @@ def test_drop_vs_queue_under_a_slow_model(clip, monkeypatch):
         (["--protocol", "livecc-ovo"], "error: unknown --protocol 'livecc-ovo' for --model rekv"),
         (["--model", "nope"], "error: unknown --model 'nope'"),
         (["--tokens-per-frame", "0"], "error: --tokens-per-frame must be >= 1, got 0"),
+        (["--pruner-window", "0"], "error: --pruner-window must be >= 1, got 0"),
         (["--log-frames"], "error: --log-frames writes frame events among the --json events: add --json"),
         (["--duration", "0"], "error: --duration must be a positive number of seconds, got 0.0"),
     ],

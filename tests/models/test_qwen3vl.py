@@ -571,7 +571,10 @@ def test_on_cuda_the_streamed_cache_gives_the_logits_of_the_stock_model_s_one_pa
     ids, pixels, grids = full_sequence(stream, video, text)
     types = (ids == stream.video_pad).int() * 2
     stock = stream.model(
-        input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grids, mm_token_type_ids=types
+        input_ids=ids,
+        pixel_values_videos=pixels.to(ids.device),
+        video_grid_thw=grids.to(ids.device),
+        mm_token_type_ids=types,
     ).logits[0, -1]
     torch.testing.assert_close(streamed_logits(stream, text), stock, rtol=1e-4, atol=1e-4)
 

@@ -13,6 +13,7 @@ from stc_cli.compress.visionzip import attention_stats
 from stc_cli.models import llava_ov
 from stc_cli.models.base import STCSettings
 from stc_cli.models.rekv import CHAT_TURN, INIT_PROMPT, ReKV, ReKVSettings, texts
+from stc_cli.models.rekv_lm import ReKVLanguageModel
 from stc_cli.protocols import resolve
 
 OFF = STCSettings(cacher=False, pruner=False)
@@ -24,9 +25,9 @@ def tiny():
     return llava_ov.build_random("tiny")
 
 
-def frames(count, seed=0):
+def frames(count, seed=0, size=(40, 48)):
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (count, 40, 48, 3), dtype=torch.uint8, generator=generator)
+    return torch.randint(0, 256, (count, *size, 3), dtype=torch.uint8, generator=generator)
 
 
 def query(prompt="Which colour? A. red B. blue", options=("red", "blue")):
@@ -243,7 +244,9 @@ def test_on_cuda_retrieval_of_every_frame_equals_the_stock_forward():
 @torch.inference_mode()
 def test_on_cuda_the_window_overflow_and_partial_retrieval_match_the_cpu(tiny, dtype, tolerance):
     """The sink path (init tokens outside the window) and retrieval of 2 of 6 frames, on CUDA, against
-    the same weights on the CPU in float32."""
+    the same weights on the CPU in float32. The frames come at the tower's size: resizing rounds
+    differently on a GPU (float path) than on the CPU (uint8 path), which on the H200 alone moved the
+    float32 logits by 8.5e-4."""
     gpu = copy.deepcopy(tiny)
     gpu.model.to("cuda", dtype)
     init = len(tiny.tokenizer(INIT_PROMPT, add_special_tokens=False).input_ids)
@@ -252,7 +255,7 @@ def test_on_cuda_the_window_overflow_and_partial_retrieval_match_the_cpu(tiny, d
     logits = []
     for llava in (tiny, gpu):
         rekv = ReKV(llava, OFF, settings)
-        rekv.add_frames(frames(6), tuple(range(6)))
+        rekv.add_frames(frames(6, size=tiny.transform.size), tuple(range(6)))
         assert len(rekv.llm.memory[0].blocks) == 6 > settings.topk
         logits.append(rekv_logits(rekv, text).float().cpu())
     torch.testing.assert_close(logits[1], logits[0], rtol=tolerance, atol=tolerance)
@@ -266,6 +269,54 @@ def test_on_cuda_in_float16_stc_answers(tmp_path):
     step = rekv.add_frames(frames(4), (0.0, 1.0, 2.0, 3.0))
     assert step.counts["visual_tokens_kept"] == 32
     assert 1 <= rekv.answer(query()).counts["new_tokens"] <= 4
+
+
+@pytest.mark.gpu
+@torch.inference_mode()
+def test_on_cuda_graphs_change_no_logit_and_the_ring_window_little():
+    """Two videos through ReKV with STC on CUDA: replayed from CUDA graphs (the tower, and each frame's
+    prefill through the ring window) or run eagerly on the same ring, or on the growing window."""
+    logits = {}
+    for run in ("replayed", "eager ring", "growing window"):
+        llava = llava_ov.build_random("tiny", device="cuda", dtype=torch.float16)
+        settings = ReKVSettings(llm_graphs=run != "growing window")
+        rekv = ReKV(llava, STCSettings(tokens_per_frame=8), settings, protocol=SHORT)
+        if run == "eager ring":
+            rekv.tower, rekv.llm.graphs = llava.run_tower, None
+        for video in range(2):
+            rekv.reset()
+            rekv.add_frames(frames(8), tuple(range(8)))
+            logits[run, video] = rekv_logits(rekv, CHAT_TURN.format(prompt=query().prompt))
+        if run == "replayed":
+            # eager: chunk 0, and the selective chunks 1 and 3 (the first reads chunk 0's references,
+            # the second is the first to read those of the recorded chunk 2); the rest replay
+            assert rekv.tower.graphs == 2 and rekv.tower.replays == 16 - 3
+            # the prefill: the first frame eager, then one graph for every 8-token frame
+            assert rekv.llm.graphs.graphs == 1 and rekv.llm.graphs.replays == 16 - 1
+    for video in range(2):
+        torch.testing.assert_close(logits["replayed", video], logits["eager ring", video], rtol=0, atol=0)
+        torch.testing.assert_close(
+            logits["replayed", video], logits["growing window", video], rtol=3e-2, atol=3e-2
+        )
+
+
+@torch.inference_mode()
+def test_the_ring_window_gives_the_logits_of_the_growing_window(tiny):
+    """The fixed buffers a CUDA graph replays (on a CPU they run eagerly), past the window's end and
+    with retrieval of 2 of 6 frames: the logits of the growing window."""
+    init = len(tiny.tokenizer(INIT_PROMPT, add_special_tokens=False).input_ids)
+    logits = []
+    for ring in (False, True):
+        rekv = ReKV(tiny, OFF, ReKVSettings(n_local=init + 3 * 16, topk=2))
+        lm = tiny.model.model.language_model
+        rekv.llm = ReKVLanguageModel(
+            lm, tiny.model.lm_head, n_local=init + 3 * 16, block=16, topk=2, cuda_graphs=ring
+        )
+        rekv.reset()
+        rekv.add_frames(frames(6), tuple(range(6)))
+        assert (rekv.llm.memory[0].ring is not None) == ring and len(rekv.llm.memory[0].blocks) == 6
+        logits.append(rekv_logits(rekv, CHAT_TURN.format(prompt=query().prompt)))
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
 
 
 # -- what each protocol gives ReKV to read, and how it decodes ---------------------------------------

@@ -44,10 +44,11 @@ def stream(n_init, blocks, block, seed=0):
     return q, k, v
 
 
-def memory(n_local, block):
-    return LayerMemory(n_local=n_local, block=block, theta=THETA, scale=SCALE)
+def memory(n_local, block, static=False):
+    return LayerMemory(n_local=n_local, block=block, theta=THETA, scale=SCALE, static=static)
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["growing window", "ring window"])
 @pytest.mark.parametrize(
     ("n_init", "n_local", "block", "chunks"),
     [
@@ -56,9 +57,9 @@ def memory(n_local, block):
         (5, 6, 2, [2, 1, 3, 1]),  # several frames per call, window shorter than the init prompt + a frame
     ],
 )
-def test_encoding_matches_the_spec_token_by_token(n_init, n_local, block, chunks):
+def test_encoding_matches_the_spec_token_by_token(n_init, n_local, block, chunks, static):
     q, k, v = stream(n_init, sum(chunks), block)
-    mem = memory(n_local, block)
+    mem = memory(n_local, block, static)
     outputs = [mem.encode(q[:, :n_init], k[:, :n_init], v[:, :n_init])]
     start = n_init
     for frames in chunks:
@@ -68,7 +69,13 @@ def test_encoding_matches_the_spec_token_by_token(n_init, n_local, block, chunks
     expected = reference_outputs(q, k, v, n_init, n_local)
     torch.testing.assert_close(torch.cat(outputs, dim=1), expected, rtol=1e-5, atol=1e-5)
     assert mem.length == start
-    assert mem.local_k.shape[1] == min(n_local, start)
+    if static:  # the window's last n_local + block tokens, each in slot (stream index) % (n_local + block)
+        assert int(mem.ring.length) == start and mem.local_k is None
+        assert sorted(mem.ring.key_at.tolist())[-min(start, n_local + block) :] == list(
+            range(max(0, start - n_local - block), start)
+        )
+    else:
+        assert mem.local_k.shape[1] == min(n_local, start)
     assert len(mem.blocks) == sum(chunks)  # one block per frame, init excluded
     torch.testing.assert_close(mem.blocks[-1][0], k[:, start - block : start])
 
@@ -289,3 +296,25 @@ def test_block_representatives_grow_past_their_buffer_and_reuse_it_for_the_next_
     mem.encode(q[:, :1], k[:, :1], v[:, :1])
     mem.encode(q[:, 1:3], k[:, 1:3], v[:, 1:3])
     assert mem.block_repr.shape[0] == 2 and mem._reprs.data_ptr() == buffer
+
+
+@pytest.mark.parametrize("topk", [2, 5])
+def test_a_ring_window_answers_as_the_growing_window_and_forgets_the_last_video(topk):
+    """Past the window (the sink path), then retrieval and the answer cache; then a second, shorter video
+    in the same ring buffers: the stale slots of the first never reach a query."""
+    q, k, v = stream(3, 6, 4)
+    growing, ring = memory(9, 4), memory(9, 4, static=True)
+    for got, want in zip(*(answer_outputs(m, 3, q, k, v, topk)[0] for m in (ring, growing)), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    buffers = ring.ring.k
+    q, k, v = stream(3, 2, 4, seed=1)
+    growing, _ = memory(9, 4), ring.reset()
+    for got, want in zip(*(answer_outputs(m, 3, q, k, v, topk)[0] for m in (ring, growing)), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert ring.ring.k is buffers and ring.ring.buffers == 2  # the window's buffers and the init's, once
+
+
+def test_an_init_prompt_longer_than_the_ring_is_refused():
+    q, k, v = stream(14, 0, 4)
+    with pytest.raises(ValueError, match="init prompt's 14 tokens do not fit a window of 13"):
+        memory(9, 4, static=True).encode(q, k, v)

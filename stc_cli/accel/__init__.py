@@ -1,0 +1,7 @@
+"""Making the models' steps cheaper to launch on a GPU, for the stock and the STC side alike."""
+
+from stc_cli.accel.compiled_layers import compile_layers
+from stc_cli.accel.graphs import GraphReplay
+from stc_cli.accel.tower_graphs import TowerGraphs
+
+__all__ = ["GraphReplay", "TowerGraphs", "compile_layers"]
