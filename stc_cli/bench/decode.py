@@ -28,7 +28,7 @@ def decode_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: lis
     frames = {"full": pooled, "pruned": kept}
     if memories is None:
         with torch.inference_mode():
-            memories = {side: _encoded(llm, chunks, config.n_local) for side, chunks in frames.items()}
+            memories = {side: _encoded(llm, chunks, config) for side, chunks in frames.items()}
     for rekv in memories.values():
         rekv.lm_head = head
     context: dict[str, int] = {}
@@ -40,7 +40,7 @@ def decode_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: lis
             out[f"decode_{side}"] = _plain_decoder(llm, head, full_prompt)
             context[side] = full_prompt.shape[1]
         for side, rekv in memories.items():
-            rekv.retrieve(question)
+            rekv.retrieve(question, room=QUESTION_TOKENS + config.warmup + config.decode_tokens)
             out[f"rekv_decode_{side}"] = _greedy(llm, rekv.extend, rekv.extend(question))
             context[f"rekv_{side}"] = rekv.memory[0].answer_k.shape[1]  # init, chosen blocks, question
         return out
@@ -61,9 +61,9 @@ def decode_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: lis
     return block
 
 
-def _encoded(llm, frames: list[torch.Tensor], n_local: int):
+def _encoded(llm, frames: list[torch.Tensor], config: BenchConfig):
     """A ReKV memory with ``frames`` streamed into it."""
-    rekv = rekv_model(llm, frames[0].shape[1], n_local)
+    rekv = rekv_model(llm, frames[0].shape[1], config.n_local, config.llm_graphs)
     for frame in frames:
         rekv.encode(frame)
     return rekv

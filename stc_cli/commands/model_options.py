@@ -112,8 +112,9 @@ LlmGraphs = Annotated[
     bool,
     typer.Option(
         "--llm-graphs",
-        help="ReKV on CUDA, experimental: keep each layer's window in ring buffers and replay each frame's "
-        "prefill from a CUDA graph (checked on the CPU, not yet run on a GPU).",
+        help="ReKV on CUDA, experimental: keep each layer's window and answer cache in fixed buffers and "
+        "replay each frame's prefill and each generated token from CUDA graphs (checked on the CPU, not "
+        "yet run on a GPU).",
     ),
 ]
 CompileLayers = Annotated[

@@ -45,7 +45,8 @@ class ReKVSettings:
     last_frames: int | None = None  # --compress lastn: answer from the last N frames instead (SimpleStream)
     encode_chunk: int = 1  # frames per vision-tower call and prefill (--encode-chunk)
     cuda_graphs: bool = True  # on CUDA, replay the vision tower (stock, STC-Cacher or ToMe) from CUDA graphs
-    # on CUDA, each frame's prefill through ring buffers, replayed from CUDA graphs (not yet run on a GPU)
+    # on CUDA, each frame's prefill and each generated token on fixed buffers, replayed from CUDA graphs
+    # (not yet run on a GPU)
     llm_graphs: bool = False
     compile: bool = False  # the vision tower's layers through torch.compile (stock and STC-Cacher)
 
@@ -152,8 +153,10 @@ class ReKV:
         tokens: list[int] = []
         try:
             with timed(answer, "answer", self.device):
-                self.llm.retrieve(self._embed(answer.retrieval_input))
-                logits = self.llm.extend(self._embed(answer.model_input))
+                prompt = self._embed(answer.model_input)
+                room = prompt.shape[1] + self.protocol.max_new_tokens
+                self.llm.retrieve(self._embed(answer.retrieval_input), room)
+                logits = self.llm.extend(prompt)
                 while True:
                     ranked = logits.topk(2).indices.tolist()
                     # STC's tweak of ReKV: an end token as the very first token gives way to the second best

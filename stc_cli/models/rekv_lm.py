@@ -38,8 +38,9 @@ class ReKVLanguageModel:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
-        # cuda_graphs: the windows in fixed buffers (RingWindow), so that encoding a chunk of one shape
-        # replays from a CUDA graph on a GPU (it runs eagerly elsewhere)
+        # cuda_graphs: the windows and answer caches in fixed buffers (RingWindow, AnswerBuffer), so that
+        # encoding a chunk of one shape and each generated token replay from CUDA graphs on a GPU (they
+        # run eagerly elsewhere)
         scale = self.head_dim**-0.5
         self.memory = [
             LayerMemory(n_local=n_local, block=block, theta=self.theta, scale=scale, static=cuda_graphs)
@@ -70,12 +71,27 @@ class ReKVLanguageModel:
         for memory, (k, v) in zip(self.memory, kv, strict=True):
             memory.store_blocks(k, v, list(sizes), heads)
 
-    def retrieve(self, embeds: torch.Tensor) -> None:
-        """Let a question pick each layer's ``topk`` frames; starts the answer cache."""
-        self._run(embeds, "retrieve")
+    def retrieve(self, embeds: torch.Tensor, room: int = 0) -> None:
+        """Let a question pick each layer's ``topk`` frames; starts the answer cache, with ``room`` for
+        the tokens it will be extended by (prompt and answer: what the fixed buffers of ``cuda_graphs``
+        are sized by)."""
+        self._run(embeds, lambda memory, q, k, v: memory.retrieve(q, k, v, self.topk, self.recent, room))
 
     def extend(self, embeds: torch.Tensor) -> torch.Tensor:
         """Run prompt or generated tokens on the answer cache; the last position's logits (fp32)."""
+        answer = self.memory[0].answer_buffer
+        if self.graphs is None or embeds.shape[1] != 1 or answer.length + 1 > answer.size:
+            return self._logits(embeds)
+        # one generated token: the same kernels on the same answer buffers at every step
+
+        def restore(_state) -> None:
+            for memory in self.memory:
+                memory.answer_replayed(1)
+
+        key = ("decode", embeds.dtype, answer.size, id(answer.k))
+        return self.graphs(key, self._logits, embeds, restore=restore)
+
+    def _logits(self, embeds: torch.Tensor) -> torch.Tensor:
         hidden = self._run(embeds, "extend")
         return self.lm_head(self.lm.norm(hidden[0, -1])).float()
 
@@ -109,11 +125,8 @@ class ReKVLanguageModel:
 
     def _run(self, hidden: torch.Tensor, phase) -> torch.Tensor:
         """The decoder layers over ``hidden [1, L, width]``; ``phase(memory, q, k, v)`` is the attention."""
-        if isinstance(phase, str):
-            phase = {
-                "retrieve": lambda memory, q, k, v: memory.retrieve(q, k, v, self.topk, self.recent),
-                "extend": lambda memory, q, k, v: memory.extend(q, k, v),
-            }[phase]
+        if phase == "extend":
+            phase = LayerMemory.extend
         length = hidden.shape[1]
         for layer, memory in zip(self.lm.layers, self.memory, strict=True):
             attention = layer.self_attn

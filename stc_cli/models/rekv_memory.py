@@ -84,6 +84,7 @@ class LayerMemory:
         self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks)  # one (k, v) per frame
         self._reprs: torch.Tensor | None = None  # [capacity, H * D]: room for block_repr to grow into
         self.ring = RingWindow(n_local + block) if static else None
+        self.answer_buffer = AnswerBuffer() if static else None
         self.reset()
 
     def reset(self) -> None:
@@ -222,18 +223,28 @@ class LayerMemory:
 
     # -- answering -------------------------------------------------------------------------------
     def retrieve(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int, recent: bool = False
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        topk: int,
+        recent: bool = False,
+        room: int = 0,
     ) -> torch.Tensor:
         """Choose this layer's ``topk`` blocks for question ``q`` (the last ``topk`` where ``recent``) and
-        start the answer cache with them.
+        start the answer cache with them; ``room``: the tokens it will be extended by (a static memory
+        sizes its buffers by it).
 
         The question attends ``[init ; chosen ; question]``; its own keys are not kept.
         """
-        self.answer_k, self.answer_v = self.init_k, self.init_v
         count = len(self.blocks)
         picked = list(range(max(count - topk, 0), count)) if recent else self.choose(q, topk)
         chosen = self.blocks.gather(picked, self.init_k.device)
-        if chosen is not None:
+        if self.answer_buffer is not None:
+            self.answer_buffer.start(self.init_k, self.init_v, chosen, room + q.shape[1])
+        elif chosen is None:
+            self.answer_k, self.answer_v = self.init_k, self.init_v
+        else:
             self.answer_k = torch.cat((self.init_k, chosen[0]), dim=1)
             self.answer_v = torch.cat((self.init_v, chosen[1]), dim=1)
         return self._attend_answer(q, k, v, keep=False)
@@ -255,11 +266,22 @@ class LayerMemory:
     def _attend_answer(self, q, k, v, *, keep: bool) -> torch.Tensor:
         """The answer cache sits at positions 0.. and the new tokens right after it; past ``n_local``
         tokens the same window-plus-init rule as in encoding applies."""
+        if self.answer_buffer is not None:
+            buffer = self.answer_buffer
+            query_at, key_at = buffer.append(k, v, keep)
+            out = self._attend_at(q, buffer.k, buffer.v, query_at, key_at, 0, joint=True)
+            self.answer_k, self.answer_v = buffer.held()
+            return out
         keys, values = torch.cat((self.answer_k, k), dim=1), torch.cat((self.answer_v, v), dim=1)
         out = self._window_attend(q, keys, values, first=keys.shape[1] - q.shape[1], window_start=0)
         if keep:
             self.answer_k, self.answer_v = keys, values
         return out
+
+    def answer_replayed(self, tokens: int) -> None:
+        """A step that extended the static answer cache by ``tokens`` was replayed: count them here."""
+        self.answer_buffer.length += tokens
+        self.answer_k, self.answer_v = self.answer_buffer.held()
 
     def end_answer(self) -> None:
         self.answer_k = self.answer_v = None
@@ -325,3 +347,61 @@ class RingWindow:
     def nbytes(self) -> int:
         """The window's buffers (the init prompt's are counted as the layer's ``init_k``/``init_v``)."""
         return sum(t.nbytes for t in (self.k, self.v) if t is not None)
+
+
+class AnswerBuffer:
+    """The answer cache ``[init ; chosen blocks ; prompt ; generated]`` in fixed buffers: a token at
+    position ``i`` sits in slot ``i``, so a generated token is written in place and every decoding step
+    runs the same kernels on the same buffers (a CUDA graph replays it). Slots past the query are left
+    out by the causal mask. The buffers are sized in steps of ``STEP`` slots and kept per size, so that
+    a graph recorded on one size stays valid for every later answer of that size."""
+
+    STEP = 1024
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.k = self.v = self.key_at = None  # [Hkv, size, D] x 2, [size]: the buffers in use
+        self.length_t: torch.Tensor | None = None  # tokens kept, on the device (for the graphs)
+        self.length = 0  # the same, in Python
+
+    @property
+    def size(self) -> int:
+        return self.key_at.shape[0]
+
+    def start(self, init_k, init_v, chosen: tuple[torch.Tensor, torch.Tensor] | None, room: int) -> None:
+        """Hold ``init`` and the ``chosen`` blocks, with room for ``room`` more tokens."""
+        parts = [(init_k, init_v)] + ([chosen] if chosen is not None else [])
+        held = sum(k.shape[1] for k, _ in parts)
+        size = -(-(held + room) // self.STEP) * self.STEP
+        key = (size, init_k.shape[0], init_k.shape[2], init_k.dtype, init_k.device)
+        if key not in self._buffers:
+            shape = (init_k.shape[0], size, init_k.shape[2])
+            positions = torch.arange(size, device=init_k.device)
+            self._buffers[key] = (init_k.new_zeros(shape), init_v.new_zeros(shape), positions)
+        self.k, self.v, self.key_at = self._buffers[key]
+        start = 0
+        for k, v in parts:
+            self.k[:, start : start + k.shape[1]].copy_(k)
+            self.v[:, start : start + v.shape[1]].copy_(v)
+            start += k.shape[1]
+        self.length = held
+        if self.length_t is None or self.length_t.device != init_k.device:
+            self.length_t = torch.zeros((), dtype=torch.long, device=init_k.device)
+        self.length_t.fill_(held)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k``/``v [Hkv, L, D]`` after the tokens kept (kept there only if ``keep``); returns their
+        positions ``[L]`` and every slot's ``[size]``."""
+        if self.length + k.shape[1] > self.size:
+            raise ValueError(f"the answer outgrew its {self.size} slots: give retrieve() more room")
+        query_at = self.length_t + torch.arange(k.shape[1], device=k.device)
+        self.k.index_copy_(1, query_at, k)
+        self.v.index_copy_(1, query_at, v)
+        if keep:
+            self.length_t += k.shape[1]
+            self.length += k.shape[1]
+        return query_at, self.key_at
+
+    def held(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of the tokens kept ``[Hkv, length, D]``."""
+        return self.k[:, : self.length], self.v[:, : self.length]

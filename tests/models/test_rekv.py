@@ -275,8 +275,9 @@ def test_on_cuda_in_float16_stc_answers(tmp_path):
 @torch.inference_mode()
 def test_on_cuda_graphs_change_no_logit_and_the_ring_window_little():
     """Two videos through ReKV with STC on CUDA: replayed from CUDA graphs (the tower, and each frame's
-    prefill through the ring window) or run eagerly on the same ring, or on the growing window."""
-    logits = {}
+    prefill through the ring window, each decoding step) or run eagerly on the same ring, or on the
+    growing window."""
+    logits, answers = {}, {}
     for run in ("replayed", "eager ring", "growing window"):
         llava = llava_ov.build_random("tiny", device="cuda", dtype=torch.float16)
         settings = ReKVSettings(llm_graphs=run != "growing window")
@@ -287,14 +288,17 @@ def test_on_cuda_graphs_change_no_logit_and_the_ring_window_little():
             rekv.reset()
             rekv.add_frames(frames(8), tuple(range(8)))
             logits[run, video] = rekv_logits(rekv, CHAT_TURN.format(prompt=query().prompt))
+            answers[run, video] = rekv.answer(query()).text  # its decoding steps replayed too
         if run == "replayed":
             # eager: chunk 0, and the selective chunks 1 and 3 (the first reads chunk 0's references,
             # the second is the first to read those of the recorded chunk 2); the rest replay
             assert rekv.tower.graphs == 2 and rekv.tower.replays == 16 - 3
-            # the prefill: the first frame eager, then one graph for every 8-token frame
-            assert rekv.llm.graphs.graphs == 1 and rekv.llm.graphs.replays == 16 - 1
+            # the prefill: the first frame eager, then one graph for every 8-token frame (and one for
+            # decoding, once an answer has taken two single-token steps)
+            assert rekv.llm.graphs.replays >= 16 - 1
     for video in range(2):
         torch.testing.assert_close(logits["replayed", video], logits["eager ring", video], rtol=0, atol=0)
+        assert answers["replayed", video] == answers["eager ring", video]
         torch.testing.assert_close(
             logits["replayed", video], logits["growing window", video], rtol=3e-2, atol=3e-2
         )
@@ -302,8 +306,8 @@ def test_on_cuda_graphs_change_no_logit_and_the_ring_window_little():
 
 @torch.inference_mode()
 def test_the_ring_window_gives_the_logits_of_the_growing_window(tiny):
-    """The fixed buffers a CUDA graph replays (on a CPU they run eagerly), past the window's end and
-    with retrieval of 2 of 6 frames: the logits of the growing window."""
+    """The fixed buffers a CUDA graph replays (on a CPU they run eagerly), past the window's end, with
+    retrieval of 2 of 6 frames, and three decoding steps: the logits of the growing window."""
     init = len(tiny.tokenizer(INIT_PROMPT, add_special_tokens=False).input_ids)
     logits = []
     for ring in (False, True):
@@ -315,7 +319,12 @@ def test_the_ring_window_gives_the_logits_of_the_growing_window(tiny):
         rekv.reset()
         rekv.add_frames(frames(6), tuple(range(6)))
         assert (rekv.llm.memory[0].ring is not None) == ring and len(rekv.llm.memory[0].blocks) == 6
-        logits.append(rekv_logits(rekv, CHAT_TURN.format(prompt=query().prompt)))
+        rekv.llm.retrieve(rekv._embed(query().prompt), room=64)
+        steps = [rekv.llm.extend(rekv._embed(CHAT_TURN.format(prompt=query().prompt)))]
+        for token in (5, 17, 3):  # generated tokens, one at a time: what a decoding graph replays
+            steps.append(rekv.llm.extend(rekv.lm.embed_tokens(rekv._ids([token]))))
+        rekv.llm.end_answer()
+        logits.append(torch.stack(steps))
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
 
 

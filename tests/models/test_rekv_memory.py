@@ -318,3 +318,14 @@ def test_an_init_prompt_longer_than_the_ring_is_refused():
     q, k, v = stream(14, 0, 4)
     with pytest.raises(ValueError, match="init prompt's 14 tokens do not fit a window of 13"):
         memory(9, 4, static=True).encode(q, k, v)
+
+
+def test_a_static_answer_cache_refuses_to_outgrow_the_room_it_was_given():
+    q, k, v = stream(3, 2, 4)
+    mem = memory(9, 4, static=True)
+    answer_outputs(mem, 3, q, k, v, topk=2)  # init 3 + 2 blocks of 4, the question, 2 tokens: 1024 slots
+    assert mem.answer_buffer.size == 1024 and mem.answer_k.shape[1] == 3 + 2 * 4 + 2
+    for _ in range(1024 - 13):
+        mem.extend(q[:, :1], k[:, :1], v[:, :1])
+    with pytest.raises(ValueError, match="the answer outgrew its 1024 slots"):
+        mem.extend(q[:, :1], k[:, :1], v[:, :1])
