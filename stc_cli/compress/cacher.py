@@ -213,7 +213,7 @@ class STCCacher:
         def forward(*args, **kwargs):
             call = family.parse(args, kwargs)
             if self._compiled:
-                return compiled(call)
+                return run_compiled(call)
             if self._selective_chunk and ref.usable_for(call):
                 return family.selective(layer, ref, call, select)
             self.selected[index] = None
@@ -225,7 +225,9 @@ class STCCacher:
             ref.positions = None if call.positions is None else call.positions[call.last]
             return out
 
-        def compiled(call: LayerCall) -> torch.Tensor:  # the same steps, as plain functions of tensors
+        def run_compiled(call: LayerCall) -> torch.Tensor:  # the same steps, as functions of tensors
+            if call.context is not None:
+                raise ValueError("STCCacher(compile=True) supports unmasked vision encoders only")
             reference, selective = self._compiled
             weights, hidden = weights_of(layer), call.frames
             if self._selective_chunk and ref.usable_for(call):
