@@ -2,9 +2,17 @@
 
 Schedules:
 - ``stream``: each video is decoded once and its queries answered in time order on a growing memory;
-  each record carries the cost of the frames added since the previous query of its video.
+  each record carries the cost of the frames added since the previous query of its video (and of the
+  proactive loop's decisions and answers meanwhile).
 - ``clip``: a fresh memory per query, holding only its window.
 A model that answers from its memory alone gives both the same answers.
+
+A proactive model (``models/base.py``, ``ProactiveModel``: Dispider under ``dispider-proactive``) answers the
+forward (active-responding) queries itself, on the stream schedule: each is posed at the video's start, the
+model is asked after every frame up to the query's time whether it answers now, and answers there when it
+does. The query's record holds the answer given at the last such decision (its ``frame_times`` those the
+model held then) and ``decided_at``, the times of every decision; where the model never decided, the query
+is asked at its time as without the loop and ``decided_at`` is empty. Other records have no ``decided_at``.
 
 A record holds the query, the answer as the protocol reads it (``response``) and the model's whole
 output (``full_response``), the text prefilled after the visual memory (``model_input``) and the one
@@ -31,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -43,6 +52,7 @@ from stc_cli.models.base import Answer, Step, VideoModel, timed
 from stc_cli.video import Sampling, VideoError, VideoFrames
 
 SCHEDULES = ("stream", "clip")
+FORWARD = "forward"  # OVO-Bench's active-responding category: the queries a proactive model answers itself
 DECODE_BATCH = 32  # frames decoded at a time: host memory stays bounded whatever the video's length
 _HOST = torch.device("cpu")  # decoding runs on the host: timing it waits for no GPU
 
@@ -99,6 +109,8 @@ def run(
         raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if schedule == "stream" and any(q.window[0] > 0 for q in queries):
         raise ValueError("the stream schedule needs windows that start at 0: use --schedule clip")
+    if schedule == "clip" and getattr(model, "proactive", False):
+        raise ValueError("the proactive loop runs on the stream schedule: use --schedule stream")
     run_folder.check(output, overwrite, shard)
     output.mkdir(parents=True, exist_ok=True)
     with run_folder.locked(output, shard):
@@ -284,12 +296,14 @@ def _stream(
         failed = _failed("resetting the model", error)
         yield from (_record(q, error=failed) for q in queries if q.id not in done)
         return
+    loop = _Proactive(model, [q for q in queries if q.id not in done])
     added, broken = 0, None
     for query in queries:
         visible = bisect.bisect_left(video.times, query.window[1])
         if visible > added and broken is None:
+            after = partial(loop.decide, video.times, cost) if loop.watching else None
             try:
-                _feed(model, video, added, visible, cost)
+                _feed(model, video, added, visible, cost, after=after)
             except Exception as error:  # any failed call (CUDA OOM included) is recorded; the run goes on
                 broken = _failed("adding frames", error)
         added = max(added, visible)
@@ -299,8 +313,61 @@ def _stream(
         if broken:
             yield _record(query, error=broken)
         else:
-            yield _answered(model, query, read, cost, video.times[:added])
+            yield loop.answered(query, read, cost, video.times[:added])
         cost = Step()
+
+
+class _Proactive:
+    """The proactive loop over one video's forward queries (none unless the model is proactive): which are
+    still watched, the times the model decided to answer each, and the answer (with the frame times then
+    held) or the failure of its last decision."""
+
+    def __init__(self, model: VideoModel, queries: list[Query]):
+        self.model = model
+        on = getattr(model, "proactive", False)
+        self.watching = [q for q in queries if on and q.category == FORWARD]
+        self.decided_at: dict[str, list[float]] = {q.id: [] for q in self.watching}
+        self.given: dict[str, tuple[Answer, tuple[float, ...]] | str] = {}
+
+    def decide(self, times: tuple[float, ...], cost: Step, held: int) -> None:
+        """After the frames ``times[:held]`` were added: ask the model, once per distinct question, whether
+        it answers now, and have it answer if so; ``cost`` gets the time of both."""
+        alike: dict[tuple, list[Query]] = {}  # queries the model cannot tell apart share a decision
+        for query in self.watching:
+            alike.setdefault((query.prompt, query.question, query.options), []).append(query)
+        for group in alike.values():
+            what = "deciding to answer"
+            try:
+                with timed(cost, "decide", _HOST):
+                    decided = self.model.wants_to_answer(group[0])
+                if not decided:
+                    continue
+                what = "answering"
+                answer = self.model.answer(group[0])
+            except Exception as error:  # recorded on the group's records; the other queries go on
+                ids = {q.id for q in group}
+                self.given.update(dict.fromkeys(ids, _failed(what, error)))
+                self.watching = [q for q in self.watching if q.id not in ids]
+                continue
+            _add(cost, answer)
+            for query in group:
+                self.given[query.id] = (answer, times[:held])
+                self.decided_at[query.id].append(times[held - 1])
+
+    def answered(self, query: Query, read, cost: Step, times: tuple[float, ...]) -> dict:
+        """The record of ``query`` at its time: from its last decision's answer where it has one, else
+        asked now."""
+        if query.id not in self.decided_at:
+            return _answered(self.model, query, read, cost, times)
+        self.watching = [q for q in self.watching if q.id != query.id]
+        given = self.given.get(query.id)
+        if given is None:
+            record = _answered(self.model, query, read, cost, times)
+        elif isinstance(given, str):
+            record = _record(query, error=given, cost=cost, times=times)
+        else:
+            record = _answer_record(query, given[0], read, cost, given[1])
+        return {**record, "decided_at": [round(t, 3) for t in self.decided_at[query.id]]}
 
 
 def _clip(
@@ -329,10 +396,13 @@ def _clip(
         yield _answered(model, query, read, cost, video.times)
 
 
-def _feed(model: VideoModel, video: VideoFrames, start: int, stop: int, cost: Step, whole=False) -> None:
+def _feed(
+    model: VideoModel, video: VideoFrames, start: int, stop: int, cost: Step, whole=False, after=None
+) -> None:
     """Add frames ``start`` to ``stop`` of ``video`` to ``model``, ``DECODE_BATCH`` at a time (all at once
     where the model takes a whole clip), the next batch decoding in a thread while the model encodes
-    this one; ``cost`` gets the decoding time the model waited for."""
+    this one; ``cost`` gets the decoding time the model waited for. With ``after``, frames are added one
+    at a time and ``after(n)`` is called once the first ``n`` are in (the proactive loop)."""
     batch = max(stop - start, 1) if whole else DECODE_BATCH
     spans = [(first, min(first + batch, stop)) for first in range(start, stop, batch)]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stc-decode") as pool:
@@ -342,7 +412,12 @@ def _feed(model: VideoModel, video: VideoFrames, start: int, stop: int, cost: St
                 pixels = pending.result()
             if i + 1 < len(spans):
                 pending = pool.submit(video.pixels, *spans[i + 1])
-            _add(cost, model.add_frames(pixels, video.times[first:last]))
+            if after is None:
+                _add(cost, model.add_frames(pixels, video.times[first:last]))
+                continue
+            for n in range(first + 1, last + 1):
+                _add(cost, model.add_frames(pixels[n - 1 - first : n - first], video.times[n - 1 : n]))
+                after(n)
 
 
 def _answered(model: VideoModel, query: Query, read, cost: Step, times: tuple[float, ...]) -> dict:
@@ -351,6 +426,10 @@ def _answered(model: VideoModel, query: Query, read, cost: Step, times: tuple[fl
     except Exception as error:  # recorded, as above
         return _record(query, error=_failed("answering", error), cost=cost, times=times)
     _add(cost, answer)
+    return _answer_record(query, answer, read, cost, times)
+
+
+def _answer_record(query: Query, answer: Answer, read, cost: Step, times: tuple[float, ...]) -> dict:
     held = times if answer.frame_times is None else answer.frame_times
     return _record(query, answer=answer, response=read(answer.text), cost=cost, times=held)
 

@@ -106,6 +106,19 @@ class VideoModel(Protocol):
         """The settings that move a score or a timing (checkpoint, dtype, STC knobs), for run.json."""
 
 
+class ProactiveModel(VideoModel, Protocol):
+    """A ``VideoModel`` that decides by itself when to answer a question posed before its time (Dispider's
+    silent head). The runner runs its loop where ``proactive`` is True (its protocol asks for it; any other
+    model lacks the attribute): for each forward query, after each frame added from the video's start to
+    the query's time, it asks ``wants_to_answer`` and, on True, ``answer`` there and then."""
+
+    proactive: bool
+
+    def wants_to_answer(self, query: Query) -> bool:
+        """Whether, with the frames added so far, the model answers ``query`` now; like ``answer``, it
+        leaves the memory as it was, so that asking twice gives the same decision."""
+
+
 @contextmanager
 def timed(step: Step, stage: str, device: torch.device):
     """Add the wall time of the block to ``step.timings_ms[stage]``; waits for CUDA work on both ends so

@@ -14,12 +14,13 @@ tokens (the pruner's kept ones) and memory, then the global memory (``dispider_g
 The protocol's ``clips`` setting: ``question`` (Dispider's OVO-Bench wrapper) rebuilds the clips per question
 from the frames held, ``clamp(round(duration / 16), 1, 100)`` clips of 16 frames picked by ``get_seq_frames``;
 ``video`` perceives each clip once as the stream fills it and keeps the clip store (a partial last clip is
-perceived per question, not stored). ``decide`` runs the proactive "decide to answer" loop over the store.
+perceived per question, not stored). ``decide`` runs the proactive "decide to answer" loop over the store;
+``wants_to_answer`` is that loop as the runner drives it, one clip at a time (``proactive`` protocols).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -43,6 +44,17 @@ SHARE = 60 / 196  # STC keeps 60 of LLaVA-OV's 196 tokens; the same share of Dis
 STC_DISPIDER = {"cache_interval": 4, "update_ratio": 0.25}  # [STC-d] docs/dispider/reproduce.md
 
 
+@dataclass
+class _Loop:
+    """One question's proactive loop: its decision parts, the 1-based clip counts that triggered, the
+    summaries of the segments they closed and the silent-head logit after each clip so far."""
+
+    parts: dict[str, torch.Tensor]
+    triggers: list[int] = field(default_factory=list)
+    summaries: list[torch.Tensor] = field(default_factory=list)
+    logits: list[float] = field(default_factory=list)
+
+
 class Dispider:
     """The ``VideoModel`` (``models/base.py``) of Dispider; ``protocol.clips`` says when clips are
     perceived."""
@@ -60,6 +72,7 @@ class Dispider:
                 f"--tokens-per-frame must be between 1 and {net.resolution}, got {stc.tokens_per_frame}"
             )
         self.net, self.stc, self.protocol = net, stc, protocol
+        self.proactive = getattr(protocol, "proactive", False)  # the runner's cue (models/base.py)
         self.device = next(net.reaction.parameters()).device
         self.dtype = net.reaction.dtype
         self.cacher = (
@@ -92,6 +105,7 @@ class Dispider:
     def reset(self) -> None:
         self.frames: list[torch.Tensor] = []  # question: the squashed frames held, uint8 [side, side, 3]
         self.times: list[float] = []
+        self.loops: dict[str, _Loop] = {}  # per question: the proactive loop over the stored clips
         self.perception.reset()
 
     @torch.inference_mode()
@@ -169,29 +183,45 @@ class Dispider:
             global_memory = self.net.compact(inputs_embeds=joined).last_hidden_state[0, -len(clips) :]
         return retrieve(last, times), {"query": last, "global": global_memory}
 
+    @torch.inference_mode()
     def decide(self, question: str) -> tuple[list[int], list[float]]:
         """Dispider's proactive loop over the clips perceived so far (modeling_qwen.py:1276-1307): after each
         clip i the decision sequence's silent-head logit; > 0 triggers an answer at i and summarises the
         segment since the last one. Returns the 1-based clip counts that triggered and every logit."""
-        with torch.inference_mode():
-            clips = self.perception.clips(Step())
-            parts, memories = self._parts(question), [clip.memory for clip in clips]
-            triggers: list[int] = []
-            summaries: list[torch.Tensor] = []
-            logits: list[float] = []
-            for i in range(1, len(clips) + 1):
-                sequence = self._sequence(decision_layout(i, tuple(triggers)), parts, memories, summaries)
-                last = self.net.compact(inputs_embeds=sequence[None]).last_hidden_state[0, -1]
-                logit = float(self.net.silent(last)[0])
-                logits.append(logit)
-                if logit > 0:
-                    triggers.append(i)
-                    span = segments(tuple(triggers))[-1]
-                    rows = torch.cat([*(memories[c] for c in span), *(clips[c].time[None] for c in span)])
-                    summaries.append(
-                        self.net.compact(inputs_embeds=rows[None]).last_hidden_state[0, -len(span) :]
-                    )
-        return triggers, logits
+        loop = _Loop(self._parts(question))
+        self._advance(loop, self.perception.clips(Step()))
+        return loop.triggers, loop.logits
+
+    @torch.inference_mode()
+    def wants_to_answer(self, query: Query) -> bool:
+        """Whether the clip the last frame completed triggers an answer to ``query`` (its question posed at
+        the stream's start, as [D] inserts it at position 0); False between clip boundaries, where Dispider
+        decides nothing. Each question's loop is kept and advanced over the clips stored since, so a
+        stream of N clips costs the N decision passes of the released loop, not N per call."""
+        stored = self.perception.stored
+        if self.perception.pending or not stored:
+            return False
+        if query.prompt not in self.loops:
+            self.loops[query.prompt] = _Loop(self._parts(query.prompt))
+        loop = self.loops[query.prompt]
+        self._advance(loop, stored)
+        return loop.triggers[-1:] == [len(stored)]
+
+    def _advance(self, loop: _Loop, clips: list[Clip]) -> None:
+        """Run ``loop`` over the clips of ``clips`` after those it has decided on."""
+        memories = [clip.memory for clip in clips]
+        for i in range(len(loop.logits) + 1, len(clips) + 1):
+            layout = decision_layout(i, tuple(loop.triggers))
+            sequence = self._sequence(layout, loop.parts, memories, loop.summaries)
+            last = self.net.compact(inputs_embeds=sequence[None]).last_hidden_state[0, -1]
+            logit = float(self.net.silent(last)[0])
+            loop.logits.append(logit)
+            if logit > 0:
+                loop.triggers.append(i)
+                span = segments(tuple(loop.triggers))[-1]
+                rows = torch.cat([*(memories[c] for c in span), *(clips[c].time[None] for c in span)])
+                summary = self.net.compact(inputs_embeds=rows[None]).last_hidden_state[0, -len(span) :]
+                loop.summaries.append(summary)
 
     def _parts(self, question: str) -> dict[str, torch.Tensor]:
         """Embeddings of ``<has_answer>``, the question tokenised with ``<to_do>`` after it, and ``<to_do>``

@@ -5,8 +5,9 @@ the wrapper behind the leaderboard row); ``../shared/docs/upstream-dispider.md``
 them. Dispider needs settings the shared table (``base.CHOICES``) does not have, so its presets are a
 ``Protocol`` subclass: the ``template`` ``dispider`` (the Vicuna-style ``conv_qwen`` prompt with the visual
 block at ``<image>``), ``clips`` (``question``: the clips rebuilt per question from the frames of its clip, as
-the wrapper does; ``video``: each clip perceived once as the stream fills it, the clip store kept) and
-``max_clips`` (the wrapper's cap on clips per question).
+the wrapper does; ``video``: each clip perceived once as the stream fills it, the clip store kept),
+``max_clips`` (the wrapper's cap on clips per question) and ``proactive`` (forward queries answered when the
+model decides to, ``stc_cli/evaluation/runner.py``).
 
 Not reproducible: Dispider's scene-based clips (paper section 3.2; no segmentation code is released, so its
 own offline wrappers cut uniform clips, which is what stc does), and frame choice over every native frame
@@ -25,20 +26,30 @@ _WRAPPER = "[OVO] models/Dispider.py"
 
 @dataclass(frozen=True)
 class DispiderProtocol(Protocol):
-    """A ``Protocol`` with Dispider's template and its ``clips`` and ``max_clips`` settings."""
+    """A ``Protocol`` with Dispider's template and its ``clips``, ``max_clips`` and ``proactive`` settings."""
 
     clips: str = "question"
     max_clips: int = 100
+    proactive: bool = False
 
     def __post_init__(self):
         if self.clips not in OWN_CHOICES["clips"]:
             raise ValueError(f"clips must be one of {', '.join(OWN_CHOICES['clips'])}, got {self.clips!r}")
         if self.max_clips < 1:
             raise ValueError(f"max_clips must be >= 1, got {self.max_clips}")
+        if self.proactive and (self.clips != "video" or self.schedule == "clip"):
+            raise ValueError("the proactive loop needs the clip store (clips video) and the stream schedule")
         shared = {f.name: getattr(self, f.name) for f in fields(Protocol)}
         if shared["template"] in OWN_CHOICES["template"]:
             shared["template"] = CHOICES["template"][0]  # the shared checks for everything else
         Protocol(**shared)
+
+    def settings(self) -> dict:
+        """``Protocol.settings``, ``proactive`` only where set: a run from before it existed resumes."""
+        settings = super().settings()
+        if not self.proactive:
+            del settings["proactive"]
+        return settings
 
 
 _SOURCES = (
@@ -97,6 +108,25 @@ def _stream(bench: str) -> DispiderProtocol:
     )
 
 
+def _proactive() -> DispiderProtocol:
+    stream = _stream("ovo")
+    return replace(
+        stream,
+        name="dispider-proactive",
+        schedule="stream",
+        summary="dispider-stream, and OVO-Bench's forward (active-responding) questions posed at the video's "
+        "start: the silent head decides after each clip whether to answer, and a probe is scored on the "
+        "answer given at the last decision up to its time (asked at its time where there is none)",
+        comparable="not comparable with any published number (OVO-Bench asks forward questions at each probe "
+        "time; here the model chooses when it answers)",
+        proactive=True,
+        sources=(
+            *stream.sources,
+            ("proactive", "[D] modeling_qwen.py:1276-1307 (after each clip, silent-head logit > 0: answer)"),
+        ),
+    )
+
+
 _UNIFORM = (
     ", approximately: uniform clips, not the paper's scene-based ones (unreleased); frames picked among "
     "those decoded at 1 fps"
@@ -105,4 +135,5 @@ PRESETS = (
     _parity("ovo", "Dispider's OVO-Bench 41.78 (leaderboard: RT 54.55, BW 36.06, FW 34.72)" + _UNIFORM),
     _parity("demo", "nothing published: demo is stc's own smoke test"),
     *(_stream(bench) for bench in ("ovo", "demo")),
+    _proactive(),  # OVO-Bench only: the demo has no forward questions
 )  # the first preset of a (model, benchmark) pair is its default

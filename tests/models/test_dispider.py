@@ -1,6 +1,8 @@
 """Dispider's glue (stc_cli/models/dispider_glue.py) against the spec's parity tests that need no weights
 (../shared/docs/upstream-dispider.md section 9), every expectation worked by hand; and its protocols."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -116,7 +118,11 @@ def test_the_texts_of_a_clip_row_and_of_the_reaction_prompt():
 
 
 def test_the_protocols_of_dispider():
-    assert [p.name for p in available("dispider", "ovo")] == ["dispider-parity", "dispider-stream"]
+    assert [p.name for p in available("dispider", "ovo")] == [
+        "dispider-parity",
+        "dispider-stream",
+        "dispider-proactive",
+    ]
     parity = resolve("dispider", "ovo")
     assert (parity.clips, parity.schedule, parity.max_clips, parity.max_new_tokens) == (
         "question",
@@ -134,6 +140,14 @@ def test_the_protocols_of_dispider():
     assert (stream.clips, stream.schedule) == ("video", "auto")
     assert "not comparable" in stream.comparable
     assert {name: value for name, value, _ in parity.rows()}["max_clips"] == "100"
+    proactive = resolve("dispider", "ovo", "dispider-proactive")
+    assert (proactive.proactive, proactive.clips, proactive.schedule) == (True, "video", "stream")
+    assert proactive.settings()["proactive"] and "proactive" not in stream.settings()  # older runs resume
+    assert ("proactive", "True") in [row[:2] for row in proactive.rows()]
+    with pytest.raises(ValueError, match="the proactive loop needs the clip store"):
+        proactive.override(schedule="clip")
+    with pytest.raises(ValueError, match="the proactive loop needs the clip store"):
+        replace(proactive, clips="question")
     with pytest.raises(ValueError, match="clips must be one of"):
         DispiderProtocol(
             name="x", model="dispider", bench="demo", summary="", comparable="", fps=1, clips="all"

@@ -218,6 +218,31 @@ def test_the_proactive_loop_triggers_where_the_silent_logit_is_positive(net, fra
             net.silent.weight.copy_(weight)
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0, 0.0])
+def test_the_runner_s_hook_decides_at_clip_boundaries_as_the_loop_does(net, frames, make, sign):
+    assert not make(protocol="dispider-stream").proactive  # the runner never asks it
+    model = Dispider(net, NO_STC, resolve("dispider", "ovo", "dispider-proactive"))
+    assert model.proactive
+    weight = net.silent.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            net.silent.weight.mul_(sign)  # 0: never above the threshold
+        heard = []
+        for i in range(8):
+            model.add_frames(frames[i : i + 1], times(8)[i : i + 1])
+            heard.append(model.wants_to_answer(QUERY))
+            assert model.wants_to_answer(QUERY) == heard[-1]  # asking again changes nothing
+        triggers, logits = model.decide(QUERY.prompt)
+    finally:
+        with torch.no_grad():
+            net.silent.weight.copy_(weight)
+    # random:tiny's clips are 4 frames: decisions after frames 4 and 8 only, as the whole loop makes them
+    assert heard == [False, False, False, 1 in triggers, False, False, False, 2 in triggers]
+    assert model.loops[QUERY.prompt].logits == logits and (sign != 0 or triggers == [])
+    model.reset()
+    assert model.loops == {}
+
+
 def test_dispider_s_stc_defaults_and_what_flags_change():
     stc = stc_settings(EvalConfig(), resolution=64)
     assert (stc.cache_interval, stc.update_ratio, stc.tokens_per_frame, stc.cacher, stc.pruner) == (
