@@ -93,7 +93,9 @@ def score_results(
 def score_records(
     path: Path, name: str, records: list[dict], source: str, mode: str | None = None, notes=()
 ) -> ScoreReport | Submission:
-    """``score_results`` for records ``read_results`` has already read from ``path`` (with its ``notes``)."""
+    """``score_results`` for records ``read_results`` has already read from ``path`` (with its ``notes``).
+    ``official`` on a run whose protocol the benchmark lists in ``OWN_OFFICIAL`` (run.json says which) is
+    that protocol's upstream scorer, whose numbers it was published with."""
     if mode is not None and mode not in MODES:
         raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not records:
@@ -102,12 +104,23 @@ def score_records(
     if name == "egoschema" and any(not r.get("target") for r in records):
         out = (Path(path) if Path(path).is_dir() else Path(path).parent) / "egoschema_submission.json"
         return Submission(out, module.write_submission(records, out), module.SUBMIT_HELP)
-    report = module.score(records, mode or ("robust" if source == "samples" else "official"))
-    comparable = getattr(module, "COMPARABLE", {}).get(report.mode, _UNPUBLISHED[report.mode])
+    mode = mode or ("robust" if source == "samples" else "official")
+    protocol = _run_protocol(path) if mode == "official" and source == "samples" else None
+    own = getattr(module, "OWN_OFFICIAL", {}).get(protocol)
+    report = module.score(records, mode, protocol=protocol) if own else module.score(records, mode)
+    comparable = own or getattr(module, "COMPARABLE", {}).get(report.mode, _UNPUBLISHED[report.mode])
     report.notes[:0] = [f"{report.mode} scoring: {comparable}", *notes]
     if not report.n_scored:  # nothing entered a denominator: no accuracy (the scorers' 0.0 would read as 0 %)
         report.overall = None
     return report
+
+
+def _run_protocol(path: Path) -> str | None:
+    """The protocol name the run's run.json records; None without one (a bare samples.jsonl)."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    settings = read_json(folder / "run.json").get("settings")
+    protocol = settings.get("protocol") if isinstance(settings, dict) else None
+    return protocol.get("name") if isinstance(protocol, dict) else None
 
 
 def finite(obj):

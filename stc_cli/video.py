@@ -12,6 +12,11 @@ Three rules, each the one a released harness uses (``docs/protocols.md``):
   evenly (``linspace(...).round()``): ``fps`` per second of the clip, at least 4, at most ``max_frames``.
 - ``dynamic_fps1`` (StreamForest's evaluation, [SF] ``llava/video_utils.py:102-169``): the middles of
   ``int(duration + 1)`` equal intervals of the clip (at least 4, at most ``max_frames``); ``fps`` is moot.
+- ``uniform_index`` (SimpleStream's evaluation, qwen-vl-utils 0.0.14 ``vision_process.py:144-181,234-329``:
+  ``fetch_video`` with its decord or torchcodec reader): the native frames from
+  ``ceil(start * native_fps)`` to ``floor(end * native_fps)``, then an even number of them spread evenly
+  over those *indices* (``linspace(...).round()``): ``fps`` per second of the clip, at least 4, at most
+  ``max_frames``. Where ``uniform`` reads end timestamps, this rule reads frame starts: one frame apart.
 
 A frame's time is its index over the native rate, whichever rule picked it.
 """
@@ -31,7 +36,7 @@ from pathlib import Path
 
 import torch  # before decord: decord's bundled libraries must load after torch's
 
-RULES = ("stride", "uniform", "dynamic_fps1")
+RULES = ("stride", "uniform", "dynamic_fps1", "uniform_index")
 UNIFORM_MIN_FRAMES = 4  # qwen-vl-utils FPS_MIN_FRAMES
 FRAME_FACTOR = 2  # qwen-vl-utils: frame counts are even (one Qwen2-VL temporal patch is 2 frames)
 
@@ -81,7 +86,8 @@ class VideoError(ValueError):
 @dataclass(frozen=True)
 class Sampling:
     """Which frames a model is given: ``fps`` frames per second by ``rule`` (see the module docstring);
-    ``max_frames`` caps the ``uniform`` (LiveCC: 480) and ``dynamic_fps1`` (StreamForest: 2048) rules."""
+    ``max_frames`` caps the ``uniform`` (LiveCC: 480), ``uniform_index`` (SimpleStream: 768) and
+    ``dynamic_fps1`` (StreamForest: 2048) rules."""
 
     fps: float
     rule: str = "stride"
@@ -151,6 +157,27 @@ def uniform_indices(
     return [clip[i] for i in picks.tolist()]
 
 
+def uniform_index_indices(
+    n_frames: int, native_fps: float, window=(0.0, math.inf), fps: float = 1.0, max_frames: int = 768
+) -> list[int]:
+    """The ``uniform_index`` rule: indices of the frames qwen-vl-utils 0.0.14 ``fetch_video`` reads with
+    decord or torchcodec, ``window`` being its ``(video_start, video_end)`` in seconds (an infinite end:
+    none given). Empty where upstream raises (``vision_process.py:180,281``): the question fails there."""
+    duration = n_frames / native_fps
+    start, end = (min(max(0.0, t), duration) for t in window)  # calculate_video_frame_range, :263-285
+    first = math.ceil(start * native_fps)
+    last = n_frames - 1 if math.isinf(window[1]) else min(math.floor(end * native_fps), n_frames - 1)
+    if first >= last:  # a single frame too: smart_nframes would ask for none
+        return []
+    total = last - first + 1
+    # smart_nframes (:144-181): `fps` per second, at least 4, at most min(max_frames, total), even
+    least = math.ceil(UNIFORM_MIN_FRAMES / FRAME_FACTOR) * FRAME_FACTOR
+    most = math.floor(min(max_frames, total) / FRAME_FACTOR) * FRAME_FACTOR
+    count = math.floor(min(max(total / native_fps * fps, least), most, total) / FRAME_FACTOR) * FRAME_FACTOR
+    # torch's float32 linspace and round-half-to-even, as upstream calls them (:317)
+    return torch.linspace(first, last, count).round().long().tolist()
+
+
 def dynamic_fps1_indices(
     n_frames: int, native_fps: float, clip: tuple[float, float] | None = None, max_frames: int = 2048
 ) -> list[int]:
@@ -203,6 +230,10 @@ class VideoFrames:
         if sampling.rule == "uniform":
             ends = self._reader.get_frame_timestamp(range(len(self._reader)))[:, 1].tolist()
             self._indices = uniform_indices(ends, self.native_fps, window, sampling.fps, sampling.max_frames)
+        elif sampling.rule == "uniform_index":
+            self._indices = uniform_index_indices(
+                len(self._reader), self.native_fps, window, sampling.fps, sampling.max_frames
+            )
         elif sampling.rule == "dynamic_fps1":
             clip = None if tuple(window) == (0.0, math.inf) else window  # upstream clips only when asked
             self._indices = dynamic_fps1_indices(

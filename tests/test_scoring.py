@@ -52,6 +52,16 @@ def test_each_scoring_names_the_published_numbers_it_compares_with(samples):
     assert "not with published numbers" in robust["notes"][0]
 
 
+def test_official_scores_a_simplestream_ovo_run_with_ovo_benchs_score_py(samples):
+    """SimpleStream's README scores its OVO-Bench runs with OVO-Bench's score.py: run.json naming the
+    protocol changes nothing there (its StreamingBench runs get its own reading: see
+    tests/benchmarks/test_simplestream_scoring.py)."""
+    plain = json.loads(score(str(samples), "--mode", "official", "--json").stdout)
+    (samples.parent / "run.json").write_text(json.dumps({"settings": {"protocol": {"name": "simplestream"}}}))
+    report = json.loads(score(str(samples), "--mode", "official", "--json").stdout)
+    assert report == plain and report["notes"][0].startswith("official scoring: OVO-Bench's score.py")
+
+
 def test_table_output(samples):
     result = score(str(samples))
     assert result.exit_code == 0, result.output

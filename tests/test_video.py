@@ -1,6 +1,8 @@
+import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from stc_cli.video import (
     dynamic_fps1_indices,
     frame_indices,
     read_frames,
+    uniform_index_indices,
     uniform_indices,
 )
 from tests.demo_small import DATA_DIR as DEMO_SMALL
@@ -103,6 +106,33 @@ def test_uniform_rule_reads_the_decoded_timestamps():
     assert frames.times == (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
 
 
+QWEN_VL_UTILS = json.loads((Path(__file__).parent / "fixtures" / "qwen_vl_utils_frames.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "case", QWEN_VL_UTILS["cases"], ids=lambda c: f"{c['n_frames']}@{c['native_fps']:.2f}"
+)
+def test_uniform_index_reproduces_qwen_vl_utils(case):
+    """Against qwen-vl-utils 0.0.14's own functions (fixtures/qwen_vl_utils_frames.json; none where
+    upstream raises); no video_start / video_end is the whole video."""
+    start, end = case["video_start"] or 0.0, case["video_end"] or math.inf
+    picks = uniform_index_indices(case["n_frames"], case["native_fps"], (start, end), 1.0, 768)
+    assert picks == (case["indices"] or [])
+
+
+def test_uniform_index_reads_frame_starts_where_uniform_reads_ends():
+    # a pre-cut clip read inside its own window: as read whole (upstream passes no window for OVO-Bench)
+    whole = uniform_index_indices(300, 30.0)
+    assert uniform_index_indices(300, 30.0, (0.0, 10.0)) == whole == [round(k * 299 / 9) for k in range(10)]
+    # StreamingBench at 95 s: frames 2730-2850 start in [91, 95.0001]; uniform takes 2729-2849 (their ends):
+    # every pick one native frame earlier
+    assert uniform_index_indices(3000, 30.0, (91.0, 95.0001)) == [2730, 2770, 2810, 2850]
+    assert uniform_indices(ends(3000, 30), 30.0, (91.0, 95.0001), 1.0, 768) == [2729, 2769, 2809, 2849]
+    # clip_0: 12 frames at 2 fps, 6 s -> 6 frames at linspace(0, 11, 6).round()
+    frames = read_frames(CLIP_0, Sampling(1.0, "uniform_index", 768), window=(0.0, 6.0))
+    assert frames.times == (0.0, 1.0, 2.0, 3.5, 4.5, 5.5)
+
+
 def test_dynamic_fps1_picks_interval_middles():
     # 10 s at 30 fps: int(10 + 1) = 11 intervals of 300 / 11 frames, bounds 0 27 54 81 109 ... 300
     assert dynamic_fps1_indices(300, 30.0) == [13, 40, 67, 94, 122, 149, 176, 203, 231, 258, 285]
@@ -133,7 +163,8 @@ def test_dynamic_fps1_rule_reads_interval_middles_of_the_clip():
 
 def test_unknown_sampling_rule():
     with pytest.raises(
-        ValueError, match="unknown frame sampling rule 'every'; known: stride, uniform, dynamic_fps1"
+        ValueError,
+        match="unknown frame sampling rule 'every'; known: stride, uniform, dynamic_fps1, uniform_index",
     ):
         Sampling(1.0, "every")
 

@@ -21,6 +21,7 @@ message). This is one line of a run's ``samples.jsonl``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,6 +115,25 @@ def stc_choice(response: str) -> str:
         cut = text.index(")")
         return text[cut - 1 : cut]
     return text[0] if text else "A"
+
+
+_LONE_LETTER = re.compile(r"\b([A-D])\b")
+_LONE_DIGIT = re.compile(r"\b([1-4])\b")
+
+
+def simplestream_choice(response) -> str | None:
+    """SimpleStream's letter ([SS] ``lib/recent_window_eval.py:329-339`` ``extract_mcq_answer``, which its
+    OVO-Bench and StreamingBench scoring share): in the stripped, upper-cased response, the first A-D that
+    stands alone as a word (``a dog`` reads A), else the first lone 1-4 as a letter (``2`` reads B); None for
+    a null or blank response or where neither is found."""
+    if response is None or not str(response).strip():
+        return None
+    text = str(response).strip().upper()
+    match = _LONE_LETTER.search(text) or _LONE_DIGIT.search(text)
+    if match is None:
+        return None
+    found = match.group(1)
+    return found if found.isalpha() else chr(64 + int(found))
 
 
 def judge_stc(record: dict) -> tuple[bool, str]:

@@ -28,6 +28,7 @@ from stc_cli.benchmarks.base import (
     judge_choice,
     percent,
     response_status,
+    simplestream_choice,
 )
 
 NAME = "streamingbench"
@@ -54,6 +55,11 @@ COMPARABLE = {
     "leaderboard",
     "stc": "the STC authors' count.py (strip, exact match, answered only): comparable with the STC README's "
     "StreamingBench column (ReKV 69.1, + STC 65.2)",
+}
+# The protocols whose runs ``official`` scores with their upstream's own rule instead of count.py.
+OWN_OFFICIAL = {
+    "simplestream": "SimpleStream's own reading (main_experiments/eval_streamingbench.py:225-228): "
+    "comparable with SimpleStream's StreamingBench numbers (Qwen3-VL-8B 80.59, Qwen2.5-VL-7B 78.47)",
 }
 CSV_FILE = "Real_Time_Visual_Understanding.csv"
 JSON_FILE = "questions_real.json"
@@ -145,7 +151,7 @@ def records_from_upstream(obj, response_key: str | None = None) -> list[dict]:
     return [{**query.to_record(), "response": raw.get(key), "error": None} for query, raw in pairs]
 
 
-def score(records: list[dict], mode: str) -> ScoreReport:
+def score(records: list[dict], mode: str, protocol: str | None = None) -> ScoreReport:
     """Per-task and micro accuracy in percent; ``overall`` is the micro accuracy ("All").
 
     Official ([SB] src/data/count.py): the first character of a text answer (first element of a list)
@@ -153,10 +159,15 @@ def score(records: list[dict], mode: str) -> ScoreReport:
     authors' patched count.py, [STC] ``streamingbench/src/data/count.py:6-13,68-83``, behind the STC
     README's 65.2): the stripped answer must equal the letter exactly, over answered questions only.
     Robust: the letter ``extract_choice`` finds; every record counts, missing, failed and unparsed ones
-    as wrong.
+    as wrong. For a run of a protocol in ``OWN_OFFICIAL``, official is that upstream's own rule.
     """
     check_mode(mode, MODES, NAME)
-    judge = {"official": _judge_official, "stc": _judge_stc, "robust": _judge_robust}[mode]
+    own = mode == "official" and protocol in OWN_OFFICIAL
+    judge = (
+        _judge_simplestream
+        if own
+        else {"official": _judge_official, "stc": _judge_stc, "robust": _judge_robust}[mode]
+    )
     statuses = {"answered": 0, "missing": 0, "error": 0, "unparsed": 0}
     tally: dict[str, list[int]] = {}  # task -> [right, scored]
     for record in records:
@@ -181,7 +192,7 @@ def score(records: list[dict], mode: str) -> ScoreReport:
         n_missing=statuses["missing"],
         n_errors=statuses["error"],
         task_counts={task: tally[task][1] for task in order},
-        notes=_left_out_notes(statuses, mode) if mode != "robust" else [],
+        notes=_left_out_notes(statuses, mode) if mode != "robust" and not own else [],
     )
 
 
@@ -212,6 +223,14 @@ def _judge_stc(record: dict) -> tuple[str, bool | None]:
     if not text.strip():
         return "missing", None
     return "answered", text.strip() == record["target"]
+
+
+def _judge_simplestream(record: dict) -> tuple[str, bool]:
+    """(status, right), every record counted: SimpleStream's letter (``simplestream_choice``) must equal the
+    answer ([SS] ``eval_streamingbench.py:225-228``); a failed question is wrong (``:256-270``)."""
+    status = response_status(record)
+    letter = simplestream_choice(record["response"]) if status == "answered" else None
+    return ("unparsed" if status == "answered" and letter is None else status), letter == record["target"]
 
 
 def _judge_robust(record: dict) -> tuple[str, bool]:

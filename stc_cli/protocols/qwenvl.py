@@ -32,6 +32,7 @@ from stc_cli.protocols import texts
 from stc_cli.protocols.base import CHOICES, Protocol
 
 OWN_CHOICES = {
+    "sampling": ("uniform_index",),  # a stc_cli/video.py rule only SimpleStream's protocols use
     "template": ("simplestream", "qwenvl-turns"),
     "user_text": ("simplestream",),
     "window": ("simplestream",),
@@ -103,7 +104,7 @@ class QwenVLProtocol(Protocol):
         if not self.chunk_seconds > 0:
             raise ValueError(f"chunk_seconds must be > 0, got {self.chunk_seconds}")
         shared = {f.name: getattr(self, f.name) for f in fields(Protocol)}
-        for name in ("template", "user_text", "window"):
+        for name in ("sampling", "template", "user_text", "window"):
             if shared[name] in OWN_CHOICES[name]:
                 shared[name] = CHOICES[name][0]  # the shared checks for everything else
         Protocol(**shared)
@@ -121,10 +122,10 @@ class QwenVLProtocol(Protocol):
 
 def simplestream_window(query: Query, seconds: float, chunk: float) -> tuple[float, float]:
     """StreamingBench under SimpleStream: only the last ``seconds`` before the question are decoded, from
-    ``max(0, t - max(seconds, chunk))`` to ``t`` ([SS] ``eval_streamingbench.py:205-224``; upstream's end
-    is ``t + 1e-4``, the same frames)."""
+    ``max(0, t - max(seconds, chunk))`` to ``t + 1e-4`` ([SS] ``eval_streamingbench.py:205-224``): the
+    ``uniform_index`` rule keeps the frames up to ``floor(end * fps)``, where the 1e-4 s can add one."""
     end = query.window[1]
-    return max(0.0, end - max(seconds, chunk)), end
+    return max(0.0, end - max(seconds, chunk)), end + 1e-4
 
 
 _SS = "[SS]"
@@ -194,11 +195,10 @@ def _simplestream(model: str, bench: str, *, positions="sequential", deepstack=F
             "not comparable with SimpleStream's numbers (3-D positions and deepstack, which upstream never "
             "ran)"
         )
+    elif bench == "ovo":  # SimpleStream's README scores its OVO-Bench runs with OVO-Bench's own score.py
+        comparable += ": stc score --mode official (OVO-Bench's score.py, as SimpleStream's README scores)"
     elif bench != "demo":
-        comparable += (
-            ", approximately (stc's uniform rule picks frames by their end time, upstream's by start: one "
-            "native frame apart; neither SimpleStream's regex scorer): stc score --mode robust"
-        )
+        comparable += ": stc score --mode official (SimpleStream's own answer reading)"
     return QwenVLProtocol(
         name=name,
         model=model,
@@ -207,7 +207,7 @@ def _simplestream(model: str, bench: str, *, positions="sequential", deepstack=F
         "every frame an image, in one user turn; greedy up to 256 tokens",
         comparable=comparable,
         fps=1.0,
-        sampling="uniform",
+        sampling="uniform_index",
         max_frames=768,
         schedule="clip",
         window="benchmark" if bench != "streamingbench" else "simplestream",
@@ -217,7 +217,7 @@ def _simplestream(model: str, bench: str, *, positions="sequential", deepstack=F
         max_new_tokens=256,
         stop="eos",
         reading="as-is",
-        scorer="robust",
+        scorer=_scorer(name, bench)[0],
         recent_frames=4,
         chunk_seconds=1.0,
         layout=layout,
@@ -227,8 +227,9 @@ def _simplestream(model: str, bench: str, *, positions="sequential", deepstack=F
             ("fps", f"{_SS} {args['fps']} (--fps 1.0) with {_QVU}:144-181 (smart_nframes)"),
             (
                 "sampling",
-                f"{_SS} {_LIB}:428-533 decodes the clip with {_QVU}:403-476 fetch_video: an even number of "
-                "frames, 1 per second, at least 4, at most 768, spread by linspace(...).round()",
+                f"{_SS} {_LIB}:428-533 decodes the clip with {_QVU}:234-329,403-476 fetch_video (decord or "
+                "torchcodec): native frames ceil(start * fps) to floor(end * fps), an even number of them, 1 "
+                "per second, at least 4, at most 768, at linspace(first, last, n).round()",
             ),
             ("max_frames", f"{_QVU}:34 (FPS_MAX_FRAMES = 768)"),
             ("schedule", f"{_SS} {_LIB}:536-558 (every question decodes its own clip)"),
@@ -246,11 +247,7 @@ def _simplestream(model: str, bench: str, *, positions="sequential", deepstack=F
             ("max_new_tokens", f"{_SS} {args['tokens']} (--max_qa_tokens 256)"),
             ("stop", "the checkpoint's generation_config.json eos_token_id (<|im_end|>, <|endoftext|>)"),
             ("reading", f"{_SS} {_LIB}:228-232 (skip special tokens, strip)"),
-            (
-                "scorer",
-                f"robust: the nearest of stc's scorers to {_SS} ovo_constants.py:41-78 and {_LIB}:329-362 "
-                "(a letter by regex, else 1-4; digits; Yes/No), which stc does not reproduce",
-            ),
+            ("scorer", _scorer(name, bench)[1]),
             (
                 "recent_frames",
                 f"{_SS} {args['recent_frames']} and {_LIB}:557-561 (chunks[-N:], every frame of them)",
@@ -261,6 +258,25 @@ def _simplestream(model: str, bench: str, *, positions="sequential", deepstack=F
             ("deepstack", deepstack_source),
         ),
     )
+
+
+def _scorer(name: str, bench: str) -> tuple[str, str]:
+    """(mode, source) of the scorer SimpleStream's published numbers come from: on OVO-Bench, OVO-Bench's
+    own score.py, which its README's scoring step runs (its run scripts also print a regex reading, which
+    the README does not use); on StreamingBench, its own reading (``benchmarks/streamingbench.py``);
+    robust where nothing was published to compare with."""
+    if name != "simplestream" or bench == "demo":
+        return "robust", "robust: no published numbers to compare with"
+    if bench == "ovo":
+        return "official", (
+            f"{_SS} README.md:159-164 scores with scoring/score_ovo_bench.py, OVO-Bench's score.py inlined "
+            "(the letter as a substring of the response; REC digits joined; SSR/CRR Yes/No)"
+        )
+    rule = (
+        f"{_SBE}:83-117,225-228,256-270 with {_LIB}:329-339: the first lone A-D word of the upper-cased "
+        "response, else a lone 1-4, equal to the answer; a failed question wrong, counted"
+    )
+    return "official", f"SimpleStream's: {_SS} {rule}"
 
 
 def _stream(model: str, bench: str) -> QwenVLProtocol:

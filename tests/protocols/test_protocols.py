@@ -206,3 +206,34 @@ def test_every_protocol_is_documented_with_its_pair():
         assert any(f"`{protocol.name}`" in row and row.startswith(f"| {protocol.model} ") for row in rows), (
             protocol.name
         )
+
+
+def test_simplestream_picks_frames_as_qwen_vl_utils_and_scores_as_its_numbers_were():
+    from typer.testing import CliRunner
+
+    from stc_cli.cli import app
+    from stc_cli.video import Sampling
+
+    for model in ("qwen3vl", "qwen25vl"):
+        for bench, scorer in (("ovo", "official"), ("streamingbench", "official"), ("demo", "robust")):
+            protocol = resolve(model, bench)
+            assert protocol.sampling_rule() == Sampling(1.0, "uniform_index", 768)
+            assert protocol.scorer == scorer, (model, bench)
+        assert resolve(model, "ovo", "simplestream-mrope").scorer == "robust"  # nothing published
+    options = ("A. red", "B. blue", "C. green", "D. grey")
+    sb = Query(
+        "streamingbench/sample_1/1", "streamingbench", "Counting", "c", "v.mp4", (0.0, 95.0), "", options, "A"
+    )
+    # upstream decodes [t - 4, t + 1e-4] (eval_streamingbench.py:213-223)
+    assert resolve("qwen3vl", "streamingbench").prepare(sb).window == (91.0, 95.0 + 1e-4)
+    shown = CliRunner().invoke(app, ["eval", "--model", "qwen3vl", "--bench", "ovo", "--show-protocol"])
+    text = " ".join(shown.stdout.split())
+    assert "sampling │ uniform_index │ [SS] lib/recent_window_eval.py:428-533" in text
+    assert "scorer │ official │ [SS] README.md:159-164 scores with" in text  # the table folds the rest
+    assert "stc score --mode official (OVO-Bench's score.py, as SimpleStream's README scores)" in text
+    shown = CliRunner().invoke(
+        app, ["eval", "--model", "qwen3vl", "--bench", "streamingbench", "--show-protocol"]
+    )
+    text = " ".join(shown.stdout.split())
+    assert "scorer │ official │ SimpleStream's: [SS]" in text
+    assert "stc score --mode official (SimpleStream's own answer reading)" in text
