@@ -72,6 +72,7 @@ class EvalConfig:
     pruner_window: int | None = None  # pruner: chunk means in its temporal anchor; None: all, as released
     n_local: int = 15000  # ReKV sliding window, tokens
     topk: int = 64  # ReKV frames retrieved per question
+    max_blocks: int | None = None  # ReKV: keep only the last N frames' blocks for retrieval (not upstream)
     max_cache_tokens: int | None = None  # LiveCC: evict the oldest chunks past this many (not upstream)
     device: str = "auto"
     dtype: str = "auto"
@@ -109,3 +110,5 @@ class StreamConfig:
     json_lines: bool = False  # --json: JSON-lines events on stdout
     log_frames: bool = False  # --log-frames: a frame event per frame (with --json)
     timeout: float = 10.0  # seconds to open, or wait for data from, a network source or camera
+    reconnect: int = 3  # a network source or camera that drops is opened again this many times; 0: off
+    reconnect_wait: float = 1.0  # seconds before the first attempt, doubling

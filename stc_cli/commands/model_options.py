@@ -101,6 +101,14 @@ PrunerWindow = Annotated[
 ]
 NLocal = Annotated[int, typer.Option(metavar="TOKENS", help="ReKV: sliding-window length in tokens.")]
 Topk = Annotated[int, typer.Option(metavar="N", help="ReKV: frames retrieved per question.")]
+MaxBlocks = Annotated[
+    int | None,
+    typer.Option(
+        metavar="N",
+        help="ReKV: keep only the last N frames' blocks for retrieval, so that host memory stays bounded on "
+        "a long stream (not upstream: an answer can then draw only on those frames). Default: every frame.",
+    ),
+]
 CudaGraphs = Annotated[
     bool,
     typer.Option(

@@ -79,6 +79,20 @@ def stream(
         float,
         typer.Option(metavar="SECONDS", help="How long to wait to open, or for data from, a URL or camera."),
     ] = _STREAM.timeout,
+    reconnect: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="When a network source or camera drops, open it again up to N times (0: end the stream).",
+        ),
+    ] = _STREAM.reconnect,
+    reconnect_wait: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds before the first reconnect attempt; each next one waits twice as long.",
+        ),
+    ] = _STREAM.reconnect_wait,
     model: options.Model = _EVAL.model,
     model_path: options.ModelPath = _EVAL.model_path,
     protocol: options.Protocol = _EVAL.protocol,
@@ -96,6 +110,7 @@ def stream(
     pruner_window: options.PrunerWindow = _EVAL.pruner_window,
     n_local: options.NLocal = _EVAL.n_local,
     topk: options.Topk = _EVAL.topk,
+    max_blocks: options.MaxBlocks = _EVAL.max_blocks,
     cuda_graphs: options.CudaGraphs = _EVAL.cuda_graphs,
     llm_graphs: options.LlmGraphs = _EVAL.llm_graphs,
     compile_layers: options.CompileLayers = _EVAL.compile,
@@ -131,6 +146,7 @@ def stream(
         pruner_window=pruner_window,
         n_local=n_local,
         topk=topk,
+        max_blocks=max_blocks,
         cuda_graphs=cuda_graphs,
         llm_graphs=llm_graphs,
         compile=compile_layers,
@@ -152,6 +168,8 @@ def stream(
         json_lines=json_lines,
         log_frames=log_frames,
         timeout=timeout,
+        reconnect=reconnect,
+        reconnect_wait=reconnect_wait,
     )
 
     def sink_for(prepared):

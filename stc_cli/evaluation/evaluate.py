@@ -154,6 +154,8 @@ def _check_settings(config: EvalConfig) -> None:
         raise ValueError("--compile runs with --model rekv, on the stock tower or STC-Cacher (not ToMe)")
     if config.llm_graphs and config.model != "rekv":
         raise ValueError(f"--llm-graphs runs with --model rekv only, not {config.model}")
+    if config.max_blocks is not None and config.model != "rekv":
+        raise ValueError(f"--max-blocks runs with --model rekv only, not {config.model}")
     if config.update_ratio is not None and not 0 < config.update_ratio <= 1:
         raise ValueError(f"--update-ratio must be in (0, 1], got {config.update_ratio}")
     if config.fps is not None and not math.isfinite(config.fps):
@@ -168,6 +170,7 @@ def _check_settings(config: EvalConfig) -> None:
         "--last-frames": config.last_frames,
         "--encode-chunk": config.encode_chunk,
         "--pruner-window": config.pruner_window,
+        "--max-blocks": config.max_blocks,
     }
     for flag, value in counts.items():
         if value is not None and value < 1:

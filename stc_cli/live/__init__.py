@@ -5,6 +5,8 @@ One idea per module:
 
 - ``source.py``: opening a file, an ``http(s)://`` or ``rtsp://`` URL or a camera with PyAV; the frames
   taken at ``--fps`` by their presentation time.
+- ``reconnect.py``: a network source or camera opened again after a drop, its frames on the stream's
+  timeline.
 - ``feed.py``: a reader thread, and when each frame arrives: a file at ``--speed`` times real time
   (or, at ``--speed 0``, when the model is ready for it), a live source when it is read.
 - ``questions.py``: ``--ask`` text, ``--questions`` files and stdin lines as questions, and the

@@ -1,8 +1,9 @@
 """What ``stc stream`` shows: JSON-lines events (``--json``), a live rich panel where stderr is a
 terminal, or plain lines elsewhere (logs, pipes, CI).
 
-- ``JsonLines``: on stdout, one object a line: ``frame`` (with ``--log-frames``), ``answer`` and the
-  final ``summary`` (``stats.py`` defines the fields); notes go to stderr.
+- ``JsonLines``: on stdout, one object a line: ``frame`` (with ``--log-frames``), ``answer``,
+  ``reconnect`` (``reconnect.py``) and the final ``summary`` (``stats.py`` defines the fields); notes go
+  to stderr.
 - ``PlainLines``: each answer as a line on stdout; a progress line on stderr every ``every_s``
   seconds; the summary as lines on stdout.
 - ``Panel``: a rich panel on stderr, redrawn a few times a second (stream time, frames in / encoded /
@@ -65,6 +66,9 @@ def summary_lines(summary: dict) -> list[str]:
         + (f"; {summary['unanswered']} not answered" if summary["unanswered"] else ""),
         f"per frame: {stages}",
     ]
+    if summary["reconnects"] or summary["frames_missed"]:
+        missed = summary["frames_missed"]
+        lines.append(f"reconnects: {summary['reconnects']}; {missed} frames missed while the source was down")
     if tokens["in"] is not None:
         lines.append(f"visual tokens per frame: {tokens['kept']:g} kept of {tokens['in']:g}")
     lines.append(
@@ -88,6 +92,9 @@ class JsonLines(Sink):
             self._write(event)
 
     def answer(self, event: dict) -> None:
+        self._write(event)
+
+    def reconnect(self, event: dict) -> None:
         self._write(event)
 
     def note(self, text: str) -> None:

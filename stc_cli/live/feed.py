@@ -55,6 +55,11 @@ class _End:
     error: SourceError | None
 
 
+@dataclass(frozen=True)
+class _Told:
+    event: object  # what the source reports among its frames (a reconnection, ``reconnect.py``)
+
+
 class Reader:
     """``frames`` read in a daemon thread into a queue (``bound`` items at most; None: unbounded, for a
     live source, which must be read at its own pace). Each item is ``(frame, clock time read)``; the
@@ -84,6 +89,14 @@ class Reader:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def send(self, event) -> None:
+        """``event`` queued among the frames (from the reading thread), for ``Feed.take_events``."""
+        self._put(_Told(event))
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` in the reading thread; True when the stream was stopped meanwhile."""
+        return self._stop.wait(seconds)
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -127,6 +140,7 @@ class Feed:
         self.end: float | None = None  # the stream's end, once finished
         self.error: SourceError | None = None
         self._next = None  # an item taken from the reader, not pulled yet
+        self._events: list = []  # what the source told among its frames, not taken yet
 
     def start(self, now: float) -> None:
         self.start_at = now
@@ -171,6 +185,11 @@ class Feed:
             self.latest_t = arrived[-1].frame.t
         return arrived
 
+    def take_events(self) -> list:
+        """What the source told (``Reader.send``) up to the frames read so far, once each."""
+        events, self._events = self._events, []
+        return events
+
     def next_due(self) -> float | None:
         """Paced: the clock time the next frame arrives (the stream's end once all frames are in; None
         without a known end). Others: None."""
@@ -195,7 +214,7 @@ class Feed:
 
     def _peek(self, block: bool, timeout: float | None = None):
         """The next ``(frame, stamp)`` without pulling it, None at the end (or none within ``timeout``)."""
-        if self._next is None and not self.finished:
+        while self._next is None and not self.finished:
             try:
                 item = self.reader.get(block, timeout)
             except queue.Empty:
@@ -205,5 +224,8 @@ class Feed:
                 if self.end is None and self.latest_t is not None:
                     self.end = self.latest_t
                 return None
-            self._next = item
+            if isinstance(item, _Told):
+                self._events.append(item.event)
+            else:
+                self._next = item
         return self._next

@@ -10,7 +10,9 @@ Each turn it pulls the frames that have arrived (``feed.py``) and does one thing
 - else wait for the next frame or question.
 
 When the source ends, the questions still waiting are answered at the end (those whose time is beyond
-the end with a note). Ctrl-C ends the loop at once; a source that broke ends it with its reason.
+the end with a note). Ctrl-C ends the loop at once; a source that broke ends it with its reason. A
+network source that drops and is opened again (``reconnect.py``) tells each attempt and its return
+among its frames: they are reported and counted as they are pulled.
 Nothing here keeps anything per frame beyond the frames waiting (``stats.py``).
 """
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from stc_cli.live.feed import Arrival, Feed
 from stc_cli.live.memory import held_bytes, peak_rss_bytes, rss_bytes
 from stc_cli.live.questions import Question
+from stc_cli.live.reconnect import Attempt, Resumed
 from stc_cli.live.stats import Stats
 
 WHEN_BEHIND = ("drop", "queue")
@@ -46,6 +49,8 @@ class Sink:
     def frame(self, event: dict) -> None: ...
 
     def answer(self, event: dict) -> None: ...
+
+    def reconnect(self, event: dict) -> None: ...  # told as a note too
 
     def note(self, text: str) -> None: ...
 
@@ -107,6 +112,8 @@ class StreamLoop:
                 arrived = feed.pull(now, want=not self.waiting)
                 stats.frames_in += len(arrived)
                 self.waiting.extend(arrived)
+                for event in feed.take_events():
+                    self._source_event(event)
                 question = self._ready(now)
                 if question is not None and (not self.waiting or self.waiting[0].frame.t > question.t):
                     self._answer(question)
@@ -210,6 +217,14 @@ class StreamLoop:
         self.sink.answer(event)
 
     # -- frames ------------------------------------------------------------------------------------
+    def _source_event(self, event: Attempt | Resumed) -> None:
+        if isinstance(event, Attempt):
+            self.sink.reconnect(event.event())
+        else:
+            self.stats.reconnects += 1
+            self.stats.frames_missed += event.missed
+        self.sink.note(event.line())
+
     def _drop(self, limit: float) -> None:
         """``drop``: every waiting frame but the newest one at or before ``limit``."""
         if self.when_behind != "drop":

@@ -18,6 +18,7 @@ from stc_cli.configs import EvalConfig, StreamConfig
 from stc_cli.live import questions as asking
 from stc_cli.live.feed import AHEAD, Feed, Reader, SystemClock
 from stc_cli.live.loop import WHEN_BEHIND, Sink, StreamLoop
+from stc_cli.live.reconnect import RECONNECTS, Reconnecting
 from stc_cli.live.source import AVSource, SourceError, kind_of
 
 LIVE_BENCH = "streamingbench"  # protocols are keyed by benchmark: live mode takes a streaming one's
@@ -55,6 +56,11 @@ def prepare(config: StreamConfig) -> Prepared:
         raise ValueError(f"--duration must be a positive number of seconds, got {config.duration}")
     if not config.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, got {config.timeout}")
+    attempts, wait_s = config.reconnect, config.reconnect_wait
+    if attempts < 0:
+        raise ValueError(f"--reconnect must be 0 (off) or a number of attempts, got {attempts}")
+    if not (wait_s >= 0 and math.isfinite(wait_s)):
+        raise ValueError(f"--reconnect-wait must be a number of seconds >= 0, got {wait_s}")
     if not config.source:
         raise ValueError("SOURCE is empty: give a video file, an http(s):// or rtsp:// URL, or /dev/videoN")
     kind = kind_of(config.source)
@@ -82,9 +88,18 @@ def streams(protocol) -> bool:
     return protocol.schedule != "clip" and protocol.sampling == "stride"
 
 
-def open_source(prepared: Prepared) -> AVSource:
-    """The source, opened (``SourceError`` naming it and the reason)."""
-    return AVSource(prepared.config.source, timeout_s=prepared.config.timeout)
+def open_source(prepared: Prepared) -> AVSource | Reconnecting:
+    """The source, opened (``SourceError`` naming it and the reason); a network source or camera is
+    opened again when it drops, unless ``--reconnect 0``."""
+    config = prepared.config
+    attempts, wait_s = config.reconnect, config.reconnect_wait
+
+    def connect() -> AVSource:
+        return AVSource(config.source, timeout_s=config.timeout)
+
+    if attempts and prepared.kind in RECONNECTS:
+        return Reconnecting(connect(), connect, attempts=attempts, wait_s=wait_s)
+    return connect()
 
 
 def build_model(prepared: Prepared):
@@ -129,6 +144,8 @@ def stream(
         end=lambda: source.end,
         close=source.close,
     )
+    if isinstance(source, Reconnecting):  # its drops are told among its frames; Ctrl-C ends its waits
+        source.report, source.wait = reader.send, reader.wait
     feed = Feed(reader, mode, speed=speed if mode == "paced" else 1.0, clock=clock)
     sink = sink or Sink()
 

@@ -5,7 +5,7 @@ A frame's time is its presentation time in seconds from the stream's first frame
 frames at ``fps`` by those times: the first frame at or after each multiple of ``1 / fps``, each frame at
 most once (a source slower than ``fps`` gives every frame). A source is *live* when it is a network
 stream, a camera, or has no duration (a live HTTP stream): it plays at its own pace; anything else is
-played at ``--speed`` (``feed.py``).
+played at ``--speed`` (``feed.py``). A network source that drops is opened again by ``reconnect.py``.
 """
 
 from __future__ import annotations
@@ -75,10 +75,26 @@ def reason(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
-class AVSource:
-    """One source opened with PyAV. ``frames(fps)`` yields the picked frames as ``Frame``s (decoding every
-    frame, converting only the picked ones to RGB); ``end`` is the stream's end in seconds once read
-    to the end. Raises ``SourceError`` when the source cannot be opened or breaks."""
+class Source:
+    """``frames(fps)`` yields the frames of ``decoded()`` picked at ``fps`` as ``Frame``s (converting only
+    the picked ones to RGB); ``end`` is the stream's end in seconds once read to the end."""
+
+    end: float | None = None
+
+    def decoded(self) -> Iterator[tuple[float, object]]:
+        """Every decoded frame as ``(time, av.VideoFrame)``; sets ``end`` as it goes."""
+        raise NotImplementedError
+
+    def frames(self, fps: float, until: float | None = None) -> Iterator[Frame]:
+        for t, frame in pick(self.decoded(), fps, until):
+            yield Frame(t, frame.to_ndarray(format="rgb24"))
+        if until is not None and (self.end is None or self.end > until):
+            self.end = until
+
+
+class AVSource(Source):
+    """One source opened with PyAV (``Source``: decoding every frame). Raises ``SourceError`` when the
+    source cannot be opened or breaks."""
 
     def __init__(self, source: str, timeout_s: float = 10.0):
         import av
@@ -110,38 +126,46 @@ class AVSource:
         duration = self._container.duration
         self.duration = duration / 1_000_000 if duration and duration > 0 else None  # AV_TIME_BASE
         self.live = self.kind in ("stream", "camera") or self.duration is None
+        self.rate = float(self._stream.average_rate or self._stream.guessed_rate or 25)  # native fps
         self.end: float | None = None
+        # where a source opened again goes on (``reconnect.py``): a file on its old timeline (``origin``,
+        # the presentation time that is stream time 0), a live source from ``start`` (its first frame's
+        # stream time)
+        self.origin: float | None = None
+        self.start = 0.0
 
-    def frames(self, fps: float, until: float | None = None) -> Iterator[Frame]:
-        for t, frame in pick(self._decoded(), fps, until):
-            yield Frame(t, frame.to_ndarray(format="rgb24"))
-        if until is not None and (self.end is None or self.end > until):
-            self.end = until
-
-    def _decoded(self):
-        """Every decoded frame as ``(time, av.VideoFrame)``; sets ``end`` as it goes."""
+    def decoded(self):
         import av
 
-        rate = float(self._stream.average_rate or self._stream.guessed_rate or 25)
-        first = previous = last = None
+        previous = last = None
         try:
             for frame in self._container.decode(self._stream):
                 t = frame.time
                 if t is None:  # no presentation time: the native rate after the previous frame
-                    t = previous + 1 / rate if previous is not None else 0.0
-                first = t if first is None else first
-                previous, last = t, t - first
+                    t = previous + 1 / self.rate if previous is not None else 0.0
+                self.origin = t - self.start if self.origin is None else self.origin
+                previous, last = t, t - self.origin
                 ticks = getattr(frame, "duration", None)  # PyAV >= 13; else the native rate
                 step = ticks * frame.time_base if ticks and frame.time_base else None
-                self.end = last + (float(step) if step else 1 / rate)
+                self.end = last + (float(step) if step else 1 / self.rate)
                 yield last, frame
         except av.error.FFmpegError as error:
             at = f" at {last:.1f} s" if last is not None else ""
             raise SourceError(f"{self.name} broke{at}: {reason(error)}") from error
         if self.end is None:
             raise SourceError(f"{self.name}: no frame could be decoded")
-        if not self.live and self.duration and self.end < self.duration - max(0.5, 2 / rate):
+        if not self.live and self.duration and self.end < self.duration - max(0.5, 2 / self.rate):
             raise SourceError(f"{self.name} broke: it ended at {self.end:.1f} s of {self.duration:.1f} s")
+
+    def seek(self, t: float) -> None:
+        """Read from the keyframe at or before stream time ``t`` (needs ``origin``); where the server
+        cannot seek, from where it is (the caller skips the frames it has had)."""
+        import av
+
+        try:
+            self._container.seek(round((self.origin + t) / self._stream.time_base), stream=self._stream)
+        except av.error.FFmpegError:
+            pass
 
     def close(self) -> None:
         self._container.close()

@@ -3,13 +3,14 @@ frame), and the ``summary`` event it ends with.
 
 Definitions (``docs``: live mode): ``frames_in`` are the frames taken at ``--fps`` that arrived;
 each was encoded, dropped (``--when-behind drop``), or is still waiting in the model for the partner
-of its chunk (LiveCC encodes frames in pairs). A frame's *lag* is the time from its arrival (a file's
-frame arrives when its time comes at ``--speed``) to the end of the model work that put it in the
-memory. ``real_time_factor`` is stream seconds per wall-clock second; at ``--speed 1`` the pacing caps
-it near 1, so there ``frames_dropped`` and ``max_lag_s`` say whether the model keeps up, and
-``--speed 0`` measures the headroom. An answer's latency runs from the moment its question was asked
-(a scheduled question: when the stream reached its time) to the answer, waiting for the frames
-before it included.
+of its chunk (LiveCC encodes frames in pairs). ``frames_missed`` never arrived: those ``--fps`` would
+have taken while a live source was down, before it came back (``reconnects`` counts its returns). A
+frame's *lag* is the time from its arrival (a file's frame arrives when its time comes at ``--speed``)
+to the end of the model work that put it in the memory. ``real_time_factor`` is stream seconds per
+wall-clock second; at ``--speed 1`` the pacing caps it near 1, so there ``frames_dropped`` and
+``max_lag_s`` say whether the model keeps up, and ``--speed 0`` measures the headroom. An answer's
+latency runs from the moment its question was asked (a scheduled question: when the stream reached its
+time) to the answer, waiting for the frames before it included.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Stats:
     frames_fed: int = 0  # handed to the model
     frames_encoded: int = 0  # what the model reports it encoded
     frames_dropped: int = 0
+    frames_missed: int = 0  # at --fps, while a live source was down (``reconnect.py``)
+    reconnects: int = 0  # drops the source came back from
     lag_s: float = 0.0  # of the last frame encoded
     max_lag_s: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
@@ -85,6 +88,8 @@ class Stats:
             "frames_encoded": frames,
             "frames_dropped": self.frames_dropped,
             "frames_waiting": self.frames_fed - frames,
+            "frames_missed": self.frames_missed,
+            "reconnects": self.reconnects,
             "max_lag_s": _round(self.max_lag_s),
             "busy_seconds": _round(self.busy_s),
             "answers": len(self.latencies_ms),

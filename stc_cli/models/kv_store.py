@@ -14,6 +14,10 @@ keeps the pages and writes over them; they go only if the block shape, dtype or 
 A block may hold fewer tokens than its slot (``block``, the first block's length unless given): a
 method that keeps a variable number of tokens per frame (``--compress dtd``) fills the head of the slot,
 and reads give back only the tokens stored.
+
+With ``max_blocks`` the store keeps only the last ``max_blocks`` blocks (``--max-blocks``, for streams of
+hours): its slots form a ring over as many pages as that takes, the newest block overwriting the oldest.
+Indices always count the blocks held, oldest first.
 """
 
 from __future__ import annotations
@@ -36,18 +40,30 @@ class BlockStore:
         block: int | None = None,  # tokens per slot; None: the first block's length
         page_blocks: int | None = None,
         page_bytes: int = PAGE_BYTES,
+        max_blocks: int | None = None,  # keep only the newest this many; None: every block
     ):
+        if max_blocks is not None and max_blocks < 1:
+            raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
         self.device = torch.device(device)
         self.block, self.fixed_page_blocks, self.page_bytes = block, page_blocks, page_bytes
+        self.max_blocks = max_blocks
         self.page_blocks: int | None = None  # blocks per page, set with the first block's size
         self.pages: list[torch.Tensor] = []
         self.spec = None  # (slot shape, dtype, pinned) of the pages
-        self.lengths: list[int] = []  # tokens of each block stored in this video
+        self.lengths: list[int] = []  # tokens of each block held, oldest first
+        self.dropped = 0  # blocks of this video dropped for max_blocks (the oldest)
 
     @property
     def count(self) -> int:
-        """Blocks stored in this video."""
+        """Blocks held for this video."""
         return len(self.lengths)
+
+    def slot(self, index: int) -> int:
+        """The slot (page * page_blocks + slot) of held block ``index`` (0: the oldest)."""
+        if self.max_blocks is None:
+            return index
+        ring = -(-self.max_blocks // self.page_blocks) * self.page_blocks  # whole pages
+        return (self.dropped + index) % ring
 
     @torch.no_grad()  # a page is never part of a graph
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -63,7 +79,10 @@ class BlockStore:
             self.pages, self.spec = [], spec
         if not 1 <= length <= slot_shape[1]:
             raise ValueError(f"a block of {length} tokens does not fit slots of {slot_shape[1]}")
-        page, slot = divmod(self.count, self.page_blocks)
+        if self.count == self.max_blocks:  # the oldest goes; its slot is the ring's next
+            del self.lengths[0]  # at most max_blocks long: cheap beside the block's copy
+            self.dropped += 1
+        page, slot = divmod(self.slot(self.count), self.page_blocks)
         if page == len(self.pages):
             with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
                 shape, pin = (2, self.page_blocks, *slot_shape), spec[2]
@@ -98,7 +117,7 @@ class BlockStore:
         ``(position in indices, page, first slot, blocks)``."""
         runs: list[list[int]] = []
         for position, index in enumerate(indices):
-            page, slot = divmod(self._check(index), self.page_blocks)
+            page, slot = divmod(self.slot(self._check(index)), self.page_blocks)
             if runs and runs[-1][1] == page and runs[-1][2] + runs[-1][3] == slot:
                 runs[-1][3] += 1
             else:
@@ -107,7 +126,8 @@ class BlockStore:
 
     def clear(self) -> None:
         """Forget the blocks; the pages stay for the next video."""
-        self.lengths = []
+        self.lengths.clear()
+        self.dropped = 0
 
     def nbytes(self) -> int:
         """Bytes of the blocks stored (what the video holds, whatever the page size or earlier videos)."""
@@ -126,7 +146,7 @@ class BlockStore:
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Block ``index`` (negative counts from the end) as views ``(k, v)`` into its page."""
         index = self._check(index)
-        page, slot = divmod(index, self.page_blocks)
+        page, slot = divmod(self.slot(index), self.page_blocks)
         length = self.lengths[index]
         return self.pages[page][0, slot, :, :length], self.pages[page][1, slot, :, :length]
 

@@ -44,6 +44,7 @@ class ReKVSettings:
     topk: int = 64  # frames retrieved per layer for a question
     last_frames: int | None = None  # --compress lastn: answer from the last N frames instead (SimpleStream)
     encode_chunk: int = 1  # frames per vision-tower call and prefill (--encode-chunk)
+    max_blocks: int | None = None  # blocks kept for retrieval, the newest (--max-blocks); None: every one
     cuda_graphs: bool = True  # on CUDA, replay the vision tower (stock, STC-Cacher or ToMe) from CUDA graphs
     # on CUDA, each frame's prefill and each generated token on fixed buffers, replayed from CUDA graphs
     # (not yet run on a GPU)
@@ -98,6 +99,7 @@ class ReKV:
             recent=rekv.last_frames is not None,
             source=llava.source,
             cuda_graphs=rekv.llm_graphs and self.device.type == "cuda",
+            max_blocks=rekv.max_blocks,
         )
         self.reset()
 
@@ -248,6 +250,7 @@ def build(config, protocol: Protocol, device, dtype) -> ReKV:
         topk=config.topk,
         last_frames=config.last_frames if config.compress == "lastn" else None,
         encode_chunk=config.encode_chunk,
+        max_blocks=config.max_blocks,
         cuda_graphs=config.cuda_graphs,
         llm_graphs=config.llm_graphs,
         compile=config.compile,

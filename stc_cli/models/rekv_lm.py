@@ -26,6 +26,7 @@ class ReKVLanguageModel:
         recent=False,
         source: str = "the LLM",
         cuda_graphs: bool = False,
+        max_blocks: int | None = None,  # blocks kept for retrieval per layer, the newest; None: all
     ):
         config = lm.config
         if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or []):
@@ -43,7 +44,14 @@ class ReKVLanguageModel:
         # run eagerly elsewhere)
         scale = self.head_dim**-0.5
         self.memory = [
-            LayerMemory(n_local=n_local, block=block, theta=self.theta, scale=scale, static=cuda_graphs)
+            LayerMemory(
+                n_local=n_local,
+                block=block,
+                theta=self.theta,
+                scale=scale,
+                static=cuda_graphs,
+                max_blocks=max_blocks,
+            )
             for _ in self.lm.layers
         ]
         self.graphs = GraphReplay() if cuda_graphs else None

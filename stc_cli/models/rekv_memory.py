@@ -76,12 +76,14 @@ class LayerMemory:
         offload="cpu",
         page_blocks: int | None = None,  # blocks per page of the store; None: as many as fit PAGE_BYTES
         static: bool = False,  # the window in a fixed ring of buffers (``RingWindow``), for CUDA graphs
+        max_blocks: int | None = None,  # blocks kept for retrieval, the newest; None: every one
     ):
         if n_local < 1 or block < 1:
             raise ValueError(f"n_local and block must be >= 1, got {n_local} and {block}")
         self.n_local, self.block, self.theta, self.scale = n_local, block, theta, scale
         self.offload = torch.device(offload)
-        self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks)  # one (k, v) per frame
+        # one (k, v) per frame
+        self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks, max_blocks=max_blocks)
         self._reprs: torch.Tensor | None = None  # [capacity, H * D]: room for block_repr to grow into
         self.ring = RingWindow(n_local + block) if static else None
         self.answer_buffer = AnswerBuffer() if static else None
@@ -199,26 +201,35 @@ class LayerMemory:
 
     @property
     def block_repr(self) -> torch.Tensor | None:
-        """``[n_blocks, H * D]``: each block's representative key, None before the first block."""
-        return self._reprs[: len(self.blocks)] if len(self.blocks) else None
+        """``[n_blocks, H * D]``: each block held's representative key, oldest first; None before the first
+        block. With ``max_blocks`` the rows form a ring like the store's slots."""
+        count = len(self.blocks)
+        if not count:
+            return None
+        if not self.blocks.dropped:
+            return self._reprs[:count]
+        rows = (self.blocks.dropped + torch.arange(count, device=self._reprs.device)) % len(self._reprs)
+        return self._reprs[rows]
 
     def _store_block(self, k: torch.Tensor, v: torch.Tensor, heads: int) -> None:
         expanded = k.repeat_interleave(heads // k.shape[0], dim=0)  # [H, block, D], GQA-expanded
         representative = expanded.mean(dim=1).reshape(-1)  # [H * D]
-        count, reprs = len(self.blocks), self._reprs
+        count, reprs, cap = len(self.blocks), self._reprs, self.blocks.max_blocks
         fits = reprs is not None and (reprs.shape[1:], reprs.dtype, reprs.device) == (
             representative.shape,
             representative.dtype,
             representative.device,
         )
-        if not fits or count == len(reprs):
+        if not fits or (count == len(reprs) and count != cap):
             # doubling: appending stays O(1) amortised (a cat per frame copies the whole history)
+            rows = max(64, 2 * count) if cap is None else min(cap, max(64, 2 * count))
             with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
-                grown = representative.new_empty((max(64, 2 * count), representative.numel()))
+                grown = representative.new_empty((rows, representative.numel()))
             if count:
-                grown[:count] = reprs[:count]
+                grown[:count] = reprs[:count]  # nothing dropped yet while the buffer grows
             self._reprs = grown
-        self._reprs[count] = representative
+        # the next row; once max_blocks are held, the oldest block's, which the store drops too
+        self._reprs[(self.blocks.dropped + count) % len(self._reprs)] = representative
         self.blocks.append(k, v)
 
     # -- answering -------------------------------------------------------------------------------
@@ -289,9 +300,10 @@ class LayerMemory:
     def nbytes(self) -> int:
         """Bytes held for this video: init, window and the blocks stored (the answer cache is transient).
         The pages reserved, used or not, are ``self.blocks.capacity_nbytes()``."""
-        held = [self.init_k, self.init_v, self.local_k, self.local_v, self.block_repr]
+        held = [self.init_k, self.init_v, self.local_k, self.local_v]
+        reprs = len(self.blocks) * self._reprs[0].nbytes if len(self.blocks) else 0
         ring = self.ring.nbytes() if self.ring else 0
-        return sum(t.nbytes for t in held if t is not None) + self.blocks.nbytes() + ring
+        return sum(t.nbytes for t in held if t is not None) + self.blocks.nbytes() + reprs + ring
 
 
 class RingWindow:

@@ -278,6 +278,8 @@ def test_bad_options_fail_before_any_model_is_built(tmp_path):
         ("--pruner-window", "4", "--no-pruner"): "--pruner-window applies to STC-Pruner only",
         ("--pruner-window", "4", "--no-stc"): "--pruner-window applies to STC-Pruner only",
         ("--pruner-window", "4", "--compress", "vidcom2"): "--pruner-window applies to STC-Pruner only",
+        ("--max-blocks", "0"): "--max-blocks must be >= 1, got 0",
+        ("--max-blocks", "8", "--model", "livecc"): "--max-blocks runs with --model rekv only, not livecc",
     }
     for flags, message in cases.items():
         result = stc_eval("--output", str(tmp_path / "run"), *flags)

@@ -16,12 +16,14 @@ class FileServer:
     """``files[url_path] = bytes``; ``cut[url_path] = n`` sends at most the first ``n`` bytes of the file
     (whatever range is asked), then hangs up. ``live[url_path] = (bytes, seconds)`` sends a stream with
     no length in ten pieces over ``seconds``, then closes, as a live HTTP stream that stops.
-    ``requests`` logs ``"METHOD path"``."""
+    ``down_after[url_path] = n`` answers the first ``n`` requests of it, then 503, as a server that is
+    down. ``requests`` logs ``"METHOD path"``."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.live: dict[str, tuple[bytes, float]] = {}
         self.cut: dict[str, int] = {}
+        self.down_after: dict[str, int] = {}
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -63,17 +65,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, head: bool) -> None:
         owner = self.owner
         owner.requests.append(f"{self.command} {self.path}")
+        if self.path in owner.down_after:
+            if owner.down_after[self.path] <= 0:
+                return self._refuse(503, b"down", head)
+            owner.down_after[self.path] -= 1
         if self.path in owner.live:
             return self._stream(*owner.live[self.path], head)
         data = owner.files.get(self.path)
         if data is None:
-            body = b"not found"
-            self.send_response(404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-            return
+            return self._refuse(404, b"not found", head)
         code, start, end = 200, 0, len(data) - 1
         match = _RANGE.fullmatch(self.headers.get("Range", ""))
         if match and int(match[1]) < len(data):
@@ -95,6 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.connection.shutdown(socket.SHUT_RDWR)
         self.close_connection = True
+
+    def _refuse(self, code: int, body: bytes, head: bool) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
 
     def _stream(self, data: bytes, seconds: float, head: bool) -> None:
         self.send_response(200)

@@ -38,10 +38,12 @@ def test_json_lines_write_frames_only_when_asked():
     sink = JsonLines(out, err, log_frames=False)
     sink.frame({"event": "frame", "t": 0.0})
     sink.answer(ANSWER)
+    sink.reconnect({"event": "reconnect", "t": 1.0, "attempt": 1})
     sink.note("hello")
     sink.summary(SUMMARY)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [e["event"] for e in events] == ["answer", "summary"] and err.getvalue() == "note: hello\n"
+    assert [e["event"] for e in events] == ["answer", "reconnect", "summary"]
+    assert err.getvalue() == "note: hello\n"
     out = io.StringIO()
     JsonLines(out, err, log_frames=True).frame({"event": "frame", "t": 0.0})
     assert json.loads(out.getvalue()) == {"event": "frame", "t": 0.0}
@@ -67,6 +69,9 @@ def test_summary_lines():
     assert lines[2] == "frames: 3 in, 3 encoded, 0 dropped; max lag 0.00 s"
     assert lines[3] == "answers: 0, latency p50 n/a, p95 n/a"
     assert lines[4] == "per frame: vit 10.0 ms"
+    assert not any(line.startswith("reconnects") for line in lines)
+    again = summary_lines({**SUMMARY, "reconnects": 2, "frames_missed": 7})
+    assert again[5] == "reconnects: 2; 7 frames missed while the source was down"
 
 
 def test_the_panel_shows_the_stream_state():

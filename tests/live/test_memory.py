@@ -50,6 +50,19 @@ def test_rekv_grows_by_its_blocks_alone_and_the_process_levels_off():
     assert rss[400] - rss[200] < 20_000_000 + 200 * per_frame, size(rss[400] - rss[200])
 
 
+def test_rekv_with_max_blocks_and_a_pruner_window_levels_off():
+    """The caps for streams of hours: --max-blocks 20 keeps the last 20 frames' blocks, --pruner-window 8
+    the pruner's last 8 chunk means. Past the window's 10 frames and 20 blocks the model holds the same
+    bytes at every frame: nothing grows with the stream."""
+    config = EvalConfig(model="rekv", model_path="random:tiny", n_local=50, max_blocks=20, pruner_window=8)
+    model, sampler, summary = streamed(config, SyntheticSource(400, 1.0), every=50)
+    held = [row[1] for row in sampler.rows]  # at frames 50, 100, ..., 400
+    assert held == [held[0]] * 8
+    assert all(len(memory.blocks) == 20 for memory in model.llm.memory)
+    assert len(model.pruner.history) == 8
+    assert summary["frames_encoded"] == 400 and summary["memory"]["held_bytes"] == held[0]
+
+
 def test_livecc_with_max_cache_tokens_holds_a_bounded_cache():
     """LiveCC's cache stays under --max-cache-tokens for a stream of any length; what still grows is
     STC-Pruner's history of chunk means (one per chunk)."""

@@ -5,6 +5,10 @@ import pytest
 from stc_cli import protocols
 from stc_cli.configs import EvalConfig, StreamConfig
 from stc_cli.live import session
+from stc_cli.live.reconnect import Reconnecting
+from stc_cli.live.source import AVSource
+from tests.live.clips import write_clip
+from tests.live.httpserve import FileServer
 
 
 def test_streaming_protocols():
@@ -42,6 +46,8 @@ def test_prepare_resolves_the_protocol_and_questions_without_loading():
         ),
         ({"model": EvalConfig(device="cuda:7")}, "--device cuda:7"),
         ({"model": EvalConfig(dtype="float8")}, "--dtype must be auto, float32, float16 or bfloat16"),
+        ({"reconnect": -1}, "--reconnect must be 0 (off) or a number of attempts, got -1"),
+        ({"reconnect_wait": float("nan")}, "--reconnect-wait must be a number of seconds >= 0, got nan"),
     ],
 )
 def test_prepare_refuses(changes, message):
@@ -63,3 +69,15 @@ def test_the_model_is_built_as_stc_eval_builds_it():
     )
     assert described["stc"]["cacher"] is False and described["stc"]["pruner"] is False
     assert model.protocol is prepared.protocol
+
+
+def test_a_url_is_opened_again_after_a_drop_unless_reconnect_is_0(tmp_path):
+    clip = write_clip(tmp_path / "a.mp4")
+    with FileServer() as server:
+        server.files["/a.mp4"] = clip.read_bytes()
+        url = server.url("/a.mp4")
+        for source, reconnect, kind in ((url, 3, Reconnecting), (url, 0, AVSource), (str(clip), 3, AVSource)):
+            prepared = session.prepare(StreamConfig(source=source, reconnect=reconnect))
+            opened = session.open_source(prepared)
+            opened.close()
+            assert type(opened) is kind, source

@@ -32,6 +32,8 @@ def test_the_summary_event_fields():
         "frames_encoded": 8,
         "frames_dropped": 1,
         "frames_waiting": 1,
+        "frames_missed": 0,
+        "reconnects": 0,
         "max_lag_s": 0.9,
         "busy_seconds": 1.5,
         "answers": 3,

@@ -1,5 +1,6 @@
 """`stc stream` end to end on random:tiny models: files at --speed 0 and 1, a URL on a loopback server,
-questions from --ask, a file and stdin, drop vs queue under a slow model, and what bad input says."""
+questions from --ask, a file and stdin, drop vs queue under a slow model, a live stream that drops and
+reconnects, and what bad input says."""
 
 import json
 import os
@@ -134,10 +135,11 @@ def test_a_url_that_drops_ends_with_the_summary_and_exit_1(tmp_path):
     with FileServer() as server:
         server.files["/long.mp4"] = data
         server.cut["/long.mp4"] = len(data) // 2
-        result = stream(server.url("/long.mp4"), *TINY, "--speed", "0", "--json", "--ask", "8: still there?")
+        args = ["--speed", "0", "--json", "--ask", "8: still there?", "--reconnect", "0"]
+        result = stream(server.url("/long.mp4"), *TINY, *args)
     assert result.exit_code == 1
     summary = events(result.stdout)[-1]
-    assert summary["ended"] == "broken" and 0 < summary["frames_encoded"] < 10
+    assert summary["ended"] == "broken" and 0 < summary["frames_encoded"] < 10 and summary["reconnects"] == 0
     assert "broke at" in summary["reason"] and "Input/output error" in summary["reason"]
     assert events(result.stdout)[-2]["note"].startswith("asked for 8 s; the stream ended at")
     (line,) = result.stderr.splitlines()
@@ -150,7 +152,9 @@ def test_a_live_http_stream_plays_at_its_own_pace_until_it_stops(tmp_path):
     data = write_ts(tmp_path / "live.ts", frames=30, fps=10).read_bytes()  # 3 s
     with FileServer() as server:
         server.live["/live.ts"] = (data, 1.0)
-        result = stream(server.url("/live.ts"), *TINY, "--fps", "2", "--json", "--speed", "0")
+        result = stream(
+            server.url("/live.ts"), *TINY, "--fps", "2", "--json", "--speed", "0", "--reconnect", "0"
+        )
     assert result.exit_code == 1, result.output
     summary = events(result.stdout)[-1]
     assert (summary["live"], summary["speed"], summary["ended"]) == (True, None, "broken")
@@ -158,6 +162,53 @@ def test_a_live_http_stream_plays_at_its_own_pace_until_it_stops(tmp_path):
     assert summary["frames_in"] >= 3
     assert summary["frames_in"] == summary["frames_encoded"] + summary["frames_dropped"]
     assert "is live (it has no duration): it plays at its own pace, not --speed" in result.stderr
+
+
+def test_a_live_stream_that_drops_once_reconnects_and_goes_on(tmp_path):
+    """The server closes the stream after 2 s and serves it again: one reconnect event, then frames and
+    an answer past the drop on the same timeline, until --duration."""
+    data = write_ts(tmp_path / "live.ts", frames=20, fps=10).read_bytes()  # 2 s
+    with FileServer() as server:
+        server.live["/live.ts"] = (data, 1.0)
+        server.down_after["/live.ts"] = 2
+        url = server.url("/live.ts")
+        args = ["--fps", "2", "--json", "--log-frames", "--reconnect-wait", "0.05", "--duration", "3"]
+        result = stream(url, *TINY, *args, "--ask", "2.5: still there?")
+        assert server.requests == ["GET /live.ts"] * 2
+    assert result.exit_code == 0, result.output
+    out = events(result.stdout)
+    (reconnect,) = [e for e in out if e["event"] == "reconnect"]
+    assert (reconnect["attempt"], reconnect["attempts"], reconnect["wait_s"]) == (1, 3, 0.05)
+    assert reconnect["reason"] == f"{url} broke at {reconnect['t']:.1f} s: Input/output error"
+    after = out[out.index(reconnect) + 1 :]  # reported when pulled: frames before the drop may follow
+    assert max(e["t"] for e in after if e["event"] == "frame") > reconnect["t"]
+    (answer,) = [e for e in out if e["event"] == "answer"]
+    assert answer["t"] == 2.5 > reconnect["t"] and isinstance(answer["answer"], str) and answer in after
+    summary = out[-1]
+    assert (summary["ended"], summary["reason"]) == ("end", "--duration 3 s reached")
+    assert (summary["stream_seconds"], summary["reconnects"]) == (3.0, 1) and summary["frames_missed"] >= 0
+    assert summary["frames_in"] == summary["frames_encoded"] + summary["frames_dropped"]
+    assert f"note: {reconnect['reason']}; reconnecting in 0.05 s (attempt 1 of 3)" in result.stderr
+    assert "note: the source is back after " in result.stderr
+
+
+def test_a_live_stream_that_stays_down_ends_after_its_attempts(tmp_path):
+    data = write_ts(tmp_path / "live.ts", frames=10, fps=10).read_bytes()
+    with FileServer() as server:
+        server.live["/live.ts"] = (data, 0.5)
+        server.down_after["/live.ts"] = 1
+        url = server.url("/live.ts")
+        result = stream(url, *TINY, "--fps", "2", "--json", "--reconnect", "2", "--reconnect-wait", "0.05")
+        assert server.requests == ["GET /live.ts"] * 3
+    assert result.exit_code == 1, result.output
+    out = events(result.stdout)
+    refused = f"cannot open {url}: Server returned 5XX Server Error reply"
+    attempts = [(e["attempt"], e["wait_s"], e["reason"]) for e in out if e["event"] == "reconnect"]
+    assert attempts[1] == (2, 0.1, refused) and attempts[0][:2] == (1, 0.05)
+    summary = out[-1]
+    assert (summary["ended"], summary["reconnects"]) == ("broken", 0)
+    assert summary["reason"] == f"{attempts[0][2]}; not back after 2 reconnect attempts: {refused}"
+    assert result.stderr.splitlines()[-1] == f"error: {summary['reason']}"
 
 
 def test_stdin_lines_are_questions(clip):
@@ -233,6 +284,8 @@ def test_drop_vs_queue_under_a_slow_model(clip, monkeypatch):
         (["--pruner-window", "0"], "error: --pruner-window must be >= 1, got 0"),
         (["--log-frames"], "error: --log-frames writes frame events among the --json events: add --json"),
         (["--duration", "0"], "error: --duration must be a positive number of seconds, got 0.0"),
+        (["--reconnect", "-1"], "error: --reconnect must be 0 (off) or a number of attempts, got -1"),
+        (["--reconnect-wait", "-0.5"], "error: --reconnect-wait must be a number of seconds >= 0, got -0.5"),
     ],
 )
 def test_bad_input_gets_one_line(clip, args, message):
@@ -303,3 +356,37 @@ def test_a_typed_question_is_asked_at_the_current_time_and_ctrl_c_ends_with_the_
     summary = rest[-1]
     assert summary["event"] == "summary" and summary["ended"] == "interrupted" and summary["answers"] == 1
     assert 1.0 <= summary["stream_seconds"] < 120.0 and proc.returncode == 0
+
+
+def test_ctrl_c_during_a_reconnect_wait_ends_with_the_summary(tmp_path):
+    data = write_ts(tmp_path / "live.ts", frames=10, fps=10).read_bytes()
+    with FileServer() as server:
+        server.live["/live.ts"] = (data, 0.5)
+        server.down_after["/live.ts"] = 1
+        url = server.url("/live.ts")
+        command = [sys.executable, "-m", "stc_cli", "stream", url, *TINY, "--json", "--reconnect-wait", "60"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            seen = []
+            for event in _lines(proc, time.monotonic() + 240):
+                seen.append(event)
+                if event["event"] == "reconnect":
+                    proc.send_signal(signal.SIGINT)
+                    break
+            rest = list(_lines(proc, time.monotonic() + 60))  # well before the 60 s wait is over
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert (seen[-1]["event"], seen[-1]["attempt"], seen[-1]["wait_s"]) == ("reconnect", 1, 60.0)
+    summary = rest[-1]
+    assert (summary["event"], summary["ended"], summary["reconnects"]) == ("summary", "interrupted", 0)
+    assert proc.returncode == 0

@@ -145,3 +145,30 @@ def test_blocks_shorter_than_their_slot_read_back_only_the_tokens_stored():
     assert store.capacity_nbytes() == 2 * 2 * 2 * KV_HEADS * BLOCK * DIM * 4
     with pytest.raises(ValueError, match="a block of 4 tokens does not fit slots of 3"):
         store.append(torch.zeros(KV_HEADS, 4, DIM), torch.zeros(KV_HEADS, 4, DIM))
+
+
+@pytest.mark.parametrize(("cap", "page_blocks"), [(3, 2), (4, 2), (1, 1), (5, 3)])
+def test_max_blocks_keeps_the_newest_in_a_ring_of_whole_pages(cap, page_blocks):
+    """Nine blocks into a store that keeps ``cap``: the newest ``cap``, oldest first, read one by one
+    and gathered (runs split where the ring wraps), on ``ceil(cap / page_blocks)`` pages, never more."""
+    pairs = blocks(9)
+    store = BlockStore(page_blocks=page_blocks, max_blocks=cap)
+    for i, (k, v) in enumerate(pairs):
+        store.append(k, v)
+        assert len(store) == min(i + 1, cap) and len(store.pages) <= math.ceil(cap / page_blocks)
+    kept = pairs[-cap:]
+    assert store.dropped == 9 - cap and store.nbytes() == cap * 2 * KV_HEADS * BLOCK * DIM * 4
+    for (k, v), (want_k, want_v) in zip(store, kept, strict=True):
+        assert torch.equal(k, want_k) and torch.equal(v, want_v)
+    indices = list(range(cap))[::-1] + [0]
+    k, v = store.gather(indices, "cpu")
+    assert torch.equal(k, torch.cat([kept[i][0] for i in indices], dim=1))
+    assert torch.equal(v, torch.cat([kept[i][1] for i in indices], dim=1))
+    store.clear()  # a new video starts the ring afresh on the same pages
+    store.append(*pairs[0])
+    assert (len(store), store.dropped) == (1, 0) and torch.equal(store[0][0], pairs[0][0])
+
+
+def test_max_blocks_must_keep_one():
+    with pytest.raises(ValueError, match="max_blocks must be >= 1, got 0"):
+        BlockStore(max_blocks=0)

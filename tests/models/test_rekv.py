@@ -305,6 +305,22 @@ def test_on_cuda_graphs_change_no_logit_and_the_ring_window_little():
 
 
 @torch.inference_mode()
+def test_max_blocks_bounds_what_a_long_stream_holds(tiny):
+    """--max-blocks 3 and a window of two frames: past three frames, every layer holds three blocks
+    and a full window, and the memory's bytes stop growing; a question retrieves among those blocks."""
+    init = len(tiny.tokenizer(INIT_PROMPT, add_special_tokens=False).input_ids)
+    rekv = ReKV(tiny, OFF, ReKVSettings(n_local=init + 2 * 16, topk=2, max_blocks=3))
+    held = []
+    for second in range(8):
+        rekv.add_frames(frames(1, seed=second), (float(second),))
+        held.append(rekv.llm.nbytes())
+    assert all(len(m.blocks) == 3 and m.blocks.dropped == 5 for m in rekv.llm.memory)
+    assert held[2:] == [held[2]] * 6 and held[0] < held[1] < held[2]
+    assert rekv.describe()["rekv"]["max_blocks"] == 3
+    rekv_logits(rekv, CHAT_TURN.format(prompt=query().prompt))
+
+
+@torch.inference_mode()
 def test_the_ring_window_gives_the_logits_of_the_growing_window(tiny):
     """The fixed buffers a CUDA graph replays (on a CPU they run eagerly), past the window's end, with
     retrieval of 2 of 6 frames, and three decoding steps: the logits of the growing window."""

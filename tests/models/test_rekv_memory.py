@@ -329,3 +329,28 @@ def test_a_static_answer_cache_refuses_to_outgrow_the_room_it_was_given():
         mem.extend(q[:, :1], k[:, :1], v[:, :1])
     with pytest.raises(ValueError, match="the answer outgrew its 1024 slots"):
         mem.extend(q[:, :1], k[:, :1], v[:, :1])
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_max_blocks_retrieves_among_the_newest_blocks_only(static):
+    """Ten frames into a memory that keeps 4 blocks: a question chooses among the last 4 as a memory
+    holding all ten would among those same four, and the answer cache holds the chosen ones."""
+    q, k, v = stream(3, 10, 4)
+    everything = memory(9, 4)
+    capped = LayerMemory(n_local=9, block=4, theta=THETA, scale=SCALE, static=static, max_blocks=4)
+    for mem in (everything, capped):
+        mem.encode(q[:, :3], k[:, :3], v[:, :3])
+        mem.encode(q[:, 3:], k[:, 3:], v[:, 3:])
+    assert len(capped.blocks) == 4 and capped.blocks.dropped == 6
+    torch.testing.assert_close(capped.block_repr, everything.block_repr[-4:], rtol=0, atol=0)
+    question = q[:, -3:]
+    query = question.float().mean(dim=1).reshape(-1)
+    expected = sorted((everything.block_repr[-4:].float() @ query).topk(2).indices.tolist())
+    assert capped.choose(question, 2) == expected
+    capped.retrieve(question, k[:, -3:], v[:, -3:], topk=2)
+    first = 3 + 6 * 4  # the stream index of the oldest block kept
+    chosen = [k[:, first + 4 * i : first + 4 * i + 4] for i in expected]
+    torch.testing.assert_close(capped.answer_k, torch.cat([k[:, :3], *chosen], dim=1), rtol=0, atol=0)
+    held = capped.nbytes()
+    capped.encode(q[:, 3:7], k[:, 3:7], v[:, 3:7])  # one more frame: one dropped, as much held
+    assert capped.nbytes() == held
