@@ -30,6 +30,13 @@ class _Recorded:
 
 
 class GraphReplay:
+    """Steps recorded per key and replayed (see the module docstring).
+
+    Example:
+        >>> replay = GraphReplay()
+        >>> out = replay(("frame", x.shape), step, x, restore=lambda state: ...)  # eager, then replayed
+    """
+
     def __init__(self, record_after: int = 1) -> None:
         if record_after < 1:
             raise ValueError(f"record_after must be >= 1 (an eager warm-up first), got {record_after}")
