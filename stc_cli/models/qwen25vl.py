@@ -12,11 +12,13 @@ one user turn per 1-second chunk, no text but the vision block, after Qwen2.5-VL
 
 from __future__ import annotations
 
+import functools
+
+from stc_cli.models import qwenvl_build
 from stc_cli.models.presets import LLM_PRESETS, QWEN25VL_VISION_PRESETS
-from stc_cli.models.qwen2vl import Architecture, load_checkpoint
+from stc_cli.models.qwen2vl import Architecture
 from stc_cli.models.qwen2vl_frames import Qwen2VLFrames
 from stc_cli.models.qwenvl_build import QwenStream
-from stc_cli.models.qwenvl_build import build as build_model
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen2.5-VL-7B-Instruct"
 # Qwen2.5-VL-7B-Instruct's preprocessor_config.json: Qwen2VLImageProcessor, 3136 to 12845056 px
@@ -47,18 +49,5 @@ class Qwen25VLStream(QwenStream):
     FACTOR = 28
 
 
-def load(source: str | None = None, *, device="cpu", dtype=None, revision: str | None = None):
-    import torch
-
-    return load_checkpoint(
-        source or DEFAULT_CHECKPOINT,
-        ARCHITECTURE,
-        device=device,
-        dtype=dtype or torch.float32,
-        revision=revision,
-    )
-
-
-def build(config, protocol, device, dtype):
-    """``stc eval --model qwen25vl``: the checkpoint of ``config.model_path`` under ``protocol``."""
-    return build_model(load(config.model_path, device=device, dtype=dtype), Qwen25VLStream, config, protocol)
+load = functools.partial(qwenvl_build.load, ARCHITECTURE)
+build = functools.partial(qwenvl_build.build_for, ARCHITECTURE, Qwen25VLStream)  # stc eval --model qwen25vl

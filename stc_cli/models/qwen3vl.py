@@ -15,11 +15,13 @@ then the vision block, with the chunk's deepstack features).
 
 from __future__ import annotations
 
+import functools
+
+from stc_cli.models import qwenvl_build
 from stc_cli.models.presets import QWEN3VL_VISION_PRESETS
-from stc_cli.models.qwen2vl import Architecture, load_checkpoint
+from stc_cli.models.qwen2vl import Architecture
 from stc_cli.models.qwen2vl_frames import Qwen2VLFrames
 from stc_cli.models.qwenvl_build import QwenStream
-from stc_cli.models.qwenvl_build import build as build_model
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen3-VL-8B-Instruct"
 # Qwen3-VL-8B-Instruct's preprocessor_config.json: Qwen2VLImageProcessorFast, 65536 to 16777216 px, patch 16
@@ -71,18 +73,5 @@ class Qwen3VLStream(QwenStream):
     FACTOR = 32
 
 
-def load(source: str | None = None, *, device="cpu", dtype=None, revision: str | None = None):
-    import torch
-
-    return load_checkpoint(
-        source or DEFAULT_CHECKPOINT,
-        ARCHITECTURE,
-        device=device,
-        dtype=dtype or torch.float32,
-        revision=revision,
-    )
-
-
-def build(config, protocol, device, dtype):
-    """``stc eval --model qwen3vl``: the checkpoint of ``config.model_path`` under ``protocol``."""
-    return build_model(load(config.model_path, device=device, dtype=dtype), Qwen3VLStream, config, protocol)
+load = functools.partial(qwenvl_build.load, ARCHITECTURE)
+build = functools.partial(qwenvl_build.build_for, ARCHITECTURE, Qwen3VLStream)  # stc eval --model qwen3vl

@@ -1,12 +1,16 @@
-"""What ``qwen25vl.py`` and ``qwen3vl.py`` share: the stream settings, the stream's pruner budget, and
-``build``: a checkpoint of an ``Architecture`` in the protocol's layout (``simplestream``: ``RecentFrames``;
-``qwenvl-turns``: the model's ``QwenVLStream``)."""
+"""What ``qwen25vl.py`` and ``qwen3vl.py`` share: the stream settings, the stream's pruner budget, ``load``
+(a checkpoint of an ``Architecture``) and ``build``: it in the protocol's layout (``simplestream``:
+``RecentFrames``; ``qwenvl-turns``: the model's ``QwenVLStream``); ``build_for`` is a model's ``--model``
+entry, both in one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from stc_cli.models.base import STCSettings
+from stc_cli.models.qwen2vl import Architecture, load_checkpoint
 from stc_cli.models.qwenvl_recent import TEMPLATE as RECENT
 from stc_cli.models.qwenvl_recent import RecentFrames, pruner_budget
 from stc_cli.models.qwenvl_stream import QwenVLStream
@@ -60,3 +64,15 @@ def build(qwen, stream: type[QwenStream], config, protocol: Protocol):
     settings = stream.default_settings()
     settings = StreamSettings(settings.min_pixels, settings.max_pixels, config.max_cache_tokens)
     return stream(qwen, stc, settings, protocol)
+
+
+def load(arch: Architecture, source: str | None = None, *, device="cpu", dtype=None, revision=None):
+    """A checkpoint of ``arch``: ``random:<preset>``, a folder or a hub id (default: its released
+    checkpoint), in float32 unless ``dtype`` says otherwise."""
+    source = source or arch.default_checkpoint
+    return load_checkpoint(source, arch, device=device, dtype=dtype or torch.float32, revision=revision)
+
+
+def build_for(arch: Architecture, stream: type[QwenStream], config, protocol: Protocol, device, dtype):
+    """``stc eval --model NAME``: the checkpoint of ``config.model_path`` under ``protocol``."""
+    return build(load(arch, config.model_path, device=device, dtype=dtype), stream, config, protocol)
