@@ -69,7 +69,7 @@ def check_architecture(folder: Path, model_type: str) -> dict:
             f"{path}: missing, so {folder} is not a complete checkpoint folder (config.json, weights, "
             f"tokenizer files, preprocessor_config.json); {AGAIN} or pass its hub id"
         )
-    config = _read_json(path)
+    config = read_json(path)
     found = config.get("model_type")
     classes = config.get("architectures") if isinstance(config.get("architectures"), list) else []
     if found is None:  # an old or hand-written config: the class names say the same
@@ -100,7 +100,7 @@ def check_weights(folder: Path) -> None:
         return
     index = folder / WEIGHTS_INDEX
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{index}: no weight_map of tensors to files; {AGAIN}")
         shards = sorted({str(shard) for shard in weight_map.values()})
@@ -161,7 +161,7 @@ def preprocessor_config(folder: Path, model_type: str) -> Path:
     for name in CONFIG_FILES:
         path = folder / name
         if path.is_file():
-            config = _read_json(path)
+            config = read_json(path)
             kind = str(config.get("video_processor_type") or config.get("image_processor_type") or "")
             other = next((key for key, prefix in PROCESSORS.items() if kind.startswith(prefix)), model_type)
             if other != model_type:
@@ -259,7 +259,8 @@ def load_weights(model_class, folder: Path, config, dtype):
     return model
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A checkpoint's JSON file as a dict; one ``CheckpointError`` line if it is not a JSON object."""
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -267,3 +268,27 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}; {AGAIN}")
     return data
+
+
+# Qwen2Config fields a checkpoint's config.json carries in transformers 4.x's names: 5.x keeps rope_theta in
+# rope_parameters (StreamForest's and Dispider's releases write the 4.x layout)
+QWEN2_FIELDS = (
+    "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads "
+    "num_key_value_heads hidden_act max_position_embeddings rms_norm_eps rope_theta "
+    "tie_word_embeddings use_sliding_window sliding_window max_window_layers attention_dropout "
+    "initializer_range bos_token_id eos_token_id"
+).split()
+
+
+def qwen2_config(found: dict):
+    """The ``Qwen2Config`` of a 4.x-layout config dict's Qwen2 fields."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**{key: found[key] for key in QWEN2_FIELDS if key in found})
+
+
+def qwen2_fields(config) -> dict:
+    """``config``'s Qwen2 fields in the 4.x layout (``rope_theta`` at the top), for a config.json."""
+    found = config.to_dict()
+    fields = {key: found[key] for key in QWEN2_FIELDS if key in found and key != "rope_theta"}
+    return {**fields, "rope_theta": config.rope_parameters["rope_theta"]}

@@ -14,7 +14,6 @@ models cut shorter clips.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from stc_cli.models import checkpoints
@@ -31,13 +30,6 @@ SILENT_KEY = f"{COMPACT_PREFIX}silent_head.weight"  # [D] stream_grounding_qwen.
 CLIP_PROJECTOR_PREFIX = "model.clip_projector."  # [D] long_arch.py, language_model/builder.py:195-214
 COMPRESS_PROJECTOR_PREFIX = "model.compress_projector."  # language_model/builder.py:175-192
 SPECIAL_TOKENS = ("<has_answer>", "<to_do>", "<keep_silent>")  # [D] dispider/constants.py
-# Qwen2Config fields the two configs carry (transformers 4.x names; rope_theta is converted)
-LLM_FIELDS = (
-    "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads "
-    "num_key_value_heads hidden_act max_position_embeddings rms_norm_eps rope_theta "
-    "tie_word_embeddings use_sliding_window sliding_window max_window_layers attention_dropout "
-    "initializer_range bos_token_id eos_token_id"
-).split()
 VISION_FIELDS = (
     "hidden_size intermediate_size num_hidden_layers num_attention_heads image_size patch_size "
     "layer_norm_eps hidden_act projection_dim"
@@ -53,13 +45,7 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(
             f"{path}: missing, so {path.parent} is not a complete Dispider checkpoint; {AGAIN}"
         )
-    try:
-        found = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({checkpoints.first_line(error)}); {AGAIN}") from None
-    if not isinstance(found, dict):
-        raise CheckpointError(f"{path}: expected a JSON object; {AGAIN}")
-    return found
+    return checkpoints.read_json(path)
 
 
 def _refuse(path: Path, key: str, found, wanted: str) -> CheckpointError:
@@ -109,14 +95,13 @@ def select_layer(perception: dict) -> int:
 def build_configs(found: dict, folder: Path):
     """``(CLIPVisionConfig, compact Qwen2Config, reaction Qwen2Config)`` of ``read_configs``'s dicts, with the
     widths that tie them together checked."""
-    from transformers import CLIPVisionConfig, Qwen2Config
+    from transformers import CLIPVisionConfig
 
     try:
         vision = CLIPVisionConfig(
             **{**CLIP_L14, **{k: found["vision"][k] for k in VISION_FIELDS if k in found["vision"]}}
         )
-        compact = Qwen2Config(**{k: found["perception"][k] for k in LLM_FIELDS if k in found["perception"]})
-        reaction = Qwen2Config(**{k: found["reaction"][k] for k in LLM_FIELDS if k in found["reaction"]})
+        compact, reaction = (checkpoints.qwen2_config(found[part]) for part in ("perception", "reaction"))
     except (TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{folder}: does not load ({checkpoints.first_line(error)}); {AGAIN}") from None
     perception, side = found["perception"], vision.image_size // vision.patch_size
@@ -170,24 +155,17 @@ def part_names(names: list[str]) -> dict[str, dict[str, str]]:
 def config_dicts(vision, compact, reaction, resolution: int, pool_num: int, frames_per_clip: int, layer: int):
     """The configs of a model stc built, in the release's layout: ``(root, perception, vision)`` dicts."""
 
-    def llm(config) -> dict:
-        found = config.to_dict()
-        return {
-            **{k: found[k] for k in LLM_FIELDS if k in found and k != "rope_theta"},
-            "rope_theta": config.rope_parameters["rope_theta"],
-        }
-
     root = {
         "architectures": ["LongQwen2ForCausalLM"],
         "model_type": MODEL_TYPE,
-        **llm(reaction),
+        **checkpoints.qwen2_fields(reaction),
         "clip_projector_type": "mlp2x_gelu",
         "compress_projector_type": "mlp2x_gelu",
         "compress_hidden_size": compact.hidden_size,
     }
     perception = {
         "architectures": ["StreamGroundQwenForCausalLM"],
-        **llm(compact),
+        **checkpoints.qwen2_fields(compact),
         "mm_projector_type": "pool",
         "mm_hidden_size": vision.hidden_size,
         "mm_vision_select_layer": layer,

@@ -30,13 +30,6 @@ REQUIRED = {
     "vision_encode_type": (("image_video_memory_batch",), True),  # llava_arch.py:697-698
     "mm_patch_merge_type": (("flat",), True),  # llava_arch.py:718-720; train.py:88 default: no newlines
 }
-# Qwen2Config fields a LLaVA-NeXT config carries (transformers 4.x names; rope_theta is converted)
-LLM_FIELDS = (
-    "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads "
-    "num_key_value_heads hidden_act max_position_embeddings rms_norm_eps rope_theta "
-    "tie_word_embeddings use_sliding_window sliding_window max_window_layers attention_dropout "
-    "initializer_range bos_token_id eos_token_id"
-).split()
 VISION_FIELDS = (
     "hidden_size intermediate_size num_hidden_layers num_attention_heads image_size patch_size "
     "layer_norm_eps hidden_act"
@@ -80,12 +73,7 @@ def read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing, so {folder} is not a complete checkpoint folder; {AGAIN}")
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({checkpoints.first_line(error)}); {AGAIN}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object; {AGAIN}")
+    config = checkpoints.read_json(path)
     found = config.get("model_type")
     if found != MODEL_TYPE:
         other = {key: model for key, (_, model, _) in checkpoints.ARCHITECTURES.items()}.get(found)
@@ -117,11 +105,11 @@ def read_config(folder: Path) -> dict:
 
 def configs(config: dict, path: Path):
     """``(SiglipVisionConfig, Qwen2Config, MemorySettings)`` of a StreamForest config.json dict."""
-    from transformers import Qwen2Config, SiglipVisionConfig
+    from transformers import SiglipVisionConfig
 
     try:
         vision = SiglipVisionConfig(**{**SO400M, **config.get("vision_config", {})}, vision_use_head=False)
-        llm = Qwen2Config(**{key: config[key] for key in LLM_FIELDS if key in config})
+        llm = checkpoints.qwen2_config(config)
         memory = config.get("memory_config")
         memory = (
             MemorySettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in memory.items()})
@@ -182,12 +170,10 @@ def check_names(names: list[str], folder: Path, vision_layers: int) -> None:
 
 def config_json(vision_config, llm_config, memory: MemorySettings) -> dict:
     """config.json of a model stc built, in upstream's layout (plus its tower's and memory's sizes)."""
-    llm = llm_config.to_dict()
     return {
         "architectures": ["LlavaQwenForCausalLM"],
         "model_type": MODEL_TYPE,
-        **{key: llm[key] for key in LLM_FIELDS if key in llm and key != "rope_theta"},
-        "rope_theta": llm_config.rope_parameters["rope_theta"],
+        **checkpoints.qwen2_fields(llm_config),
         "mm_projector_type": PROJECTOR_TYPE,
         "mm_hidden_size": vision_config.hidden_size,
         "mm_vision_tower": "google/siglip-so400m-patch14-384",
