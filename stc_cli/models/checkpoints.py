@@ -192,9 +192,14 @@ def load_config(config_class, folder: Path):
 
 
 def load_tokenizer(folder: Path):
-    """``AutoTokenizer.from_pretrained(folder)``; CheckpointError naming the folder when it does not load."""
+    """``AutoTokenizer.from_pretrained(folder)``; CheckpointError naming the folder when it does not load.
+    Its remark on a config.json of a model type transformers does not know (StreamForest's ``llava_qwen``,
+    Dispider's ``long``) is dropped: the tokenizer files are all it reads here."""
     from transformers import AutoTokenizer
 
+    logger = logging.getLogger("transformers.configuration_utils")
+    unknown_type = _Dropping("to instantiate a model of type")
+    logger.addFilter(unknown_type)
     try:
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
@@ -202,6 +207,19 @@ def load_tokenizer(folder: Path):
             f"{folder}: the tokenizer does not load ({first_line(error)}); copy the tokenizer files from the "
             f"hub repository the checkpoint came from, or {AGAIN}"
         ) from None
+    finally:
+        logger.removeFilter(unknown_type)
+
+
+class _Dropping(logging.Filter):
+    """Drops the log records whose message holds ``phrase``."""
+
+    def __init__(self, phrase: str) -> None:
+        super().__init__()
+        self.phrase = phrase
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.phrase not in str(record.msg)
 
 
 class _HeldBack(logging.Filter):

@@ -11,7 +11,6 @@ its shape, else one ``CheckpointError`` names the tensor.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +133,8 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
         )
     for part, module in modules.items():
         _load_part(folder, part, module, names[part])
-    tokenizer, compact_tokenizer = _tokenizer(folder), _tokenizer(folder / dispider_config.PERCEPTION)
+    tokenizer = checkpoints.load_tokenizer(folder)
+    compact_tokenizer = checkpoints.load_tokenizer(folder / dispider_config.PERCEPTION)
     for token in dispider_config.SPECIAL_TOKENS[:2]:  # the decision sequence's markers, one token each
         if token not in compact_tokenizer.get_vocab():
             raise CheckpointError(
@@ -153,22 +153,6 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
         configs=(found["reaction"], perception, found["vision"]),
     )
     return _to(net, device, dtype)
-
-
-def _tokenizer(folder: Path):
-    """The tokenizer of ``folder``, without AutoTokenizer's remark on the ``long`` config it cannot read."""
-    logger = logging.getLogger("transformers.configuration_utils")
-    quiet = _Quiet()
-    logger.addFilter(quiet)
-    try:
-        return checkpoints.load_tokenizer(folder)
-    finally:
-        logger.removeFilter(quiet)
-
-
-class _Quiet(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "to instantiate a model of type" not in str(record.msg)
 
 
 def _load_part(folder: Path, part: str, module: nn.Module, names: dict[str, str]) -> None:

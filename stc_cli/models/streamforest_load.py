@@ -96,7 +96,7 @@ def load(source: str, *, device="cpu", dtype=torch.float32, revision: str | None
     checkpoints.check_weights(folder)
     names = weight_names(folder)
     check_names(names, folder, vision_config.num_hidden_layers)
-    tokenizer = _tokenizer(folder)
+    tokenizer = checkpoints.load_tokenizer(folder)
     vision = _from_pretrained(SiglipVisionModel, folder, vision_config, dtype, {f"^{VISION_PREFIX}": ""})
     llm = _from_pretrained(Qwen2ForCausalLM, folder, llm_config, dtype, None)
     projector = _projector(vision_config.hidden_size, llm_config.hidden_size)
@@ -157,22 +157,12 @@ def _from_pretrained(model_class, folder: Path, config, dtype, key_mapping):
 
 class _Quiet(logging.Filter):
     """Drops transformers' messages that say what is expected here: the load report (its unexpected keys
-    are the other parts' tensors), and AutoTokenizer's on the ``llava_qwen`` config it cannot read."""
+    are the other parts' tensors), and the remark on the ``llava_qwen`` config it cannot read."""
 
     PHRASES = ("LOAD REPORT", "to instantiate a model of type")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(phrase in str(record.msg) for phrase in self.PHRASES)
-
-
-def _tokenizer(folder: Path):
-    logger = logging.getLogger("transformers.configuration_utils")
-    quiet = _Quiet()
-    logger.addFilter(quiet)
-    try:
-        return checkpoints.load_tokenizer(folder)
-    finally:
-        logger.removeFilter(quiet)
 
 
 def _projector(width: int, hidden: int) -> nn.Sequential:
