@@ -1,0 +1,124 @@
+"""What STC-Cacher does alike on the Qwen2-VL, Qwen2.5-VL and Qwen3-VL vision towers (``cacher_family.py``):
+detaching, a grid change, bounded state, half precision. What differs per family is in its own file."""
+
+import pytest
+import torch
+
+from stc_cli.compress import STCCacher
+from tests.compress.qwen2vl_models import tiny_qwen2vl, tiny_qwen3vl, tiny_qwen25vl, video_chunks
+from tests.compress.spec_reference import ReferenceQwen2VLCacher, ReferenceQwen25VLCacher
+
+# tower, its step-by-step spec, and the float32 tolerance against it (hidden states reach |15| in the
+# Qwen2.5-VL and Qwen3-VL towers: a few ulps)
+TOWERS = {
+    "qwen2vl": (tiny_qwen2vl, ReferenceQwen2VLCacher, 1e-5),
+    "qwen25vl": (tiny_qwen25vl, ReferenceQwen25VLCacher, 2e-5),
+    "qwen3vl": (tiny_qwen3vl, ReferenceQwen2VLCacher, 2e-5),
+}
+
+
+def run(tower, chunk):
+    pixels, grid = chunk
+    with torch.no_grad():
+        return tower(pixels, grid_thw=grid, output_hidden_states=True)
+
+
+def outputs(out) -> list[torch.Tensor]:
+    """Every tensor the tower returns: its outputs, hidden states and (Qwen3-VL) deepstack features."""
+    found = []
+    for value in out.values():
+        found += list(value) if isinstance(value, tuple | list) else [value]
+    return found
+
+
+@pytest.mark.parametrize("name", TOWERS)
+def test_detach_restores_the_stock_model(name):
+    make = TOWERS[name][0]
+    stock, tower = make(), make()
+    chunks = video_chunks(1, 3)
+    run(tower, chunks[0])  # transformers installs hooks of its own on first use
+
+    def hook_counts():
+        return [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in tower.modules()]
+
+    stock_hooks = hook_counts()
+    cacher = STCCacher(interval=2).attach(tower)
+    for chunk in chunks:
+        run(tower, chunk)
+    assert cacher.state_nbytes() > 0 and hook_counts() != stock_hooks
+    cacher.detach()
+    assert cacher.state_nbytes() == 0
+    assert all("forward" not in block.__dict__ for block in tower.blocks)
+    assert hook_counts() == stock_hooks and not hasattr(tower, "_stc_cacher")
+    for chunk in chunks:  # every chunk is stock again, including odd ones: every output, bit for bit
+        got, want = outputs(run(tower, chunk)), outputs(run(stock, chunk))
+        assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    STCCacher().attach(tower)  # and it can take a cacher again
+
+
+NEW_GRIDS = {
+    "transposed": (6, 4),  # the same 24 tokens, at other places (Qwen2.5-VL: in other windows)
+    "smaller": (4, 4),  # 16 tokens (Qwen2.5-VL: one window)
+    "mixed": (4, 4),  # one patch on the reference grid, one on 4 x 4: patches of unequal length
+}
+
+
+@pytest.mark.parametrize("grid_change", NEW_GRIDS)
+@pytest.mark.parametrize("name", TOWERS)
+def test_grid_change_runs_a_reference_pass(name, grid_change):
+    make, reference, atol = TOWERS[name]
+    new_grid = NEW_GRIDS[grid_change]
+    stock, tower = make(), make()
+    spec = reference(make(), interval=3)
+    cacher = STCCacher(interval=3).attach(tower)
+    changed = video_chunks(1, 1, grid=new_grid, seed=1)[0]
+    if grid_change == "mixed":
+        (pixels, grid), (more, more_grid) = video_chunks(1, 1, seed=2)[0], changed
+        changed = torch.cat([pixels, more]), torch.cat([grid, more_grid])
+    stream = [video_chunks(1, 1)[0], changed, video_chunks(1, 1, grid=new_grid, seed=3)[0]]
+    selected = []
+    for chunk in stream:  # a reference chunk, then two selective ones by the counter
+        out = run(tower, chunk)
+        for layer, want in enumerate(spec.run_chunk(*chunk)[0]):
+            torch.testing.assert_close(out.hidden_states[layer + 1], want, rtol=0, atol=atol)
+        selected.append(cacher.selected[0])
+        if chunk is changed:  # no usable reference: a stock pass, whose last patch becomes the reference
+            assert torch.equal(out.pooler_output, run(stock, chunk).pooler_output)
+    tokens = new_grid[0] * new_grid[1]
+    assert selected[:2] == [None, None] and selected[2].shape == (1, tokens // 4)
+
+
+@pytest.mark.parametrize("name", ["qwen2vl", "qwen25vl"])
+def test_state_is_bounded(name):
+    tower = TOWERS[name][0]()
+    cacher = STCCacher(interval=2).attach(tower)
+    chunks = video_chunks(1, 30)
+    run(tower, chunks[0])
+    run(tower, chunks[1])
+    after_two = cacher.state_nbytes()
+    for chunk in chunks[2:]:
+        run(tower, chunk)
+    # Per block: the qkv output [24, 96] (K and V are views of it), A and M [24, 32]; once per chunk the
+    # rotary cos table [24, 16] that all blocks' references share. float32.
+    assert after_two == cacher.state_nbytes() == (len(tower.blocks) * 24 * (96 + 32 + 32) + 24 * 16) * 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", TOWERS)
+def test_half_precision_on_cpu(name, dtype):
+    make = TOWERS[name][0]
+    stock, tower = make(dtype=dtype), make(dtype=dtype)
+    full = STCCacher(update_ratio=1.0, interval=2).attach(tower)
+    for pixels, grid in video_chunks(2, 3):
+        chunk = pixels.to(dtype), grid
+        got, want = run(tower, chunk), run(stock, chunk)
+        assert got.pooler_output.dtype == dtype
+        deepstack = getattr(got, "deepstack_features", None) or ()  # Qwen3-VL's
+        assert len(deepstack) == (2 if name == "qwen3vl" else 0)
+        for a, b in zip(
+            [got.pooler_output, *deepstack],
+            [want.pooler_output, *(getattr(want, "deepstack_features", None) or ())],
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b, rtol=0, atol=5e-2)  # outputs reach |3|: bf16 steps of 1/64
+    full.detach()
