@@ -309,6 +309,20 @@ def test_a_source_that_cannot_be_opened(tmp_path):
     assert result.stderr == "error: --speed applies to files; rtsp://127.0.0.1:9/cam plays at its own pace\n"
 
 
+def _start(command: list[str], stdin) -> subprocess.Popen:
+    """``stc stream`` as a real process that Ctrl-C reaches: a shell runs a background job (``&``) with
+    SIGINT ignored, and a child inherits that, so a suite started that way would wait on it forever."""
+    return subprocess.Popen(
+        command,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def _lines(proc, deadline):
     """stdout lines of ``proc`` as they come, until ``deadline`` (monotonic)."""
     selector = selectors.DefaultSelector()
@@ -326,10 +340,7 @@ def test_a_typed_question_is_asked_at_the_current_time_and_ctrl_c_ends_with_the_
     answered from that time on; Ctrl-C then ends the stream with its summary, exit 0."""
     clip = write_clip(tmp_path / "long.mp4", frames=480, fps=4)  # 120 s: Ctrl-C comes long before the end
     command = [sys.executable, "-m", "stc_cli", "stream", str(clip), *TINY[:-1], "--json", "--log-frames"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    proc = _start(command, stdin=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240  # generous: a loaded machine answers slowly
         seen = []
@@ -365,15 +376,7 @@ def test_ctrl_c_during_a_reconnect_wait_ends_with_the_summary(tmp_path):
         server.down_after["/live.ts"] = 1
         url = server.url("/live.ts")
         command = [sys.executable, "-m", "stc_cli", "stream", url, *TINY, "--json", "--reconnect-wait", "60"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        proc = _start(command, stdin=subprocess.DEVNULL)
         try:
             seen = []
             for event in _lines(proc, time.monotonic() + 240):
