@@ -1,8 +1,8 @@
 """Accuracy against compression on the demo: ``stc eval --bench demo`` (the demo model, STC's defaults
-elsewhere) over a range of ``--tokens-per-frame`` (the pruner alone) and ``--update-ratio`` (the cacher
-alone), STC off first, all in one process on the same machine. Prints a markdown table for
-``docs/benchmarks.md``: accuracy overall and per category, and the per-frame cost of the ViT, the
-compression and the prefill, each run's own.
+elsewhere) over a range of ``--tokens-per-frame`` (the pruner alone), ``--update-ratio`` and
+``--cache-interval`` (the cacher alone), STC off first, all in one process on the same machine. Prints a
+markdown table for ``docs/benchmarks.md``: accuracy overall and per category, and the per-frame cost of
+the ViT, the compression and the prefill, each run's own.
 
     .venv/bin/python scripts/demo_sweep.py --out runs/sweep
 """
@@ -20,6 +20,7 @@ from stc_cli.timings import summarize
 
 TOKENS = (16, 8, 5, 3, 2, 1)  # of the demo model's 16 per frame; 5 is STC's share (60 of 196)
 RATIOS = (1.0, 0.5, 0.25, 0.1, 0.05)  # 0.25 is STC's default
+INTERVALS = (4, 8, 16)  # frames from one reference to the next; 2 is STC's default (the 0.25 row)
 
 
 def settings() -> list[tuple[str, dict]]:
@@ -27,6 +28,9 @@ def settings() -> list[tuple[str, dict]]:
     runs = [("STC off", {"stc": False})]
     runs += [(f"pruner, {k} of 16 tokens", {"cacher": False, "tokens_per_frame": k}) for k in TOKENS]
     runs += [(f"cacher, update ratio {r}", {"pruner": False, "update_ratio": r}) for r in RATIOS]
+    runs += [
+        (f"cacher, a reference every {n} frames", {"pruner": False, "cache_interval": n}) for n in INTERVALS
+    ]
     runs += [("STC defaults (both)", {})]
     return runs
 
