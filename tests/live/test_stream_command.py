@@ -83,9 +83,11 @@ def test_a_file_at_speed_0_with_json_events(clip):
         4.0,
     )
     assert summary["answers"] == 1 and summary["answer_latency_ms"]["p50"] == answer["latency_ms"]
-    assert summary["real_time_factor"] == pytest.approx(
-        summary["stream_seconds"] / summary["wall_seconds"], rel=1e-3
-    )
+    # Both are rounded to 4 decimals: at speed 0 a 2 s stream takes some 0.04 s, where the rounding of the
+    # wall time alone moves the ratio by 0.1 %.
+    wall, half = summary["wall_seconds"], 5e-5
+    lowest, highest = summary["stream_seconds"] / (wall + half), summary["stream_seconds"] / (wall - half)
+    assert lowest - half <= summary["real_time_factor"] <= highest + half
     assert set(summary["ms_per_frame"]) == {"vit", "compress", "prefill"}
     assert summary["visual_tokens_per_frame"] == {"in": 16.0, "kept": 5.0}
 
