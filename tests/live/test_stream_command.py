@@ -2,6 +2,7 @@
 questions from --ask, a file and stdin, drop vs queue under a slow model, a live stream that drops and
 reconnects, and what bad input says."""
 
+import contextlib
 import json
 import os
 import selectors
@@ -194,11 +195,19 @@ def test_a_live_stream_that_drops_once_reconnects_and_goes_on(tmp_path):
     assert "note: the source is back after " in result.stderr
 
 
-def test_a_live_stream_that_stays_down_ends_after_its_attempts(tmp_path):
+@contextlib.contextmanager
+def down_for_good(tmp_path):
+    """A ``FileServer`` whose live MPEG-TS stream ``/live.ts`` (1 s, played at half speed) is down from
+    its second request on."""
     data = write_ts(tmp_path / "live.ts", frames=10, fps=10).read_bytes()
     with FileServer() as server:
         server.live["/live.ts"] = (data, 0.5)
         server.down_after["/live.ts"] = 1
+        yield server
+
+
+def test_a_live_stream_that_stays_down_ends_after_its_attempts(tmp_path):
+    with down_for_good(tmp_path) as server:
         url = server.url("/live.ts")
         result = stream(url, *TINY, "--fps", "2", "--json", "--reconnect", "2", "--reconnect-wait", "0.05")
         assert server.requests == ["GET /live.ts"] * 3
@@ -372,10 +381,7 @@ def test_a_typed_question_is_asked_at_the_current_time_and_ctrl_c_ends_with_the_
 
 
 def test_ctrl_c_during_a_reconnect_wait_ends_with_the_summary(tmp_path):
-    data = write_ts(tmp_path / "live.ts", frames=10, fps=10).read_bytes()
-    with FileServer() as server:
-        server.live["/live.ts"] = (data, 0.5)
-        server.down_after["/live.ts"] = 1
+    with down_for_good(tmp_path) as server:
         url = server.url("/live.ts")
         command = [sys.executable, "-m", "stc_cli", "stream", url, *TINY, "--json", "--reconnect-wait", "60"]
         proc = _start(command, stdin=subprocess.DEVNULL)
