@@ -165,6 +165,15 @@ def greedy(logits: torch.Tensor, max_new_tokens: int, stop_ids, next_logits, rep
     return tokens
 
 
+def prefill_cache(lm, embeds: torch.Tensor):
+    """A fresh KV cache filled by a causal LM (``lm.model``, ``lm.config``) with ``embeds [1, L, D]``:
+    ``(last hidden states [1, L, D], cache)``, for ``greedy_on_cache`` to go on from."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=lm.config)
+    return lm.model(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state, cache
+
+
 def greedy_on_cache(lm, hidden: torch.Tensor, cache, length: int, max_new_tokens: int, stop_ids, vocab=None):
     """``greedy`` on a causal LM (``lm.model``, ``lm.lm_head``) right after a prefill of ``length`` tokens
     into ``cache`` whose last hidden state is ``hidden``; each new token goes in at the next position.

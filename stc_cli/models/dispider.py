@@ -27,7 +27,16 @@ import torch
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import dispider_load
-from stc_cli.models.base import Answer, STCSettings, Step, count, greedy_on_cache, stop_ids, timed
+from stc_cli.models.base import (
+    Answer,
+    STCSettings,
+    Step,
+    count,
+    greedy_on_cache,
+    prefill_cache,
+    stop_ids,
+    timed,
+)
 from stc_cli.models.dispider_glue import (
     clip_count,
     decision_layout,
@@ -132,12 +141,7 @@ class Dispider:
             with timed(answer, "prefill", self.device):
                 visual = self.reaction_tokens(clips, selected, state["global"])
                 embeds = torch.cat([self._embed(before), visual, self._embed(after)])[None]
-                from transformers import DynamicCache
-
-                cache = DynamicCache(config=self.net.reaction.config)
-                hidden = self.net.reaction.model(
-                    inputs_embeds=embeds, cache=cache, use_cache=True
-                ).last_hidden_state
+                hidden, cache = prefill_cache(self.net.reaction, embeds)
             tokens = greedy_on_cache(
                 self.net.reaction,
                 hidden[0, -1],

@@ -32,6 +32,7 @@ from stc_cli.models.base import (
     Step,
     count,
     greedy_on_cache,
+    prefill_cache,
     stop_ids,
     timed,
 )
@@ -147,8 +148,6 @@ class StreamForest:
     def answer(self, query: Query) -> Answer:
         """Read the memory (``question``: built afresh from the frames held), prefill the prompt with it in
         place of ``<image>``, decode greedily."""
-        from transformers import DynamicCache
-
         if not self.times:
             raise ValueError(f"{query.id}: no frames in its window to answer from")
         answer = Answer(model_input=prompt(tuple(self.times), query.prompt))
@@ -159,10 +158,7 @@ class StreamForest:
             with timed(answer, "prefill", self.device):
                 embeds = torch.cat([self._embed(before), self.net.projector(visual), self._embed(after)])
                 embeds = embeds[: self.net.max_length][None]
-                cache = DynamicCache(config=self.net.llm.config)
-                hidden = self.net.llm.model(
-                    inputs_embeds=embeds, cache=cache, use_cache=True
-                ).last_hidden_state
+                hidden, cache = prefill_cache(self.net.llm, embeds)
             # greedy over the LM head rows upstream keeps (its head is resized to the tokenizer)
             tokens = greedy_on_cache(
                 self.net.llm,
