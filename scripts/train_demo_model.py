@@ -289,20 +289,36 @@ def train(args) -> None:
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clips", type=int, default=1500, help="training scenes (none is a demo clip)")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--clips", type=positive, default=1500, help="training scenes (none is a demo clip)")
+    parser.add_argument("--steps", type=positive, default=2000)
+    parser.add_argument("--batch", type=positive, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--drop", type=float, default=0.7, help="share of examples with tokens dropped")
-    parser.add_argument("--salient", type=float, default=0.5, help="share of those keeping the square first")
+    parser.add_argument("--drop", type=share, default=0.7, help="share of examples with tokens dropped")
+    parser.add_argument("--salient", type=share, default=0.5, help="share of those keeping the square first")
     parser.add_argument("--describe", type=float, default=1.0, help="weight of the probe's loss")
     parser.add_argument("--local", type=float, default=1.0, help="weight of the locality loss")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--threads", type=positive, default=2)
+    parser.add_argument("--log-every", type=positive, default=50)
     train(parser.parse_args())
 
 
