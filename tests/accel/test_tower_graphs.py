@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from stc_cli.accel import GraphReplay, TowerGraphs, compile_layers
+from stc_cli.accel import GraphReplay, OpCensus, TowerGraphs, compile_layers
 from stc_cli.compress import STCCacher, ToMe
 from tests.compress.models import moving_frames, tiny_siglip
 
@@ -26,6 +26,22 @@ def test_on_cpu_it_calls_the_tower_as_it_is():
                 assert torch.equal(g, w)
     assert (graphs.graphs, graphs.replays) == (0, 0)
     assert cacher.selected[0].shape == eager_cacher.selected[0].shape == (1, 4)
+
+
+@pytest.mark.parametrize("side", ["stock", "stc", "tome"])
+def test_no_chunk_a_graph_records_makes_the_host_wait(side):
+    """The stock tower's chunks, STC-Cacher's reference and selective chunks and ToMe's run no operator
+    whose result the host must read: a CUDA graph could not record them."""
+    tower = tiny_siglip()
+    if side == "stc":
+        STCCacher(interval=2).attach(tower)
+    elif side == "tome":
+        ToMe(2).attach(tower)
+    with torch.inference_mode():
+        for chunk, pixels in enumerate(moving_frames(4).split(1)):
+            with OpCensus() as census:
+                hidden_states(tower)(pixels)
+            assert census.total_launches > 0 and census.host_syncs == {}, chunk
 
 
 def test_record_after_must_leave_an_eager_warm_up():

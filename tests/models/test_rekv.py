@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from stc_cli.accel import OpCensus
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, ToMe, VisionZip
 from stc_cli.compress.visionzip import attention_stats
@@ -342,6 +343,32 @@ def test_the_ring_window_gives_the_logits_of_the_growing_window(tiny):
         rekv.llm.end_answer()
         logits.append(torch.stack(steps))
     torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_no_step_a_cuda_graph_records_makes_the_host_wait():
+    """Each frame's prefill through the ring window, before and after the window is full, and each
+    decoding step run no operator whose result the host must read (a CUDA graph cannot record one); nor
+    does a whole frame of ReKV with STC on (the ViT, both STC parts and the prefill), so that on a GPU the
+    host runs ahead of the device."""
+    tiny = llava_ov.build_random("tiny")  # its own: STC-Cacher stays attached to its tower
+    init = len(tiny.tokenizer(INIT_PROMPT, add_special_tokens=False).input_ids)
+    rekv = ReKV(tiny, STCSettings(tokens_per_frame=8), ReKVSettings(n_local=init + 2 * 8, topk=2))
+    lm = tiny.model.model.language_model
+    rekv.llm = ReKVLanguageModel(
+        lm, tiny.model.lm_head, n_local=init + 2 * 8, block=8, topk=2, cuda_graphs=True
+    )
+    rekv.reset()
+    for second in range(5):  # the init prompt slides out of the window at the third frame
+        with OpCensus() as census:
+            rekv.add_frames(frames(1, seed=second), (float(second),))
+        assert census.total_launches > 0 and census.host_syncs == {}, second
+    rekv.llm.retrieve(rekv._embed(query().prompt), room=8)
+    rekv.llm.extend(rekv._embed("Answer:"))
+    for token in (5, 17):
+        with OpCensus() as census:
+            rekv.llm.extend(rekv.lm.embed_tokens(rekv._ids([token])))
+        assert census.total_launches > 0 and census.host_syncs == {}, token
 
 
 # -- what each protocol gives ReKV to read, and how it decodes ---------------------------------------
