@@ -42,7 +42,10 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
     cacher = STCCacher(update_ratio=config.update_ratio, interval=config.interval, compile=config.compile)
     pruner = STCPruner(tokens_per_frame=config.tokens_per_frame)
     state_pruner = STCPruner(tokens_per_frame=config.tokens_per_frame, memory_window=config.memory_window)
-    timer = Timer(device, warmup=config.warmup, chunks=config.warmup + config.frames, repeats=config.repeats)
+    # Replayed graphs and compiled code run no operators one by one: nothing there to count.
+    count_ops = not (config.compile or config.cuda_graphs or config.llm_graphs)
+    chunks = config.warmup + config.frames
+    timer = Timer(device, warmup=config.warmup, chunks=chunks, repeats=config.repeats, count_ops=count_ops)
     stages = 2 + bool(set(config.compress) & set(PRUNER_BASELINES)) + bool(config.streamforest)
     stages += bool(config.long_stream) + bool(config.decode_tokens) + bool(config.state_frames)
     stages += bool(config.dispider)
@@ -91,6 +94,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
         stage(f"decoding {config.decode_tokens} tokens")
         result["decode"] = decode_stage(config, timer, llm, pooled, kept, memories)
     result["peak_memory_mb"] = timer.peak_mb()
+    result["launches"] = timer.op_counts()
     if config.state_frames:
         stage(f"state over {config.state_frames} chunks")
         full_tokens, width = pooled[0].shape[1:]

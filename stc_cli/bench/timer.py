@@ -3,6 +3,7 @@ environment a report was made in."""
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import statistics
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from stc_cli.accel import OpCensus
 from stc_cli.devices import cpu_name
 
 
@@ -29,11 +31,20 @@ def environment(device: torch.device) -> dict:
 
 
 class Timer:
-    """Wall time of streamed work, synchronising the device around each chunk, and CUDA peaks."""
+    """Wall time of streamed work, synchronising the device around each chunk, and CUDA peaks.
 
-    def __init__(self, device: torch.device, *, warmup: int, chunks: int, repeats: int) -> None:
+    With ``count_ops``, each step's warm-up chunks of its first repeat also run under ``OpCensus``
+    (untimed): ``launches`` holds each step's operators that launch device work, per chunk, and
+    ``host_syncs`` how many made the host wait, in all."""
+
+    def __init__(
+        self, device: torch.device, *, warmup: int, chunks: int, repeats: int, count_ops: bool = False
+    ) -> None:
         self.device, self.warmup, self.chunks, self.repeats = device, warmup, chunks, repeats
+        self.count_ops = count_ops and warmup > 0
         self.peaks: dict[str, float] = {}
+        self.launches: dict[str, float] = {}
+        self.host_syncs: dict[str, int] = {}
 
     def compare(
         self, make_steps: Callable[[], dict[str, Callable[[int], object]]], chunks: int | None = None
@@ -50,20 +61,33 @@ class Timer:
         with torch.inference_mode():  # the untimed set-up too (prefills in make_steps)
             steps = make_steps()
             totals = dict.fromkeys(steps, 0.0)
+            counted = [label for label in steps if self.count_ops and label not in self.launches]
+            censuses = {label: OpCensus() for label in counted}
             for i in range(chunks):
                 for label, step in steps.items():
+                    census = censuses.get(label) if i < self.warmup else None
                     if self.device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(self.device)
                         torch.cuda.synchronize(self.device)
                     start = time.perf_counter()
-                    step(i)
+                    with census or contextlib.nullcontext():
+                        step(i)
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                         peak = torch.cuda.max_memory_allocated(self.device) / 2**20
                         self.peaks[label] = max(self.peaks.get(label, 0.0), peak)
                     if i >= self.warmup:
                         totals[label] += (time.perf_counter() - start) * 1000
+        for label, census in censuses.items():
+            self.launches[label] = census.total_launches / self.warmup
+            self.host_syncs[label] = sum(census.host_syncs.values())
         return {label: total / (chunks - self.warmup) for label, total in totals.items()}
+
+    def op_counts(self) -> dict | None:
+        """The steps' operator counts (``count_ops``), or None where they were not counted."""
+        if not self.launches:
+            return None
+        return {"counted_chunks": self.warmup, "per_chunk": self.launches, "host_syncs": self.host_syncs}
 
     def peak_mb(self) -> dict:
         """Per-stage CUDA peaks; on CPU only the whole process's peak RSS can be read."""
