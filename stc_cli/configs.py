@@ -31,7 +31,7 @@ class BenchConfig:
     streamforest: int = 0  # frames streamed through StreamForest's memory, full vs pruned; 0 skips it
     dispider: int = 0  # frames through Dispider's CLIP tower (cacher) and reaction prefill (pruner); 0 skips
     cuda_graphs: bool = False  # replay the ViT sides from CUDA graphs (CUDA only)
-    llm_graphs: bool = False  # ReKV's prefill rows through ring buffers and CUDA graphs (CUDA only)
+    llm_graphs: bool = False  # the LLM rows from CUDA graphs (ring buffers, static KV caches; CUDA only)
     compile: bool = False  # the stock and STC ViT layers through torch.compile, the same for both
     device: str = "auto"
     dtype: str = "auto"  # float16 on CUDA, float32 on CPU

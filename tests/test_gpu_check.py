@@ -67,9 +67,12 @@ def test_summary_reads_every_bench_row(tmp_path):
     assert done.returncode == 0, done.stderr
     bench = json.loads((tmp_path / "summary.json").read_text())["bench"]
     assert sorted(bench) == [
+        "decode_graphs_ms_per_token",
         "decode_ms_per_token",
         "prefill",
+        "prefill_graphs",
         "rekv_decode_ms_per_token",
+        "rekv_graphs_decode_ms_per_token",
         "rekv_graphs_prefill",
         "rekv_graphs_prefill_window_full",
         "rekv_prefill",

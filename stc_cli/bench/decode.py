@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from stc_cli.accel import GraphReplay, StaticStream
 from stc_cli.bench.prefill import REKV_INIT_TOKENS, prompt, rekv_model
 from stc_cli.bench.timer import Timer
 from stc_cli.configs import BenchConfig
@@ -37,7 +38,10 @@ def decode_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: lis
         out = {}
         for side, chunks in frames.items():
             full_prompt = torch.cat([init, *chunks, question], dim=1)
-            out[f"decode_{side}"] = _plain_decoder(llm, head, full_prompt)
+            capacity = (
+                full_prompt.shape[1] + config.warmup + config.decode_tokens if config.llm_graphs else None
+            )
+            out[f"decode_{side}"] = _plain_decoder(llm, head, full_prompt, capacity)
             context[side] = full_prompt.shape[1]
         for side, rekv in memories.items():
             rekv.retrieve(question, room=QUESTION_TOKENS + config.warmup + config.decode_tokens)
@@ -77,14 +81,22 @@ def _lm_head(config: BenchConfig, llm) -> torch.nn.Linear:
     return head.to(llm.dtype).eval()
 
 
-def _plain_decoder(llm, head, prompt: torch.Tensor) -> Callable[[int], None]:
-    """Prefill ``prompt`` into a fresh KV cache; the step generates one token on it."""
-    from transformers import DynamicCache
+def _plain_decoder(llm, head, prompt: torch.Tensor, capacity: int | None = None) -> Callable[[int], None]:
+    """Prefill ``prompt`` into a fresh KV cache; the step generates one token on it. Given a ``capacity``
+    (``--llm-graphs``), the cache is a static one of that many tokens, and each token's decoder pass is
+    replayed from a CUDA graph (the LM head after it)."""
+    if capacity is not None:
+        hidden = StaticStream(llm, capacity, GraphReplay())
+    else:
+        from transformers import DynamicCache
 
-    cache = DynamicCache(config=llm.config)
+        cache = DynamicCache(config=llm.config)
+
+        def hidden(embeds: torch.Tensor) -> torch.Tensor:
+            return llm(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state
 
     def forward(embeds: torch.Tensor) -> torch.Tensor:
-        return head(llm(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state[0, -1])
+        return head(hidden(embeds)[0, -1])
 
     return _greedy(llm, forward, forward(prompt))
 

@@ -55,7 +55,13 @@ def dispider_stage(config: BenchConfig, timer: Timer, llm, layers: int | None) -
     fed: dict[str, int] = {}  # visual tokens per frame that reach the reaction LLM, per side
 
     def prefill_steps():
-        streams = {"full": prefill_stream(llm), "pruned": prefill_stream(llm)}
+        def capacity(frames: list[torch.Tensor]) -> int | None:  # --llm-graphs: static caches
+            return sum(f.shape[1] + slots.shape[1] for f in frames) if config.llm_graphs else None
+
+        streams = {
+            "full": prefill_stream(llm, capacity(mixed)),
+            "pruned": prefill_stream(llm, capacity(kept)),
+        }
 
         def step(side: str, frame: torch.Tensor) -> None:
             # the projection is inside Dispider's timed prefill too (Dispider.answer)

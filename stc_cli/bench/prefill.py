@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from stc_cli.accel import GraphReplay, StaticStream
 from stc_cli.bench.inputs import is_qwen2vl
 from stc_cli.bench.timer import Timer
 from stc_cli.configs import BenchConfig
@@ -16,7 +17,10 @@ REKV_TOPK, REKV_INIT_TOKENS = 64, 16  # ReKV's default; its init prompt is ~16 t
 
 def prefill_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: list) -> dict:
     def prefill_steps():
-        full_stream, pruned_stream = prefill_stream(llm), prefill_stream(llm)
+        full_stream, pruned_stream = (
+            prefill_stream(llm, sum(f.shape[1] for f in frames) if config.llm_graphs else None)
+            for frames in (pooled, kept)
+        )
         full_rekv = rekv_model(llm, pooled[0].shape[1], config.n_local, config.llm_graphs).encode
         pruned_rekv = rekv_model(llm, kept[0].shape[1], config.n_local, config.llm_graphs).encode
         return {
@@ -104,8 +108,12 @@ def prompt(llm, start: int, length: int) -> torch.Tensor:
     return llm.embed_tokens(ids)
 
 
-def prefill_stream(llm) -> Callable:
-    """A step that appends one frame's tokens to a KV cache that grows over the stream."""
+def prefill_stream(llm, capacity: int | None = None) -> Callable:
+    """A step that appends one frame's tokens to a KV cache that grows over the stream: transformers'
+    ``DynamicCache``, or given a ``capacity`` (``--llm-graphs``), a static one of that many tokens, each
+    frame replayed from a CUDA graph."""
+    if capacity is not None:
+        return StaticStream(llm, capacity, GraphReplay())
     from transformers import DynamicCache
 
     cache = DynamicCache(config=llm.config)

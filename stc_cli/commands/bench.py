@@ -132,8 +132,8 @@ def bench(
         bool,
         typer.Option(
             "--llm-graphs",
-            help="ReKV's prefill rows (both sides) through ring buffers, replayed from CUDA graphs "
-            "(CUDA only; experimental).",
+            help="Every LLM row (both sides) replayed from CUDA graphs: ReKV's through ring buffers, the "
+            "plain prefill and decoding through static KV caches (CUDA only; experimental).",
         ),
     ] = _BENCH.llm_graphs,
     compile_layers: Annotated[

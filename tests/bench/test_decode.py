@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 
 from stc_cli.bench import decode as bench_decode
@@ -20,12 +21,13 @@ def test_decoding_row_without_long_stream_and_its_absence_at_0():
     assert "decode" not in run_bench(dataclasses.replace(TINY, decode_tokens=0))
 
 
-def test_greedy_decoder_with_a_kv_cache_matches_recomputing_the_whole_sequence():
+@pytest.mark.parametrize("capacity", [None, 7 + 5], ids=["growing cache", "static cache (--llm-graphs)"])
+def test_greedy_decoder_with_a_kv_cache_matches_recomputing_the_whole_sequence(capacity):
     llm = random_language_model("tiny", seed=5)
     head = bench_decode._lm_head(TINY, llm)
     prompt = torch.randn(1, 7, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        step = bench_decode._plain_decoder(llm, head, prompt)
+        step = bench_decode._plain_decoder(llm, head, prompt, capacity)
         for i in range(5):
             step(i)
         sequence, expected = prompt, []
