@@ -15,12 +15,12 @@ import dataclasses
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stc_cli.compress.cacher_family import Capture, LayerCall, LayerFamily, LayerReference
 from stc_cli.compress.prelnvit_cacher import (
     PreLNViTLayers,
+    key_cosine,
     layer_outputs,
     select_lowest,
     selective_layer,
@@ -251,7 +251,7 @@ class STCCacher:
         """Indices ``[F, n]`` of the tokens to recompute: those whose keys are least like the reference."""
         if self.similarity_threshold is None:
             return select_lowest(key, key_ref, self._count(key.shape[1]))
-        sim = F.cosine_similarity(key.float(), key_ref.float().unsqueeze(0), dim=-1)  # [F, T]
+        sim = key_cosine(key.float(), key_ref.float())  # [F, T]
         changed = (sim < self.similarity_threshold).sum(dim=1).clamp(min=1)  # [F]
         n = int(changed.max())
         idx = sim.topk(n, dim=1, largest=False).indices

@@ -7,6 +7,7 @@ their original (raster) order.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 
 import torch
@@ -16,9 +17,26 @@ BANDWIDTHS = (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0)
 
 
 def gaussian_similarity(points: torch.Tensor, anchor: torch.Tensor, bandwidths=BANDWIDTHS) -> torch.Tensor:
-    """``sum_a exp(-||points - anchor||^2 / (2a))`` over the last dim: ``[..., D] x [..., D] -> [...]``."""
-    sq_dist = (points - anchor).pow(2).sum(dim=-1)
-    return sum(torch.exp(-sq_dist / (2 * a)) for a in bandwidths)
+    """``sum_a exp(-||points - anchor||^2 / (2a))`` over the last dim: ``[..., D] x [..., D] -> [...]``.
+
+    The bandwidths share one division and one ``exp`` (on a GPU a step of small kernels waits for
+    launches: 10 instead of 23 here), and their terms are summed in order, as one ``exp`` each would be:
+    bit for bit the same on a CPU, and on CUDA for bandwidths whose ``2a`` is a power of two, the default
+    (CUDA divides by a Python number as a product with its reciprocal)."""
+    sq_dist = (points - anchor).pow(2).sum(dim=-1, keepdim=True)
+    twice = _twice(tuple(bandwidths), sq_dist.dtype, sq_dist.device)
+    terms = torch.exp(-sq_dist / twice)  # [..., bandwidths]
+    total = terms[..., 0]
+    for i in range(1, terms.shape[-1]):
+        total = total + terms[..., i]
+    return total
+
+
+@functools.lru_cache(maxsize=16)
+def _twice(bandwidths: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``2a`` per bandwidth, made on the device once (a copy from the host per call would wait for it)."""
+    with torch.inference_mode(False):  # a normal tensor, usable in and outside inference mode
+        return torch.tensor([2 * a for a in bandwidths], dtype=dtype, device=device)
 
 
 class STCPruner:

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from stc_cli.compress import STCCacher
+from stc_cli.compress.prelnvit_cacher import key_cosine
 from tests.compress.models import moving_frames, tiny_clip, tiny_siglip
 from tests.compress.spec_reference import ReferenceCacher, encoder_input
 
@@ -255,3 +256,18 @@ def test_replay_key_refuses_what_a_graph_cannot_replay(threshold):
     cacher.attach(tiny_siglip() if threshold else tiny_qwen2vl())
     with pytest.raises(ValueError, match="SigLIP and CLIP towers without similarity_threshold only"):
         cacher.replay_key()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_key_cosine_is_torchs_cosine_similarity_bit_for_bit(device):
+    """The cacher's own cosine (without the two copies ``F.cosine_similarity`` makes) ranks the tokens
+    exactly as the spec's ``cosine(K[f, t], K_ref[t])`` does, zero keys included (eps)."""
+    generator = torch.Generator().manual_seed(0)
+    for frames, channels in ((1, 1152), (4, 72), (16, 1280)):
+        for dtype in (torch.float32, torch.float16):
+            key = (3 * torch.randn(frames, 729, channels, generator=generator)).to(dtype)
+            key_ref = (3 * torch.randn(729, channels, generator=generator)).to(dtype)
+            key[0, 5], key_ref[7] = 0, 0
+            key, key_ref = key.to(device).float(), key_ref.to(device).float()
+            want = torch.nn.functional.cosine_similarity(key, key_ref.unsqueeze(0), dim=-1)
+            assert torch.equal(key_cosine(key, key_ref), want), (frames, channels, dtype)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stc_cli.compress import STCPruner
 from stc_cli.compress.pruner import gaussian_similarity
@@ -127,6 +128,25 @@ def test_gaussian_similarity_by_hand():
     a, b = torch.tensor([[0.0, 0.0]]), torch.tensor([0.0, 1.0])  # squared distance 1
     want = sum(torch.exp(torch.tensor(-1 / (2 * s))) for s in (1 / 8, 1 / 4, 1 / 2, 1, 2))
     torch.testing.assert_close(gaussian_similarity(a, b), want.reshape(1))
+
+
+@pytest.mark.parametrize(
+    ("device", "bandwidths"),
+    [
+        ("cpu", (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0)),
+        ("cpu", (0.3, 0.7, 1.9)),
+        pytest.param("cuda", (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0), marks=pytest.mark.gpu),
+    ],
+)
+def test_gaussian_similarity_is_one_exp_per_bandwidth_summed_in_order_bit_for_bit(device, bandwidths):
+    """The shared division and ``exp`` give the scores of one ``exp`` per bandwidth, added in order (the
+    released code's form), so the pruner keeps the same tokens."""
+    generator = torch.Generator().manual_seed(0)
+    points = F.normalize(torch.randn(2, 196, 1792, generator=generator), dim=-1).to(device)
+    anchor = points.mean(dim=1, keepdim=True)
+    sq_dist = (points - anchor).pow(2).sum(dim=-1)
+    want = sum(torch.exp(-sq_dist / (2 * a)) for a in bandwidths)
+    assert torch.equal(gaussian_similarity(points, anchor, bandwidths), want)
 
 
 def test_errors_name_the_problem():
