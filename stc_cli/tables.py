@@ -192,6 +192,14 @@ def bench_table(result: dict):
             table.add_row(
                 f"{name} state bytes, {first:,} -> {last:,} chunks", "", f"{before:,} -> {after:,}", ""
             )
+    if launches := result.get("launches"):  # counted on the warm-up chunks
+        per_call = launches["per_chunk"]
+        for name, off, on in (("ViT", "vit_full", "vit_stc"), ("prefill", "prefill_full", "prefill_pruned")):
+            off, on = per_call[off], per_call[on]
+            table.add_row(f"{name} launches per call", f"{off:.0f}", f"{on:.0f}", f"{on / off:.3f}")
+        table.add_row("pruner launches per call", "", f"{per_call['pruner']:.0f}", "")
+        syncs = ", ".join(f"{step} {n}" for step, n in launches["host_syncs"].items() if n)
+        table.add_row("host syncs", "", syncs or "none", "")
     return table
 
 

@@ -92,6 +92,8 @@ def test_bench_table():
         "prefill ms (4 vs 2 tokens)",
         "through ReKV's memory",
         "cacher state bytes",
+        "ViT launches per call",
+        "pruner launches per call",
     ):
         assert row in result.stdout
 
@@ -119,11 +121,18 @@ def test_bench_bad_options_say_what_to_fix():
         assert message in result.stderr, (flags, result.stderr)
 
 
-def test_bench_table_shows_cuda_peaks_per_stage():
+def bench_table_rows(report: dict) -> list[list[str]]:
+    """The first four cells of each row of ``stc bench``'s table for ``report``, as printed."""
     from rich.console import Console
 
     from stc_cli.tables import bench_table
 
+    console = Console(width=200, record=True)
+    console.print(bench_table(report))
+    return [[cell.strip() for cell in line.split("│")[1:5]] for line in console.export_text().splitlines()]
+
+
+def test_bench_table_shows_cuda_peaks_per_stage():
     report = json.loads(runner.invoke(app, [*TINY_BENCH, "--state-frames", "0", "--json"]).stdout)
     report["peak_memory_mb"] = {
         "vit_full": 900.0,
@@ -132,11 +141,24 @@ def test_bench_table_shows_cuda_peaks_per_stage():
         "prefill_full": 400.0,
         "prefill_pruned": 300.0,
     }
-    console = Console(width=200, record=True)
-    console.print(bench_table(report))
-    rows = [[cell.strip() for cell in line.split("│")[1:5]] for line in console.export_text().splitlines()]
+    rows = bench_table_rows(report)
     assert ["vit peak MiB", "900", "1000", "1.111"] in rows
     assert ["prefill peak MiB", "400", "300", "0.750"] in rows
+
+
+def test_bench_table_shows_launches_per_call_and_the_steps_that_sync():
+    report = json.loads(runner.invoke(app, [*TINY_BENCH, "--state-frames", "0", "--json"]).stdout)
+    launches = report["launches"]
+    assert launches["host_syncs"] == dict.fromkeys(launches["per_chunk"], 0)
+    launches["per_chunk"] |= {"vit_full": 400.0, "vit_stc": 600.0, "pruner": 37.0}
+    launches["per_chunk"] |= {"prefill_full": 100.0, "prefill_pruned": 100.0}
+    rows = bench_table_rows(report)
+    assert ["ViT launches per call", "400", "600", "1.500"] in rows
+    assert ["prefill launches per call", "100", "100", "1.000"] in rows
+    assert ["pruner launches per call", "", "37", ""] in rows
+    assert ["host syncs", "", "none", ""] in rows
+    launches["host_syncs"] |= {"vit_stc": 2, "rekv_full": 1}
+    assert ["host syncs", "", "vit_stc 2, rekv_full 1", ""] in bench_table_rows(report)
 
 
 def test_bench_off_a_terminal_prints_a_line_per_stage():
