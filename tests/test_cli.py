@@ -192,3 +192,33 @@ def test_an_unknown_benchmark_exits_2_in_every_command(tmp_path):
         result = runner.invoke(app, argv)
         assert result.exit_code == 2, (argv, result.output)
         assert result.stderr.strip().splitlines()[-1].startswith("error: unknown benchmark 'nosuch'"), argv
+
+
+def test_model_options_come_in_the_command_s_place_for_them_as_eval_config_fields():
+    """`stc eval` and `stc stream` take the model options through one decorator: in the place of the
+    command's ``model_options`` parameter, with EvalConfig's defaults, handed over as its fields."""
+    import dataclasses
+    import inspect
+
+    import typer
+
+    from stc_cli.commands.model_options import with_model_options
+    from stc_cli.configs import EvalConfig
+
+    seen = {}
+
+    @with_model_options
+    def command(first: int, model_options: dict | None = None, last: int = 0) -> None:
+        seen.update(model_options, first=first, last=last)
+
+    names = list(inspect.signature(command).parameters)
+    assert names[:3] == ["first", "model", "model_path"] and names[-2:] == ["dtype", "last"]
+    assert "model_options" not in names and "compile_layers" in names
+    cli = typer.Typer()
+    cli.command()(command)
+    result = runner.invoke(cli, ["1", "--compile", "--no-stc", "--model", "livecc"])
+    assert result.exit_code == 0, result.output
+    fields = {f.name for f in dataclasses.fields(EvalConfig)} - {"bench", "data_dir", "tasks", "limit"}
+    fields -= {"schedule", "output", "pruner_memory", "encode_chunk", "overwrite", "max_consecutive_errors"}
+    defaults = {field: getattr(EvalConfig(), field) for field in fields}
+    assert seen == defaults | {"compile": True, "stc": False, "model": "livecc", "first": 1, "last": 0}

@@ -14,12 +14,12 @@ from stc_cli.configs import EvalConfig
 _EVAL = EvalConfig()
 
 
+@options.with_model_options
 def eval_(
     bench: Annotated[
         str, typer.Option(metavar="NAME", help="ovo, streamingbench, mlvu, egoschema, videomme or demo.")
     ],
-    model: options.Model = _EVAL.model,
-    model_path: options.ModelPath = _EVAL.model_path,
+    model_options: dict | None = None,  # with_model_options puts every model option here
     data_dir: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Data directory (default: $STC_DATA_DIR, else ~/.cache/stc)."),
@@ -31,14 +31,12 @@ def eval_(
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(metavar="N", help="Only the first N queries.")] = _EVAL.limit,
-    protocol: options.Protocol = _EVAL.protocol,
     show_protocol: Annotated[
         bool,
         typer.Option(
             "--show-protocol", help="Print the resolved protocol with its upstream sources and exit."
         ),
     ] = False,
-    fps: options.Fps = _EVAL.fps,
     schedule: Annotated[
         str | None,
         typer.Option(
@@ -53,17 +51,6 @@ def eval_(
             help="Run folder (default: runs/MODEL-BENCH-VARIANT, VARIANT one of stc, cacher, pruner, base).",
         ),
     ] = None,
-    compress: options.Compress = _EVAL.compress,
-    last_frames: options.LastFrames = _EVAL.last_frames,
-    dtd_threshold: options.DtdThreshold = _EVAL.dtd_threshold,
-    tome_r: options.TomeR = _EVAL.tome_r,
-    stc: options.Stc = _EVAL.stc,
-    cacher: options.Cacher = _EVAL.cacher,
-    pruner: options.Pruner = _EVAL.pruner,
-    update_ratio: options.UpdateRatio = _EVAL.update_ratio,
-    cache_interval: options.CacheInterval = _EVAL.cache_interval,
-    tokens_per_frame: options.TokensPerFrame = _EVAL.tokens_per_frame,
-    pruner_window: options.PrunerWindow = _EVAL.pruner_window,
     pruner_memory: Annotated[
         str,
         typer.Option(
@@ -72,12 +59,6 @@ def eval_(
             "released: order-dependent).",
         ),
     ] = _EVAL.pruner_memory,
-    n_local: options.NLocal = _EVAL.n_local,
-    topk: options.Topk = _EVAL.topk,
-    max_blocks: options.MaxBlocks = _EVAL.max_blocks,
-    cuda_graphs: options.CudaGraphs = _EVAL.cuda_graphs,
-    llm_graphs: options.LlmGraphs = _EVAL.llm_graphs,
-    compile_layers: options.CompileLayers = _EVAL.compile,
     encode_chunk: Annotated[
         int,
         typer.Option(
@@ -86,11 +67,6 @@ def eval_(
             "reference schedule and the pruner's memory to per chunk; docs/protocols.md).",
         ),
     ] = _EVAL.encode_chunk,
-    max_new_tokens: options.MaxNewTokens = _EVAL.max_new_tokens,
-    answer_mode: options.AnswerMode = _EVAL.answer_mode,
-    max_cache_tokens: options.MaxCacheTokens = _EVAL.max_cache_tokens,
-    device: options.Device = _EVAL.device,
-    dtype: options.Dtype = _EVAL.dtype,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start the run folder afresh instead of resuming it.")
     ] = _EVAL.overwrite,
@@ -106,40 +82,15 @@ def eval_(
     from stc_cli.progress import EvalProgress
 
     config = EvalConfig(
-        model=model,
+        **model_options,
         bench=bench,
-        model_path=model_path,
         data_dir=str(data_dir) if data_dir else None,
         tasks=tuple(t.strip() for given in tasks or [] for t in given.split(",") if t.strip()),
         limit=limit,
-        protocol=protocol,
-        fps=fps,
         schedule=schedule,
         output=str(output) if output else None,
-        compress=compress,
-        last_frames=last_frames,
-        dtd_threshold=dtd_threshold,
-        tome_r=tome_r,
-        stc=stc,
-        cacher=cacher,
-        pruner=pruner,
-        update_ratio=update_ratio,
-        cache_interval=cache_interval,
-        tokens_per_frame=tokens_per_frame,
-        pruner_window=pruner_window,
         pruner_memory=pruner_memory,
-        n_local=n_local,
-        topk=topk,
-        max_blocks=max_blocks,
-        cuda_graphs=cuda_graphs,
-        llm_graphs=llm_graphs,
-        compile=compile_layers,
         encode_chunk=encode_chunk,
-        max_new_tokens=max_new_tokens,
-        answer_mode=answer_mode,
-        max_cache_tokens=max_cache_tokens,
-        device=device,
-        dtype=dtype,
         overwrite=overwrite,
         max_consecutive_errors=max_consecutive_errors,
     )

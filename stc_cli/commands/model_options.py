@@ -1,12 +1,17 @@
 """The options that choose and configure a model, shared by `stc eval` and `stc stream`: one definition
-each, so that the two commands cannot drift apart. Each is an ``Annotated`` type; a command gives the
-default (``EvalConfig``'s)."""
+each, so that the two commands cannot drift apart. Each is an ``Annotated`` type; ``with_model_options``
+gives a command all of them at once, with ``EvalConfig``'s defaults."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
+
+from stc_cli.configs import EvalConfig
 
 Model = Annotated[
     str,
@@ -157,3 +162,60 @@ Dtype = Annotated[
         help="auto (the model's own on CUDA, float32 on CPU), float32, float16 or bfloat16.",
     ),
 ]
+
+
+# Every option above: the command parameter that takes it -> (its type, the EvalConfig field it sets).
+_SHARED = {
+    "model": (Model, "model"),
+    "model_path": (ModelPath, "model_path"),
+    "protocol": (Protocol, "protocol"),
+    "fps": (Fps, "fps"),
+    "compress": (Compress, "compress"),
+    "last_frames": (LastFrames, "last_frames"),
+    "dtd_threshold": (DtdThreshold, "dtd_threshold"),
+    "tome_r": (TomeR, "tome_r"),
+    "stc": (Stc, "stc"),
+    "cacher": (Cacher, "cacher"),
+    "pruner": (Pruner, "pruner"),
+    "update_ratio": (UpdateRatio, "update_ratio"),
+    "cache_interval": (CacheInterval, "cache_interval"),
+    "tokens_per_frame": (TokensPerFrame, "tokens_per_frame"),
+    "pruner_window": (PrunerWindow, "pruner_window"),
+    "n_local": (NLocal, "n_local"),
+    "topk": (Topk, "topk"),
+    "max_blocks": (MaxBlocks, "max_blocks"),
+    "cuda_graphs": (CudaGraphs, "cuda_graphs"),
+    "llm_graphs": (LlmGraphs, "llm_graphs"),
+    "compile_layers": (CompileLayers, "compile"),  # not `compile`: the builtin
+    "max_new_tokens": (MaxNewTokens, "max_new_tokens"),
+    "answer_mode": (AnswerMode, "answer_mode"),
+    "max_cache_tokens": (MaxCacheTokens, "max_cache_tokens"),
+    "device": (Device, "device"),
+    "dtype": (Dtype, "dtype"),
+}
+
+
+def with_model_options(command: Callable) -> Callable:
+    """A typer command that takes every model option, in the place of ``command``'s ``model_options``
+    parameter (so the options keep their order in ``--help``), with ``EvalConfig``'s defaults; ``command``
+    gets their values as one ``model_options`` dict of ``EvalConfig`` fields."""
+    defaults = EvalConfig()
+    parameters = []
+    for parameter in inspect.signature(command, eval_str=True).parameters.values():
+        if parameter.name != "model_options":
+            parameters.append(parameter)
+            continue
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD  # as the command's own (typer passes all by name)
+        parameters += [
+            inspect.Parameter(name, kind, annotation=option, default=getattr(defaults, field))
+            for name, (option, field) in _SHARED.items()
+        ]
+
+    @functools.wraps(command)
+    def with_options(**given):
+        chosen = {field: given.pop(name) for name, (_option, field) in _SHARED.items()}
+        return command(**given, model_options=chosen)
+
+    with_options.__signature__ = inspect.Signature(parameters)  # what typer reads
+    with_options.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_options

@@ -16,6 +16,7 @@ _STREAM = StreamConfig()
 _EVAL: EvalConfig = _STREAM.model
 
 
+@options.with_model_options
 def stream(
     source: Annotated[
         str,
@@ -93,32 +94,7 @@ def stream(
             help="Seconds before the first reconnect attempt; each next one waits twice as long.",
         ),
     ] = _STREAM.reconnect_wait,
-    model: options.Model = _EVAL.model,
-    model_path: options.ModelPath = _EVAL.model_path,
-    protocol: options.Protocol = _EVAL.protocol,
-    fps: options.Fps = _EVAL.fps,
-    compress: options.Compress = _EVAL.compress,
-    last_frames: options.LastFrames = _EVAL.last_frames,
-    dtd_threshold: options.DtdThreshold = _EVAL.dtd_threshold,
-    tome_r: options.TomeR = _EVAL.tome_r,
-    stc: options.Stc = _EVAL.stc,
-    cacher: options.Cacher = _EVAL.cacher,
-    pruner: options.Pruner = _EVAL.pruner,
-    update_ratio: options.UpdateRatio = _EVAL.update_ratio,
-    cache_interval: options.CacheInterval = _EVAL.cache_interval,
-    tokens_per_frame: options.TokensPerFrame = _EVAL.tokens_per_frame,
-    pruner_window: options.PrunerWindow = _EVAL.pruner_window,
-    n_local: options.NLocal = _EVAL.n_local,
-    topk: options.Topk = _EVAL.topk,
-    max_blocks: options.MaxBlocks = _EVAL.max_blocks,
-    cuda_graphs: options.CudaGraphs = _EVAL.cuda_graphs,
-    llm_graphs: options.LlmGraphs = _EVAL.llm_graphs,
-    compile_layers: options.CompileLayers = _EVAL.compile,
-    max_new_tokens: options.MaxNewTokens = _EVAL.max_new_tokens,
-    answer_mode: options.AnswerMode = _EVAL.answer_mode,
-    max_cache_tokens: options.MaxCacheTokens = _EVAL.max_cache_tokens,
-    device: options.Device = _EVAL.device,
-    dtype: options.Dtype = _EVAL.dtype,
+    model_options: dict | None = None,  # with_model_options puts every model option here
 ) -> None:
     """Stream a video file, URL or camera into a model with STC on or off, answer questions as it plays,
     and measure whether it keeps up (lag, dropped frames, answer latency)."""
@@ -128,33 +104,8 @@ def stream(
     from stc_cli.live.source import SourceError
 
     model_config = EvalConfig(
-        model=model,
+        **model_options,
         bench=_EVAL.bench,
-        model_path=model_path,
-        protocol=protocol,
-        fps=fps,
-        compress=compress,
-        last_frames=last_frames,
-        dtd_threshold=dtd_threshold,
-        tome_r=tome_r,
-        stc=stc,
-        cacher=cacher,
-        pruner=pruner,
-        update_ratio=update_ratio,
-        cache_interval=cache_interval,
-        tokens_per_frame=tokens_per_frame,
-        pruner_window=pruner_window,
-        n_local=n_local,
-        topk=topk,
-        max_blocks=max_blocks,
-        cuda_graphs=cuda_graphs,
-        llm_graphs=llm_graphs,
-        compile=compile_layers,
-        max_new_tokens=max_new_tokens,
-        answer_mode=answer_mode,
-        max_cache_tokens=max_cache_tokens,
-        device=device,
-        dtype=dtype,
     )
     config = StreamConfig(
         source=source,
@@ -180,7 +131,8 @@ def stream(
         console = Console(stderr=True)
         if console.is_terminal:
             hint = "type a question and Enter; Ctrl-C ends" if config.stdin and sys.stdin.isatty() else ""
-            return display.Panel(f"stc stream {source} · {model} · {model_config.variant}", console, hint)
+            title = f"stc stream {source} · {model_config.model} · {model_config.variant}"
+            return display.Panel(title, console, hint)
         return display.PlainLines()
 
     def note(line: str) -> None:
