@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from stc_cli.benchmarks.base import Query
+from stc_cli.compress import STCCacher, STCPruner
 
 PRUNER_BASELINES = ("vidcom2", "dtd", "visionzip")  # --compress methods that act where STC-Pruner does
 
@@ -62,6 +63,16 @@ class STCSettings:
             tome=config.compress == "tome",
             tome_r=config.tome_r if config.compress == "tome" else None,
         )
+
+    def attach_cacher(self, vision: torch.nn.Module, *, compile: bool = False) -> STCCacher | None:
+        """STC-Cacher at these settings attached to ``vision`` (its tower), or None with the cacher off."""
+        if not self.cacher:
+            return None
+        return STCCacher(self.update_ratio, self.cache_interval, compile=compile).attach(vision)
+
+    def stc_pruner(self, tokens_per_frame: int | None = None) -> STCPruner:
+        """STC-Pruner at these settings, keeping ``tokens_per_frame`` (default: theirs) per frame."""
+        return STCPruner(tokens_per_frame or self.tokens_per_frame, memory_window=self.pruner_window)
 
 
 STC_DEFAULTS = STCSettings()

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import dispider_load
 from stc_cli.models.base import (
     Answer,
@@ -84,10 +83,8 @@ class Dispider:
         self.proactive = getattr(protocol, "proactive", False)  # the runner's cue (models/base.py)
         self.device = next(net.reaction.parameters()).device
         self.dtype = net.reaction.dtype
-        self.cacher = (
-            STCCacher(stc.update_ratio, stc.cache_interval).attach(net.vision) if stc.cacher else None
-        )
-        self.pruner = STCPruner(stc.tokens_per_frame, memory_window=stc.pruner_window) if stc.pruner else None
+        self.cacher = stc.attach_cacher(net.vision)
+        self.pruner = stc.stc_pruner() if stc.pruner else None
         self.perception = Perception(net, self.cacher, self.pruner)
         self.stop_ids = stop_ids(net.tokenizer, protocol.stop, net.reaction.generation_config.eos_token_id)
         self.reset()

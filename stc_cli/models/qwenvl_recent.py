@@ -34,7 +34,6 @@ from dataclasses import asdict
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import STCCacher
 from stc_cli.models.base import Answer, STCSettings, Step, count, greedy, timed
 from stc_cli.models.frames import resize_uint8
 from stc_cli.models.qwen2vl_frames import qwen_vl_utils_size
@@ -67,11 +66,7 @@ class RecentFrames:
         self.model = qwen.model
         self.lm = self.model.model.language_model
         self.device = next(self.model.parameters()).device
-        self.cacher = (
-            STCCacher(stc.update_ratio, stc.cache_interval).attach(self.model.model.visual)
-            if stc.cacher
-            else None
-        )
+        self.cacher = stc.attach_cacher(self.model.model.visual)
         tokenizer = qwen.tokenizer
         special = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
         self.im_start, self.im_end, self.vision_start, self.vision_end, self.image_pad = (

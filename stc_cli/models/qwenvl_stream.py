@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner
+from stc_cli.compress import DifferentialTokenDrop, STCPruner
 from stc_cli.models.base import STC_DEFAULTS, Answer, STCSettings, Step, count, greedy, stop_ids, timed
 from stc_cli.protocols import Protocol
 
@@ -75,11 +75,7 @@ class QwenVLStream:
         self.lm = self.model.model.language_model
         self.device = next(self.model.parameters()).device
         self.frames = replace(qwen.frames, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
-        self.cacher = (
-            STCCacher(stc.update_ratio, stc.cache_interval).attach(self.model.model.visual)
-            if stc.cacher
-            else None
-        )
+        self.cacher = stc.attach_cacher(self.model.model.visual)
         tokenizer = qwen.tokenizer
         self.video_pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
         self.stop_ids = stop_ids(tokenizer, protocol.stop)
@@ -283,7 +279,7 @@ def make_pruner(stc: STCSettings, budget: int) -> STCPruner | DifferentialTokenD
     if stc.pruner_method == "dtd":
         threshold = stc.dtd_threshold
         return DifferentialTokenDrop(threshold, keep=None if threshold is not None else budget)
-    return STCPruner(budget, memory_window=stc.pruner_window)
+    return stc.stc_pruner(budget)
 
 
 def prune(pruner: STCPruner | DifferentialTokenDrop, features: torch.Tensor) -> torch.Tensor:

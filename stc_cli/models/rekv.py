@@ -16,7 +16,7 @@ import torch
 
 from stc_cli.accel import TowerGraphs, compile_layers
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import DifferentialTokenDrop, STCCacher, STCPruner, ToMe, VidCom2, VisionZip
+from stc_cli.compress import DifferentialTokenDrop, STCPruner, ToMe, VidCom2, VisionZip
 from stc_cli.models import llava_ov
 from stc_cli.models.base import (
     STC_DEFAULTS,
@@ -79,11 +79,7 @@ class ReKV:
         self.block = self.budget if stc.pruner_method in ("stc", "visionzip") else pooled
         if rekv.compile and stc.tome:
             raise ValueError("--compile compiles the stock or STC-Cacher tower's layers, not ToMe's")
-        self.cacher = (
-            STCCacher(stc.update_ratio, stc.cache_interval, compile=rekv.compile).attach(self.vision)
-            if stc.cacher
-            else None
-        )
+        self.cacher = stc.attach_cacher(self.vision, compile=rekv.compile)
         if rekv.compile and not stc.cacher:
             compile_layers(self.vision)  # the same compiled layer as the cacher's reference chunks
         self.tome = _tome(llava, stc).attach(self.vision) if stc.tome else None
@@ -209,7 +205,7 @@ def _pruner(stc: STCSettings, pooled: int) -> STCPruner | VidCom2 | VisionZip | 
         if stc.dtd_threshold is not None:
             return DifferentialTokenDrop(stc.dtd_threshold)
         return DifferentialTokenDrop(None, keep=stc.tokens_per_frame)
-    return STCPruner(stc.tokens_per_frame, memory_window=stc.pruner_window)
+    return stc.stc_pruner()
 
 
 def _tome(llava: LlavaOV, stc: STCSettings) -> ToMe:

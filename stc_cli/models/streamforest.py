@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from stc_cli.benchmarks.base import Query
-from stc_cli.compress import STCCacher, STCPruner
 from stc_cli.models import streamforest_load
 from stc_cli.models.base import (
     STC_DEFAULTS,
@@ -72,10 +71,8 @@ class StreamForest:
             spatial_table(width, int(patches**0.5)).to(self.device, self.dtype),
             temporal_table(width).to(self.device, self.dtype),
         )
-        self.cacher = (
-            STCCacher(stc.update_ratio, stc.cache_interval).attach(net.vision) if stc.cacher else None
-        )
-        self.pruner = STCPruner(self.kept, memory_window=stc.pruner_window) if stc.pruner else None
+        self.cacher = stc.attach_cacher(net.vision)
+        self.pruner = stc.stc_pruner(self.kept) if stc.pruner else None
         self.vocab = net.vocab  # the LM head rows upstream keeps (it reads the whole vocabulary: once)
         self.stop_ids = stop_ids(net.tokenizer, protocol.stop, net.llm.generation_config.eos_token_id)
         self.reset()

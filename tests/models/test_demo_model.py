@@ -67,7 +67,7 @@ def test_with_stc_on_the_demo_model_stays_far_above_chance(tmp_path):
 
 
 def test_a_pruner_that_keeps_the_wrong_tokens_falls_to_near_chance(tmp_path, monkeypatch):
-    monkeypatch.setattr("stc_cli.models.rekv.STCPruner", LeastNovel)
+    monkeypatch.setattr("stc_cli.models.base.STCPruner", LeastNovel)  # STCSettings.stc_pruner
     # Measured: 7 of 32 (the questions alone, with zeroed tokens, give 17 of 64). At most 12 passes.
     assert accuracy(tmp_path) <= 12 / SUBSET * 100
 
