@@ -24,7 +24,6 @@ from stc_cli.compress.prelnvit_cacher import (
     layer_outputs,
     select_lowest,
     selective_layer,
-    weights_of,
 )
 from stc_cli.compress.qwen2vl_cacher import Qwen2VLBlocks
 from stc_cli.compress.qwen3vl_cacher import Qwen3VLBlocks
@@ -229,7 +228,7 @@ class STCCacher:
             if call.context is not None:
                 raise ValueError("STCCacher(compile=True) supports unmasked vision encoders only")
             reference, selective = self._compiled
-            weights, hidden = weights_of(layer), call.frames
+            weights, hidden = family.weights(layer), call.frames
             if self._selective_chunk and ref.usable_for(call):
                 refs = (ref.key, ref.value, ref.attn_out, ref.mlp_out)
                 out, self.selected[index] = selective(hidden, refs, weights, self._count(hidden.shape[1]))

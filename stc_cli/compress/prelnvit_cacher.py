@@ -145,6 +145,16 @@ class PreLNViTLayers:
     _PARTS = ("layer_norm1", "self_attn", "layer_norm2", "mlp")
     _ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
+    def __init__(self) -> None:
+        self._weights: dict[nn.Module, Weights] = {}
+
+    def weights(self, layer: nn.Module) -> Weights:
+        """``weights_of(layer)``, gathered once per layer (about 17 us each time on the dev CPU, 26 times a
+        chunk). It holds the modules' own parameters, which ``.to()`` and ``.half()`` change in place."""
+        if layer not in self._weights:
+            self._weights[layer] = weights_of(layer)
+        return self._weights[layer]
+
     def locate(self, model: nn.Module) -> tuple[nn.Module, list[nn.Module]] | None:
         encoder = getattr(getattr(model, "vision_model", model), "encoder", None)
         layers = getattr(encoder, "layers", None)
@@ -177,4 +187,4 @@ class PreLNViTLayers:
         if call.context is not None:
             raise ValueError("STCCacher's selective pass supports unmasked vision encoders only")
         refs = (ref.key, ref.value, ref.attn_out, ref.mlp_out)
-        return selective_layer(call.frames, refs, weights_of(layer), lambda key, _ref: select(key))[0]
+        return selective_layer(call.frames, refs, self.weights(layer), lambda key, _ref: select(key))[0]

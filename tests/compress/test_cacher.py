@@ -187,6 +187,22 @@ def test_half_precision_on_cpu(dtype):
         assert torch.isfinite(run(model, pixels.to(dtype)).last_hidden_state).all()
 
 
+def test_a_model_converted_after_attach_runs_on_its_new_parameters():
+    """The selective layers read the layers' parameters gathered once at the first chunk; ``.double()``
+    after that changes those parameters in place, so the cacher then computes what one attached to a
+    float64 copy does, bit for bit."""
+    converted, fresh = tiny_siglip(), tiny_siglip().double()
+    cacher, fresh_cacher = STCCacher(interval=2).attach(converted), STCCacher(interval=2).attach(fresh)
+    for pixels in chunks(1, 2):  # float32: the weights are gathered
+        run(converted, pixels)
+    converted.double()
+    cacher.reset()
+    for pixels in chunks(1, 4, seed=1):
+        pixels = pixels.double()
+        assert torch.equal(run(converted, pixels).last_hidden_state, run(fresh, pixels).last_hidden_state)
+    assert cacher.selected[0] is not None and torch.equal(cacher.selected[0], fresh_cacher.selected[0])
+
+
 def test_option_and_attach_errors():
     with pytest.raises(ValueError, match="update_ratio"):
         STCCacher(update_ratio=0.0)
