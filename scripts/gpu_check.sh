@@ -109,7 +109,7 @@ import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-summary = {"device": None, "bench": None, "eval": None}
+summary = {"device": None, "bench": None, "launches": None, "eval": None}
 try:
     import torch
 
@@ -152,6 +152,10 @@ for name in runs:
         summary["bench"] |= {k: v for k, v in rows.items() if whole or k.startswith("vit_") or "_graphs" in k}
     except Exception as error:  # noqa: BLE001
         summary["bench"][name] = f"unreadable: {error}"
+try:  # the eager run's operators per step (the census) beside the kernels the profiler saw
+    summary["launches"] = json.loads((out / "bench.json").read_text())["launches"]
+except Exception as error:  # noqa: BLE001
+    summary["launches"] = f"unreadable: {error}"
 try:
     base, stc = json.loads((out / "score.json").read_text())
     on, off = stc["timings"]["ms_per_frame"], base["timings"]["ms_per_frame"]

@@ -65,7 +65,9 @@ def test_summary_reads_every_bench_row(tmp_path):
     code = text.split("<<'PYTHON' 2>&1 | tee -a \"$LOG\"\n", 1)[1].split("\nPYTHON\n", 1)[0]
     done = subprocess.run([sys.executable, "-", str(tmp_path)], input=code, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    bench = json.loads((tmp_path / "summary.json").read_text())["bench"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["launches"] == json.loads((tmp_path / "bench.json").read_text())["launches"]
+    bench = summary["bench"]
     assert sorted(bench) == [
         "decode_graphs_ms_per_token",
         "decode_ms_per_token",

@@ -10,6 +10,8 @@ what a GPU run would launch and check that a step meant for a graph never syncs.
 one operator may launch several kernels (``topk``), and fused kernels (SDPA) count once.
 
 Not seen: ``Tensor.tolist()`` and ``.numpy()`` of a CPU tensor, which read memory without an operator.
+On CUDA, ``OpCensus(device_ops=True)`` also counts what the device really ran (kernels, copies and fills,
+from ``torch.profiler``), to check the proxy against.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class OpCensus(TorchDispatchMode):
 
     ``launches``: operators that do device work, by name (views and allocations left out).
     ``host_syncs``: operators that make the host wait for the device, by name.
+    ``device_ops``: with ``device_ops=True`` (CUDA only), the kernels, copies and fills the device ran,
+    as the profiler saw them; None otherwise. A census may be entered several times: counts add up.
 
     Example:
         >>> with OpCensus() as census:
@@ -42,14 +46,37 @@ class OpCensus(TorchDispatchMode):
         >>> census.total_launches, dict(census.host_syncs)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, device_ops: bool = False) -> None:
         super().__init__()
         self.launches: Counter[str] = Counter()
         self.host_syncs: Counter[str] = Counter()
+        self.device_ops: int | None = 0 if device_ops else None
+        self._profiler = None
+        self._depth = 0  # the mode is entered again for each decomposed operator
 
     @property
     def total_launches(self) -> int:
         return sum(self.launches.values())
+
+    def __enter__(self):
+        if self._depth == 0 and self.device_ops is not None:
+            from torch.profiler import ProfilerActivity, profile
+
+            self._profiler = profile(activities=[ProfilerActivity.CUDA])
+            self._profiler.__enter__()
+        self._depth += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        result = super().__exit__(*exc)
+        self._depth -= 1
+        if self._depth == 0 and self._profiler is not None:
+            torch.cuda.synchronize()  # every kernel done, and so recorded
+            self._profiler.__exit__(*exc)
+            cuda = torch.autograd.DeviceType.CUDA
+            self.device_ops += sum(1 for event in self._profiler.events() if event.device_type == cuda)
+            self._profiler = None
+        return result
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

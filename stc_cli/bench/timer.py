@@ -35,7 +35,8 @@ class Timer:
 
     With ``count_ops``, each step's warm-up chunks of its first repeat also run under ``OpCensus``
     (untimed): ``launches`` holds each step's operators that launch device work, per chunk, and
-    ``host_syncs`` how many made the host wait, in all."""
+    ``host_syncs`` how many made the host wait, in all; on CUDA ``device_ops`` what the profiler saw the
+    device run, per chunk."""
 
     def __init__(
         self, device: torch.device, *, warmup: int, chunks: int, repeats: int, count_ops: bool = False
@@ -45,6 +46,7 @@ class Timer:
         self.peaks: dict[str, float] = {}
         self.launches: dict[str, float] = {}
         self.host_syncs: dict[str, int] = {}
+        self.device_ops: dict[str, float] = {}  # CUDA: kernels, copies and fills per chunk (profiler)
 
     def compare(
         self, make_steps: Callable[[], dict[str, Callable[[int], object]]], chunks: int | None = None
@@ -62,7 +64,8 @@ class Timer:
             steps = make_steps()
             totals = dict.fromkeys(steps, 0.0)
             counted = [label for label in steps if self.count_ops and label not in self.launches]
-            censuses = {label: OpCensus() for label in counted}
+            device_ops = self.device.type == "cuda"  # and the kernels the profiler sees, to compare
+            censuses = {label: OpCensus(device_ops=device_ops) for label in counted}
             for i in range(chunks):
                 for label, step in steps.items():
                     census = censuses.get(label) if i < self.warmup else None
@@ -81,13 +84,16 @@ class Timer:
         for label, census in censuses.items():
             self.launches[label] = census.total_launches / self.warmup
             self.host_syncs[label] = sum(census.host_syncs.values())
+            if census.device_ops is not None:
+                self.device_ops[label] = census.device_ops / self.warmup
         return {label: total / (chunks - self.warmup) for label, total in totals.items()}
 
     def op_counts(self) -> dict | None:
         """The steps' operator counts (``count_ops``), or None where they were not counted."""
         if not self.launches:
             return None
-        return {"counted_chunks": self.warmup, "per_chunk": self.launches, "host_syncs": self.host_syncs}
+        counts = {"counted_chunks": self.warmup, "per_chunk": self.launches, "host_syncs": self.host_syncs}
+        return counts | ({"device_ops_per_chunk": self.device_ops} if self.device_ops else {})
 
     def peak_mb(self) -> dict:
         """Per-stage CUDA peaks; on CPU only the whole process's peak RSS can be read."""

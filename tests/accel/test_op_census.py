@@ -75,3 +75,23 @@ def test_a_copy_from_the_gpu_to_the_host_is_a_host_sync():
     x = torch.randn(4, device="cuda")
     census = census_of(lambda: (x.cpu(), x.to("cuda")))
     assert census.host_syncs == {"_to_copy.default": 1}
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_profiler_counts_what_the_device_ran_and_the_counts_add_up():
+    x = torch.randn(1000, device="cuda")
+    census = OpCensus(device_ops=True)
+    for entered in (1, 2):
+        with census:
+            x + 1  # one kernel
+            x.sum().item()  # a reduction, and the copy of its result to the host
+        assert census.launches == dict.fromkeys(
+            ("add.Tensor", "sum.default", "_local_scalar_dense.default"), entered
+        )
+        assert census.device_ops == 3 * entered
+
+
+def test_device_ops_are_not_counted_unless_asked():
+    with OpCensus() as census:
+        torch.ones(3) + 1
+    assert census.device_ops is None and census.launches == {"ones.default": 1, "add.Tensor": 1}
