@@ -53,7 +53,7 @@ def baselines_stage(
         names = ("stc", *(m for m in methods if m in PRUNER_BASELINES))
         return {name: _counted(every[name], kept.setdefault(name, []), timer.warmup) for name in names}
 
-    ms = timer.compare(steps)
+    ms = timer.compare(steps, stage="baseline_")
     return {
         name: {"ms_per_frame": ms[name], "kept_tokens": sum(counts) / len(counts)}
         for name, counts in kept.items()

@@ -33,7 +33,7 @@ def dispider_stage(config: BenchConfig, timer: Timer, llm, layers: int | None) -
     stock = _tower(vision, layers, config.seed, device, dtype)
     patched = copy.deepcopy(stock)  # the same weights; only this copy gets the cacher
     cacher = STCCacher(STC_DISPIDER["update_ratio"], STC_DISPIDER["cache_interval"]).attach(patched)
-    timer = Timer(device, warmup=timer.warmup, chunks=frames, repeats=timer.repeats)  # N frames, not --frames
+    timer = timer.with_chunks(frames)  # N frames, not --frames
     pixels = synthetic_video(frames, stock.config.image_size, config.seed).to(device, dtype).split(1)
     mixed: list[torch.Tensor] = []  # the STC pass's [1, 64, 4C] per frame, fed to the pruner
 
@@ -47,10 +47,10 @@ def dispider_stage(config: BenchConfig, timer: Timer, llm, layers: int | None) -
         mixed.clear()
         return {"full": lambda i: encode(stock, i), "stc": lambda i: mixed.append(encode(patched, i))}
 
-    vit_ms = timer.compare(vit_steps)
+    vit_ms = timer.compare(vit_steps, stage="dispider_vit_")
     cacher.detach()
     tokens = mixed[0].shape[1]
-    prune_ms, kept = prune_stage(timer, STCPruner(round(tokens * SHARE)), mixed)
+    prune_ms, kept = prune_stage(timer, STCPruner(round(tokens * SHARE)), mixed, stage="dispider_")
     projector, slots = _reaction_inputs(mixed[0].shape[-1], llm, pool_num, config.seed)
     fed: dict[str, int] = {}  # visual tokens per frame that reach the reaction LLM, per side
 
@@ -71,7 +71,7 @@ def dispider_stage(config: BenchConfig, timer: Timer, llm, layers: int | None) -
 
         return {"full": lambda i: step("full", mixed[i]), "pruned": lambda i: step("pruned", kept[i])}
 
-    prefill_ms = timer.compare(prefill_steps)
+    prefill_ms = timer.compare(prefill_steps, stage="dispider_prefill_")
     return {
         "frames": frames,
         "preset": f"random:{preset}",

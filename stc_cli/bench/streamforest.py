@@ -46,14 +46,14 @@ def streamforest_stage(timer: Timer, frames: int, features: list[torch.Tensor], 
         # a read after every frame, as streamforest-stream does (the compression is deferred to the read)
         return {"full": full, "pruned": pruned}
 
-    update_ms = timer.compare(memory_steps, chunks=frames)
+    update_ms = timer.compare(memory_steps, chunks=frames, stage="streamforest_update_")
     tokens = {side: memory.tokens() for side, memory in memories.items()}  # the read an answer makes
     projector = _projector(width, llm.config.hidden_size, seed, features[0])
 
     def prefill_steps():
         return {side: lambda i, t=t: llm(inputs_embeds=projector(t)[None]) for side, t in tokens.items()}
 
-    prefill_ms = timer.compare(prefill_steps, chunks=timer.warmup + 2)
+    prefill_ms = timer.compare(prefill_steps, chunks=timer.warmup + 2, stage="streamforest_prefill_")
     return {
         "frames": frames,
         "tokens_per_frame": patches,

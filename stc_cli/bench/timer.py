@@ -4,6 +4,7 @@ environment a report was made in."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import resource
 import statistics
 import time
@@ -49,21 +50,26 @@ class Timer:
         self.device_ops: dict[str, float] = {}  # CUDA: kernels, copies and fills per chunk (profiler)
 
     def compare(
-        self, make_steps: Callable[[], dict[str, Callable[[int], object]]], chunks: int | None = None
+        self,
+        make_steps: Callable[[], dict[str, Callable[[int], object]]],
+        chunks: int | None = None,
+        *,
+        stage: str = "",
     ) -> dict[str, float]:
         """Median over repeats of each step's mean ms per chunk. ``make_steps()`` starts a repeat
         (fresh streams) and returns the steps to compare, each called with the chunk index, ``chunks``
-        times (default: the timer's), the first ``warmup`` untimed."""
-        runs = [self._interleaved(make_steps, chunks or self.chunks) for _ in range(self.repeats)]
+        times (default: the timer's), the first ``warmup`` untimed. ``stage`` prefixes the steps' names
+        in the peaks and operator counts, where stages share step names."""
+        runs = [self._interleaved(make_steps, chunks or self.chunks, stage) for _ in range(self.repeats)]
         return {label: statistics.median(run[label] for run in runs) for label in runs[0]}
 
-    def _interleaved(self, make_steps: Callable[[], dict], chunks: int) -> dict[str, float]:
+    def _interleaved(self, make_steps: Callable[[], dict], chunks: int, stage: str) -> dict[str, float]:
         # Every step on chunk 0, then every step on chunk 1, ...: the settings compared share the
         # machine's state (clocks, caches, neighbours) as closely as a single process allows.
         with torch.inference_mode():  # the untimed set-up too (prefills in make_steps)
             steps = make_steps()
             totals = dict.fromkeys(steps, 0.0)
-            counted = [label for label in steps if self.count_ops and label not in self.launches]
+            counted = [label for label in steps if self.count_ops and stage + label not in self.launches]
             device_ops = self.device.type == "cuda"  # and the kernels the profiler sees, to compare
             censuses = {label: OpCensus(device_ops=device_ops) for label in counted}
             for i in range(chunks):
@@ -78,15 +84,21 @@ class Timer:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                         peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-                        self.peaks[label] = max(self.peaks.get(label, 0.0), peak)
+                        self.peaks[stage + label] = max(self.peaks.get(stage + label, 0.0), peak)
                     if i >= self.warmup:
                         totals[label] += (time.perf_counter() - start) * 1000
         for label, census in censuses.items():
-            self.launches[label] = census.total_launches / self.warmup
-            self.host_syncs[label] = sum(census.host_syncs.values())
+            self.launches[stage + label] = census.total_launches / self.warmup
+            self.host_syncs[stage + label] = sum(census.host_syncs.values())
             if census.device_ops is not None:
-                self.device_ops[label] = census.device_ops / self.warmup
+                self.device_ops[stage + label] = census.device_ops / self.warmup
         return {label: total / (chunks - self.warmup) for label, total in totals.items()}
+
+    def with_chunks(self, chunks: int) -> Timer:
+        """This timer over another number of chunks per pass; the peaks and counts are shared."""
+        other = copy.copy(self)  # shallow: the same dicts
+        other.chunks = chunks
+        return other
 
     def op_counts(self) -> dict | None:
         """The steps' operator counts (``count_ops``), or None where they were not counted."""

@@ -130,7 +130,9 @@ def _last_layer_inputs(stock, chunks: list[dict]) -> list[torch.Tensor]:
     return inputs
 
 
-def prune_stage(timer: Timer, pruner: STCPruner, pooled: list[torch.Tensor]) -> tuple[float, list]:
+def prune_stage(
+    timer: Timer, pruner: STCPruner, pooled: list[torch.Tensor], stage: str = ""
+) -> tuple[float, list]:
     kept: list[torch.Tensor] = []
 
     def prune_steps():
@@ -138,4 +140,4 @@ def prune_stage(timer: Timer, pruner: STCPruner, pooled: list[torch.Tensor]) -> 
         kept.clear()
         return {"pruner": lambda i: kept.append(pruner.compress(pooled[i])[0])}
 
-    return timer.compare(prune_steps)["pruner"], kept
+    return timer.compare(prune_steps, stage=stage)["pruner"], kept

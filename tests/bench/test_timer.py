@@ -30,6 +30,17 @@ def test_each_step_is_counted_per_warm_up_chunk_of_the_first_repeat():
     }
 
 
+def test_stages_that_share_step_names_are_counted_apart_and_a_rechunked_timer_shares_the_counts():
+    timer = Timer(torch.device("cpu"), warmup=2, chunks=4, repeats=1, count_ops=True)
+    timer.compare(steps, stage="one_")
+    timer.with_chunks(3).compare(steps, stage="two_")  # one timed chunk after the warm-up
+    assert timer.op_counts()["per_chunk"] == {
+        f"{stage}_{step}": count
+        for stage in ("one", "two")
+        for step, count in {"add": 1.0, "read": 2.0, "grows": 2.0}.items()
+    }
+
+
 def test_nothing_is_counted_without_count_ops_or_without_warm_up_chunks():
     for timer in (
         Timer(torch.device("cpu"), warmup=2, chunks=4, repeats=1),
