@@ -99,6 +99,8 @@ def _syncs(func, name: str, args: tuple, kwargs: dict) -> bool:
         return True
     if name == "index.Tensor":  # integer indices have a known shape; a boolean mask's depends on the data
         return any(i is not None and i.dtype == torch.bool for i in args[1])
+    if name == "repeat_interleave.Tensor":  # its length is read from the repeats unless given
+        return kwargs.get("output_size") is None
     if torch.Tag.dynamic_output_shape in func.tags:
         return True
     if name == "_to_copy.default":  # device to host

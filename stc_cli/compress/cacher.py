@@ -85,6 +85,7 @@ class STCCacher:
         self._capturing: tuple[LayerReference, LayerCall] | None = None
         self._chunk = 0
         self._selective_chunk = False
+        self._compared: dict[tuple, tuple] = {}  # this chunk's position checks (``_same_positions``)
         self.selected: list[torch.Tensor | None] = []
         """Per layer, the token indices ``[F, n]`` recomputed in the latest chunk (a set per frame, in no
         particular order), None if the layer ran stock. With ``similarity_threshold`` they are sorted, most
@@ -192,6 +193,16 @@ class STCCacher:
     def _start_chunk(self, _module: nn.Module, _args: tuple) -> None:
         self._selective_chunk = self._chunk % self.interval != 0
         self._chunk += 1
+        self._compared.clear()
+
+    def _same_positions(self, positions: torch.Tensor, ref_positions: torch.Tensor) -> bool:
+        """Whether a layer call's positions equal its reference's, compared once per chunk: reading the
+        answer waits for the device, and every layer of a chunk gets the same positions tensor (the
+        tower's rotary table), every layer's reference a view of the same one."""
+        key = tuple((t.data_ptr(), t.shape, t.stride(), t.dtype) for t in (positions, ref_positions))
+        if key not in self._compared:  # held till the chunk ends: no other tensor takes their addresses
+            self._compared[key] = (bool((positions == ref_positions).all()), positions, ref_positions)
+        return self._compared[key][0]
 
     def _capture_hook(self, ref: LayerReference, capture: Capture):
         def hook(_module: nn.Module, _args: tuple, output) -> None:
@@ -213,7 +224,7 @@ class STCCacher:
             call = family.parse(args, kwargs)
             if self._compiled:
                 return run_compiled(call)
-            if self._selective_chunk and ref.usable_for(call):
+            if self._selective_chunk and ref.usable_for(call, self._same_positions):
                 return family.selective(layer, ref, call, select)
             self.selected[index] = None
             self._capturing = (ref, call)
@@ -229,7 +240,7 @@ class STCCacher:
                 raise ValueError("STCCacher(compile=True) supports unmasked vision encoders only")
             reference, selective = self._compiled
             weights, hidden = family.weights(layer), call.frames
-            if self._selective_chunk and ref.usable_for(call):
+            if self._selective_chunk and ref.usable_for(call, self._same_positions):
                 refs = (ref.key, ref.value, ref.attn_out, ref.mlp_out)
                 out, self.selected[index] = selective(hidden, refs, weights, self._count(hidden.shape[1]))
                 return out

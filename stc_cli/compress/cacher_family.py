@@ -23,6 +23,8 @@ from torch import nn
 Select = Callable[[torch.Tensor], torch.Tensor]
 # Reads a captured module output: (output, the call's ``last`` index) -> {reference field: tensor}.
 Capture = Callable[[object, int | slice], dict]
+# Whether a layer call's positions equal a reference's: (the call's [F, T, P], the reference's [T, P]).
+SamePositions = Callable[[torch.Tensor, torch.Tensor], bool]
 
 
 @dataclass
@@ -54,9 +56,10 @@ class LayerReference:
     mlp_out: torch.Tensor | None = None
     positions: torch.Tensor | None = None
 
-    def usable_for(self, call: LayerCall) -> bool:
+    def usable_for(self, call: LayerCall, same: SamePositions = lambda a, b: bool((a == b).all())) -> bool:
         """Whether a selective pass over ``call`` can reuse this reference: the same token count,
-        dtype and device, and, where the layer has positions, the same ones (the same grid)."""
+        dtype and device, and, where the layer has positions, the same ones (the same grid), as ``same``
+        says (on a GPU reading its answer waits for the device)."""
         ref, frames = self.mlp_out, call.frames
         if ref is None or frames is None or ref.shape != frames.shape[1:]:
             return False
@@ -67,7 +70,7 @@ class LayerReference:
         if self.positions is None:
             return True
         positions = call.positions.reshape(*frames.shape[:2], -1)
-        return positions.shape[-1] == self.positions.shape[-1] and bool((positions == self.positions).all())
+        return positions.shape[-1] == self.positions.shape[-1] and same(positions, self.positions)
 
     def clear(self) -> None:
         for field in fields(self):
@@ -104,6 +107,25 @@ class LayerFamily(Protocol):
     ) -> torch.Tensor:
         """Docs section 1, selective mode: compute the keys of all tokens, ``select`` the rows, recompute
         those and reuse ``ref`` for the rest. Returns the layer output in the layer's own layout."""
+
+
+class ChunkMemo:
+    """What a family reads on the host from the tensors every block of a chunk shares (``cu_seqlens``, the
+    rotary tables), read once per chunk rather than once per block: reading a device tensor on the host
+    waits for the device. A result is kept with the very tensors it came from (so none of them is freed and
+    its address reused meanwhile), for the last few."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._entries: list[tuple[tuple[torch.Tensor, ...], object]] = []
+
+    def get(self, tensors: tuple[torch.Tensor, ...], read: Callable[[], object]) -> object:
+        for held, value in self._entries:
+            if len(held) == len(tensors) and all(a is b for a, b in zip(held, tensors, strict=True)):
+                return value
+        value = read()
+        self._entries = [(tensors, value), *self._entries[: self.size - 1]]
+        return value
 
 
 def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,9 @@ window attention. What that changes:
   attention segment, taken from the block's own ``cu_seqlens``: a window in windowed blocks, the whole
   temporal patch in the ``fullatt_block_indexes`` blocks. So both kinds of block run the same code and
   follow the tower's partition whatever it is. Segments equal to the frames batch as for Qwen2-VL;
-  windows batch as one padded ``[windows, most selected in a window, longest window]`` attention, masked
-  only when the windows differ in length (at most the stock window attention's cost).
+  windows batch as one padded ``[windows, the most a window can hold, longest window]`` attention (its
+  shape known on the host: reading the busiest window's count would wait for the device), masked only
+  when the windows differ in length (at most the stock window attention's cost).
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
         hidden = args[0] if args else kwargs["hidden_states"]
         cu_seqlens = args[1] if len(args) > 1 else kwargs["cu_seqlens"]
         rope = args[2] if len(args) > 2 else kwargs.get("position_embeddings")
-        bounds, tokens = cu_seqlens.tolist(), hidden.shape[0]
+        bounds, tokens = self._memo.get((cu_seqlens,), cu_seqlens.tolist), hidden.shape[0]
         if rope is None or rope[0].shape[0] != tokens or bounds[0] != 0 or bounds[-1] != tokens:
             return LayerCall(None, slice(bounds[-2], bounds[-1]))
         cos, sin = rope
-        starts = ((cos == cos[:1]).all(-1) & (sin == sin[:1]).all(-1)).nonzero().flatten().tolist()
+        starts = self._memo.get(rope, lambda: _patch_starts(cos, sin))
         lengths = {end - start for start, end in zip(starts, starts[1:] + [tokens], strict=True)}
         frames = hidden.view(len(starts), lengths.pop(), hidden.shape[-1]) if len(lengths) == 1 else None
         # cos alone identifies each token's (h, w) (as for Qwen2-VL): the positions a reference is valid for.
@@ -92,7 +93,10 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
         windows, longest = len(sizes), max(sizes)
         cu = torch.tensor(bounds, device=device)
         lengths = cu.diff()
-        window_of = torch.repeat_interleave(torch.arange(windows, device=device), lengths)  # [N]
+        # [N]; the sizes are known here, so nothing below waits for the device (as bincount or max would)
+        window_of = torch.repeat_interleave(
+            torch.arange(windows, device=device), lengths, output_size=frames * tokens
+        )
         slot_of = torch.arange(frames * tokens, device=device) - cu[:-1][window_of]  # place in its window
 
         def by_window(t: torch.Tensor, window: torch.Tensor, slot: torch.Tensor, length: int) -> torch.Tensor:
@@ -102,11 +106,15 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
 
         rows = (torch.arange(frames, device=device).unsqueeze(1) * tokens + idx).flatten()  # packed rows
         q_window = window_of[rows]
-        counts = torch.bincount(q_window, minlength=windows)
+        counts = torch.zeros(windows, dtype=torch.long, device=device).index_add_(
+            0, q_window, torch.ones_like(q_window)
+        )
         order = torch.argsort(q_window, stable=True)
         q_slot = torch.empty_like(order)  # the query's place among its window's selected rows
         q_slot[order] = torch.arange(len(order), device=device) - (counts.cumsum(0) - counts)[q_window[order]]
-        query_w = by_window(query, q_window, q_slot, int(counts.max()))
+        query_w = by_window(
+            query, q_window, q_slot, min(longest, idx.shape[1])
+        )  # a window's selected rows, at most
         key_w, value_w = (by_window(t, window_of, slot_of, longest) for t in (key, value))
         mask = None  # windows of one length: no padded keys
         if min(sizes) != longest:
@@ -114,3 +122,8 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
         query_w, key_w, value_w = (t.transpose(1, 2) for t in (query_w, key_w, value_w))  # [W, H, L, D]
         out = F.scaled_dot_product_attention(query_w, key_w, value_w, attn_mask=mask, scale=scale)
         return out.transpose(1, 2)[q_window, q_slot].view(frames, -1, heads, dim)
+
+
+def _patch_starts(cos: torch.Tensor, sin: torch.Tensor) -> list[int]:
+    """Where each temporal patch starts: wherever the rotary cos|sin row of the first token recurs."""
+    return ((cos == cos[:1]).all(-1) & (sin == sin[:1]).all(-1)).nonzero().flatten().tolist()

@@ -22,6 +22,7 @@ from torch import nn
 
 from stc_cli.compress.cacher_family import (
     Capture,
+    ChunkMemo,
     LayerCall,
     LayerReference,
     Select,
@@ -41,6 +42,9 @@ class Qwen2VLBlocks:
     # fc1/fc2 tell Qwen2-VL's MLP from Qwen2.5-VL's gated one and Qwen3-VL's linear_fc1: those towers have
     # families of their own (qwen25vl_cacher.py, qwen3vl_cacher.py), tried before this one.
     _SUBPARTS = {"attn": ("qkv", "proj", "num_heads", "head_dim", "scaling"), "mlp": ("fc1", "fc2")}
+
+    def __init__(self) -> None:
+        self._memo = ChunkMemo()  # the chunk's cu_seqlens as host ints, read once
 
     def locate(self, model: nn.Module) -> tuple[nn.Module, list[nn.Module]] | None:
         blocks = getattr(model, "blocks", None)
@@ -72,7 +76,7 @@ class Qwen2VLBlocks:
         hidden = args[0] if args else kwargs["hidden_states"]
         cu_seqlens = args[1] if len(args) > 1 else kwargs["cu_seqlens"]
         rope = args[2] if len(args) > 2 else kwargs.get("position_embeddings")
-        bounds = cu_seqlens.tolist()
+        bounds = self._memo.get((cu_seqlens,), cu_seqlens.tolist)
         lengths = {end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)}
         frames = None
         if rope is not None and len(lengths) == 1 and bounds[0] == 0 and bounds[-1] == hidden.shape[0]:

@@ -49,6 +49,7 @@ def test_composite_operators_count_as_the_kernels_they_are_written_in(inference)
         ("boolean mask index", lambda x, _i: x[x > 0], "index.Tensor"),
         ("nonzero", lambda x, _i: x.nonzero(), "nonzero.default"),
         ("equal", lambda x, _i: torch.equal(x, x), "equal.default"),
+        ("repeat_interleave", lambda _x, i: torch.repeat_interleave(i), "repeat_interleave.Tensor"),
     ],
 )
 def test_what_makes_the_host_wait_is_a_host_sync(name, step, sync):
@@ -63,11 +64,18 @@ def test_integer_indices_and_device_side_counters_do_not_sync():
     def step():
         x[idx]  # integer indices: the output's shape is known without reading them
         length.add_(3)  # a counter kept on the device
+        torch.repeat_interleave(idx, output_size=2)  # its length given
         return torch.arange(3) + length
 
     census = census_of(step)
     assert not census.host_syncs
-    assert census.launches == {"index.Tensor": 1, "add_.Tensor": 1, "arange.default": 1, "add.Tensor": 1}
+    assert census.launches == {
+        "index.Tensor": 1,
+        "add_.Tensor": 1,
+        "repeat_interleave.Tensor": 1,
+        "arange.default": 1,
+        "add.Tensor": 1,
+    }
 
 
 @pytest.mark.gpu

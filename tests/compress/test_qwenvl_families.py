@@ -4,7 +4,9 @@ detaching, a grid change, bounded state, half precision. What differs per family
 import pytest
 import torch
 
+from stc_cli.accel import OpCensus
 from stc_cli.compress import STCCacher
+from stc_cli.compress.cacher_family import ChunkMemo
 from tests.compress.qwen2vl_models import tiny_qwen2vl, tiny_qwen3vl, tiny_qwen25vl, video_chunks
 from tests.compress.spec_reference import ReferenceQwen2VLCacher, ReferenceQwen25VLCacher
 
@@ -122,3 +124,39 @@ def test_half_precision_on_cpu(name, dtype):
         ):
             torch.testing.assert_close(a, b, rtol=0, atol=5e-2)  # outputs reach |3|: bf16 steps of 1/64
     full.detach()
+
+
+# What a chunk with the cacher reads on the host beyond the stock tower's own reads (transformers reads
+# the grid and builds the windows), once per chunk whatever the depth: Qwen2.5-VL the temporal patches'
+# starts (every chunk), each selective chunk its reference's positions.
+EXTRA_SYNCS = {"qwen2vl": (0, 1), "qwen25vl": (1, 2), "qwen3vl": (0, 1)}
+
+
+@pytest.mark.parametrize("name", TOWERS)
+def test_a_chunk_waits_for_the_device_once_not_once_per_block(name):
+    make = TOWERS[name][0]
+    stock, tower = make(), make()
+    assert len(tower.blocks) >= 2
+    STCCacher(interval=2).attach(tower)
+    extra = []
+    for chunk in video_chunks(2, 4):
+        with OpCensus() as stock_census:
+            run(stock, chunk)
+        with OpCensus() as census:
+            run(tower, chunk)
+        extra.append(sum(census.host_syncs.values()) - sum(stock_census.host_syncs.values()))
+    assert extra == list(EXTRA_SYNCS[name]) * 2  # reference, selective, reference, selective
+
+
+def test_a_chunk_memo_reads_once_per_set_of_tensors_and_keeps_the_last_few():
+    memo, reads = ChunkMemo(size=2), []
+    a, b, c = torch.tensor([0, 4]), torch.tensor([0, 4]), torch.tensor([0, 8])
+
+    def read(t):
+        return lambda: reads.append(t) or t.tolist()
+
+    assert memo.get((a,), read(a)) == [0, 4] and memo.get((a,), read(a)) == [0, 4]
+    assert memo.get((b,), read(b)) == [0, 4]  # equal values, another tensor: read again
+    assert memo.get((c,), read(c)) == [0, 8]  # a, the oldest, leaves
+    assert memo.get((b,), read(b)) == [0, 4] and memo.get((a,), read(a)) == [0, 4]
+    assert [id(t) for t in reads] == [id(a), id(b), id(c), id(a)]
