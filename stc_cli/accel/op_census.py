@@ -10,6 +10,8 @@ what a GPU run would launch and check that a step meant for a graph never syncs.
 one operator may launch several kernels (``topk``), and fused kernels (SDPA) count once.
 
 Not seen: ``Tensor.tolist()`` and ``.numpy()`` of a CPU tensor, which read memory without an operator.
+Seen too much: on a CPU every tensor counts as if on the device, also one a GPU run keeps on the host
+(transformers reads ``grid_thw`` there).
 On CUDA, ``OpCensus(device_ops=True)`` also counts what the device really ran (kernels, copies and fills,
 from ``torch.profiler``), to check the proxy against.
 """
