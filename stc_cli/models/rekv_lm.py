@@ -10,6 +10,7 @@ import torch
 
 from stc_cli.accel.graphs import GraphReplay
 from stc_cli.models.rekv_memory import LayerMemory
+from stc_cli.models.rope import RopeTable
 
 
 class ReKVLanguageModel:
@@ -43,6 +44,7 @@ class ReKVLanguageModel:
         # encoding a chunk of one shape and each generated token replay from CUDA graphs on a GPU (they
         # run eagerly elsewhere)
         scale = self.head_dim**-0.5
+        rope = RopeTable(self.theta)  # the same angles in every layer: computed once
         self.memory = [
             LayerMemory(
                 n_local=n_local,
@@ -51,6 +53,7 @@ class ReKVLanguageModel:
                 scale=scale,
                 static=cuda_graphs,
                 max_blocks=max_blocks,
+                rope=rope,
             )
             for _ in self.lm.layers
         ]

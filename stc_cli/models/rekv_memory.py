@@ -30,18 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from stc_cli.models.kv_store import BlockStore
-
-
-def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """RoPE (rotate-half convention, as Qwen2) of ``x [*, L, D]`` at integer ``positions [L]``, in fp32."""
-    dim = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim))
-    angles = positions.to(device=x.device, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    angles = torch.cat((angles, angles), dim=-1)
-    x32 = x.float()
-    half = dim // 2
-    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
-    return (x32 * angles.cos() + rotated * angles.sin()).to(x.dtype)
+from stc_cli.models.rope import RopeTable
 
 
 def attend(
@@ -77,10 +66,12 @@ class LayerMemory:
         page_blocks: int | None = None,  # blocks per page of the store; None: as many as fit PAGE_BYTES
         static: bool = False,  # the window in a fixed ring of buffers (``RingWindow``), for CUDA graphs
         max_blocks: int | None = None,  # blocks kept for retrieval, the newest; None: every one
+        rope: RopeTable | None = None,  # shared by a model's layers; None: a table of its own
     ):
         if n_local < 1 or block < 1:
             raise ValueError(f"n_local and block must be >= 1, got {n_local} and {block}")
         self.n_local, self.block, self.theta, self.scale = n_local, block, theta, scale
+        self.rope = rope or RopeTable(theta)
         self.offload = torch.device(offload)
         # one (k, v) per frame
         self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks, max_blocks=max_blocks)
@@ -180,13 +171,15 @@ class LayerMemory:
         that window at one fixed angle (query at ``n_local - 1``, keys un-rotated), in one softmax."""
         distance = query_at[:, None] - key_at[None, :]
         in_window = (distance >= 0) & (distance < self.n_local)
-        q_local = rotate(q, query_at - window_start, self.theta)
-        k_local = rotate(keys, key_at - window_start, self.theta)
+        # every position lies below the keys' count; masked keys (stale ring slots) are clamped into it
+        bound = keys.shape[1]
+        q_local = self.rope.rotate(q, query_at - window_start, bound)
+        k_local = self.rope.rotate(keys, key_at - window_start, bound)
         if not joint:
             return attend(q_local, k_local, values, in_window, self.scale)
         init_at = torch.arange(self.init_k.shape[1], device=q.device)
         outside = init_at[None, :] <= query_at[:, None] - self.n_local
-        q_init = rotate(q, torch.full_like(query_at, self.n_local - 1), self.theta)
+        q_init = self.rope.rotate(q, torch.full_like(query_at, self.n_local - 1), bound)
         return self._joint(q_init, q_local, k_local, values, outside, in_window)
 
     def _joint(self, q_init, q_local, k_local, v_local, init_allowed, local_allowed) -> torch.Tensor:

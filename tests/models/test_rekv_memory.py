@@ -4,10 +4,21 @@ and its retrieval on hand-made keys."""
 import pytest
 import torch
 
-from stc_cli.models.rekv_memory import LayerMemory, rotate
+from stc_cli.models.rekv_memory import LayerMemory
 
 THETA, HEADS, KV_HEADS, DIM = 100.0, 4, 2, 8
 SCALE = DIM**-0.5
+
+
+def rotate(x, positions, theta):
+    """RoPE as Qwen2 applies it (rotate-half), at integer ``positions``, in float32; ``x``'s dtype back."""
+    dim = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = torch.cat((angles, angles), dim=-1)
+    x32 = x.float()
+    rotated = torch.cat((-x32[..., dim // 2 :], x32[..., : dim // 2]), dim=-1)
+    return (x32 * angles.cos() + rotated * angles.sin()).to(x.dtype)
 
 
 def reference_outputs(q, k, v, n_init, n_local):
