@@ -227,19 +227,22 @@ class QwenVLStream:
         ``deepstack`` rows where the model has them). Returns the segment's last hidden states
         ``[1, L', width]``."""
         embeds = self.lm.embed_tokens(ids)
+        if features is None:  # text (every prompt and generated token): known here, no device read
+            start, self.next_position = self.next_position, self.next_position + ids.shape[1]
+            positions = torch.arange(start, self.next_position, device=self.device).expand(3, 1, -1)
+            out = self.lm(inputs_embeds=embeds, position_ids=positions, cache=self.cache, use_cache=True)
+            self.segments.append(ids.shape[1])
+            self._evict()
+            return out.last_hidden_state
         is_video = ids[0] == self.video_pad
         types = torch.where(is_video, VIDEO, TEXT)[None].int()
-        if grid is None:
-            positions = torch.arange(ids.shape[1], device=self.device).expand(3, 1, -1)
-        else:
-            positions, _ = self.model.model.get_rope_index(ids, types, video_grid_thw=grid)
+        positions, _ = self.model.model.get_rope_index(ids, types, video_grid_thw=grid)
         positions = positions + self.next_position
         keep = torch.ones(ids.shape[1], dtype=torch.bool, device=self.device)
-        if features is not None:
-            embeds[0, is_video] = features.to(embeds.dtype)
-            video_keep = torch.zeros(features.shape[0], dtype=torch.bool, device=self.device)
-            video_keep[kept] = True
-            keep[is_video] = video_keep
+        embeds[0, is_video] = features.to(embeds.dtype)
+        video_keep = torch.zeros(features.shape[0], dtype=torch.bool, device=self.device)
+        video_keep[kept] = True
+        keep[is_video] = video_keep
         self.next_position = int(positions.max()) + 1
         extra = {}
         if deepstack:

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from stc_cli.accel import OpCensus
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, STCPruner
 from stc_cli.models import qwen2vl
@@ -145,6 +146,23 @@ def test_answers_leave_the_memory_as_it_was(tiny):
     first, second = livecc.answer(query()), livecc.answer(query())
     assert first.text == second.text and 1 <= first.counts["new_tokens"] <= 4
     assert (livecc.cache.get_seq_length(), livecc.next_position, livecc.segments) == before
+
+
+@torch.inference_mode()
+def test_text_segments_and_generated_tokens_do_not_make_the_host_wait(tiny):
+    """A text segment's positions follow on from the last: known on the host, so a question and each
+    generated token run no operator whose result the host must read (a video chunk still reads its grid
+    and the tokens it keeps)."""
+    livecc = LiveCC(tiny, STCSettings(cacher=False, tokens_per_frame=20), protocol=SHORT)
+    livecc.add_frames(frames(2), TIMES[:2])
+    position = livecc.next_position
+    with OpCensus() as census:
+        hidden = livecc._append(livecc._ids("Which colour?"))
+        livecc._next_logits(5)
+    assert census.total_launches > 0 and census.host_syncs == {}
+    length = len(tiny.tokenizer("Which colour?", add_special_tokens=False).input_ids)
+    assert hidden.shape[1] == length and livecc.next_position == position + length + 1
+    assert livecc.segments[-2:] == [length, 1]
 
 
 @torch.inference_mode()
