@@ -83,7 +83,8 @@ for variant in base stc; do
 done
 "$PY" -m stc_cli score "$RUNS/base" "$RUNS/stc" --json > "$OUT/score.json" 2>> "$LOG"
 
-# Live mode: a 60 s synthetic clip as fast as the model goes (--speed 0: the headroom), STC on and off.
+# Live mode: a 60 s synthetic clip as fast as the model goes (--speed 0: the headroom), STC on and off,
+# end to end with the LLM on graphs too (--llm-graphs; the eval runs above keep it eager, the default).
 CLIP="$RUNS/live-60s.mp4"
 "$PY" - "$CLIP" <<'PYTHON' 2>> "$LOG"
 import sys, av, numpy as np
@@ -95,8 +96,8 @@ with av.open(sys.argv[1], "w") as c:
     for packet in s.encode(): c.mux(packet)
 PYTHON
 for stc in stc no-stc; do
-    step "stc stream random:full, --$stc, --speed 0"
-    timeout "$(cap 90)" "$PY" -m stc_cli stream "$CLIP" --model rekv --model-path random:full --"$stc" --speed 0 \
+    step "stc stream random:full, --$stc, --speed 0, --llm-graphs"
+    timeout "$(cap 90)" "$PY" -m stc_cli stream "$CLIP" --model rekv --model-path random:full --"$stc" --speed 0 --llm-graphs \
         --json --no-stdin --max-new-tokens 16 --ask "20: What is happening?" \
         --ask "40: Which way does the bar move? | A. left | B. right" --ask "58: What changed?" \
         2>> "$LOG" | tail -1 > "$OUT/stream-$stc.json"
