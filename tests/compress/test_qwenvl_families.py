@@ -58,6 +58,80 @@ def test_detach_restores_the_stock_model(name):
     STCCacher().attach(tower)  # and it can take a cacher again
 
 
+@pytest.mark.parametrize("name", TOWERS)
+def test_reference_chunks_are_bit_identical_to_stock(name):
+    make = TOWERS[name][0]
+    stock, tower = make(), make()
+    cacher = STCCacher(update_ratio=0.25, interval=2).attach(tower)
+    chunks = video_chunks(2, 5)
+    for c, chunk in enumerate(chunks):
+        got, want = run(tower, chunk), run(stock, chunk)
+        if c % 2 == 0:  # every output (Qwen3-VL: the deepstack features too), bit for bit
+            pairs = list(zip(outputs(got), outputs(want), strict=True))
+            assert len(pairs) > 3 and all(torch.equal(a, b) for a, b in pairs)
+        else:
+            assert not torch.equal(got.last_hidden_state, want.last_hidden_state)
+            if name == "qwen3vl":  # the deepstack taps read the selective blocks' outputs
+                assert not torch.equal(got.deepstack_features[0], want.deepstack_features[0])
+    cacher.reset()  # a new video: the next chunk is a reference chunk again, whatever the counter said
+    pairs = zip(outputs(run(tower, chunks[1])), outputs(run(stock, chunks[1])), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert cacher.selected == [None] * len(tower.blocks)
+
+
+def conditional_model(name: str):
+    """The tower inside its ``...ForConditionalGeneration``, with a tiny text model (random weights)."""
+    import transformers
+
+    config_class, model_class = {
+        "qwen2vl": ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration"),
+        "qwen25vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"),
+        "qwen3vl": ("Qwen3VLConfig", "Qwen3VLForConditionalGeneration"),
+    }[name]
+    text = dict(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2 if name == "qwen3vl" else 1,  # Qwen3-VL: a layer per deepstack feature
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+    )
+    if name == "qwen3vl":
+        text["head_dim"] = 16
+    vision = TOWERS[name][0]().config.to_dict()
+    config = getattr(transformers, config_class)(vision_config=vision, text_config=text)
+    torch.manual_seed(0)
+    return getattr(transformers, model_class)(config).eval()
+
+
+@pytest.mark.parametrize("name", TOWERS)
+def test_attaches_to_the_tower_inside_the_for_conditional_generation_model(name):
+    """Given the whole model it says which module to pass; on ``model.model.visual`` the model's own
+    ``get_video_features`` runs through it (at ratio 1.0: the stock features, deepstack ones included)."""
+    model, atol = conditional_model(name), TOWERS[name][2]
+    with pytest.raises(ValueError, match=r"pass model\.model\.visual"):
+        STCCacher().attach(model)
+    cacher = STCCacher(update_ratio=1.0).attach(model.model.visual)
+    stock = [run(model.model.visual, chunk) for chunk in video_chunks(1, 2)]
+    cacher.reset()
+    with torch.no_grad():
+        for chunk, want in zip(video_chunks(1, 2), stock, strict=True):
+            got = model.model.get_video_features(*chunk)
+            torch.testing.assert_close(torch.cat(got.pooler_output), want.pooler_output, rtol=0, atol=atol)
+            deepstack = zip(
+                getattr(got, "deepstack_features", None) or [],
+                getattr(want, "deepstack_features", None) or [],
+                strict=True,
+            )
+            compared = 0
+            for feature, stock_feature in deepstack:
+                torch.testing.assert_close(torch.cat(feature), stock_feature, rtol=0, atol=atol)
+                compared += 1
+            assert compared == (2 if name == "qwen3vl" else 0)  # Qwen3-VL's taps after blocks 0 and 1
+    assert cacher.selected[0].shape == (1, 24)  # the second chunk went through the selective path
+
+
 NEW_GRIDS = {
     "transposed": (6, 4),  # the same 24 tokens, at other places (Qwen2.5-VL: in other windows)
     "smaller": (4, 4),  # 16 tokens (Qwen2.5-VL: one window)
