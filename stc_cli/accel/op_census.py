@@ -101,6 +101,11 @@ def _syncs(func, name: str, args: tuple, kwargs: dict) -> bool:
         return True
     if name == "index.Tensor":  # integer indices have a known shape; a boolean mask's depends on the data
         return any(i is not None and i.dtype == torch.bool for i in args[1])
+    if name in ("index_put.default", "index_put_.default"):  # t[mask] = values
+        # a boolean mask becomes indices (nonzero), except for one value, filled as masked_fill_ does
+        value = args[2]
+        masked = any(i is not None and i.dtype == torch.bool for i in args[1])
+        return masked and (value.numel() != 1 or value.device.type != "cpu")
     if name == "repeat_interleave.Tensor":  # its length is read from the repeats unless given
         return kwargs.get("output_size") is None
     if torch.Tag.dynamic_output_shape in func.tags:

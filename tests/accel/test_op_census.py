@@ -50,6 +50,11 @@ def test_composite_operators_count_as_the_kernels_they_are_written_in(inference)
         ("nonzero", lambda x, _i: x.nonzero(), "nonzero.default"),
         ("equal", lambda x, _i: torch.equal(x, x), "equal.default"),
         ("repeat_interleave", lambda _x, i: torch.repeat_interleave(i), "repeat_interleave.Tensor"),
+        (
+            "setting a boolean mask's rows",
+            lambda x, _i: x.__setitem__(x[:, 0] > 0, x[0] + 1),
+            "index_put_.default",
+        ),
     ],
 )
 def test_what_makes_the_host_wait_is_a_host_sync(name, step, sync):
@@ -65,6 +70,7 @@ def test_integer_indices_and_device_side_counters_do_not_sync():
         x[idx]  # integer indices: the output's shape is known without reading them
         length.add_(3)  # a counter kept on the device
         torch.repeat_interleave(idx, output_size=2)  # its length given
+        x[x > 0] = 0.0  # one value: a masked fill
         return torch.arange(3) + length
 
     census = census_of(step)
@@ -73,6 +79,8 @@ def test_integer_indices_and_device_side_counters_do_not_sync():
         "index.Tensor": 1,
         "add_.Tensor": 1,
         "repeat_interleave.Tensor": 1,
+        "gt.Scalar": 1,
+        "index_put_.default": 1,
         "arange.default": 1,
         "add.Tensor": 1,
     }
