@@ -5,7 +5,9 @@ On a GPU a step of small kernels waits for launches, and one host sync inside a 
 recorded in a CUDA graph at all (``graphs.py``). Both show up as ATen operators on a CPU too: every
 operator that is not a view or an allocation launches at least one kernel on CUDA, and a sync is an
 operator whose output the host must read (``item``, ``bool(t)``, ``int(t)``), whose shape depends on the
-data (``nonzero``, a boolean mask index), or a copy from the device to the host. So a CPU run can count
+data (``nonzero``, a boolean mask index), a copy from the device to the host, or ``torch.tensor(data)``
+(on a GPU, a blocking copy from the host that waits for the device; on a CPU every such tensor counts,
+as if it went to the device, but for a single number). So a CPU run can count
 what a GPU run would launch and check that a step meant for a graph never syncs. The counts are a proxy:
 one operator may launch several kernels (``topk``), and fused kernels (SDPA) count once.
 
@@ -30,6 +32,7 @@ _NO_DEVICE_WORK = {
     "new_empty.default",
     "new_empty_strided.default",
     "scalar_tensor.default",
+    "detach_.default",  # autograd bookkeeping (torch.tensor(data) makes one)
 }
 _ALWAYS_SYNC = {"equal.default", "is_nonzero.default"}  # answer a host-side bool
 
@@ -97,6 +100,9 @@ class OpCensus(TorchDispatchMode):
 
 
 def _syncs(func, name: str, args: tuple, kwargs: dict) -> bool:
+    if name == "lift_fresh.default":  # torch.tensor(data); not an empty one, nor t[mask] = 0.0's number
+        made = args[0]
+        return made.numel() > 0 and (made.dim() > 0 or made.device.type != "cpu")
     if torch.Tag.data_dependent_output in func.tags or name in _ALWAYS_SYNC:
         return True
     if name == "index.Tensor":  # integer indices have a known shape; a boolean mask's depends on the data

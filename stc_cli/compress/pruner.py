@@ -34,9 +34,10 @@ def gaussian_similarity(points: torch.Tensor, anchor: torch.Tensor, bandwidths=B
 
 @functools.lru_cache(maxsize=16)
 def _twice(bandwidths: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``2a`` per bandwidth, made on the device once (a copy from the host per call would wait for it)."""
+    """``2a`` per bandwidth, made on the device once, and filled there: a copy from the host waits for the
+    device."""
     with torch.inference_mode(False):  # a normal tensor, usable in and outside inference mode
-        return torch.tensor([2 * a for a in bandwidths], dtype=dtype, device=device)
+        return torch.stack([torch.full((), 2 * a, dtype=dtype, device=device) for a in bandwidths])
 
 
 class STCPruner:

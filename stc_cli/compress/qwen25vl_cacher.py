@@ -70,7 +70,7 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
         lengths = {end - start for start, end in zip(starts, starts[1:] + [tokens], strict=True)}
         frames = hidden.view(len(starts), lengths.pop(), hidden.shape[-1]) if len(lengths) == 1 else None
         # cos alone identifies each token's (h, w) (as for Qwen2-VL): the positions a reference is valid for.
-        return LayerCall(frames, slice(starts[-1], tokens), cos, context=(cos, sin, bounds))
+        return LayerCall(frames, slice(starts[-1], tokens), cos, context=(cos, sin, bounds, cu_seqlens))
 
     def attend(
         self,
@@ -82,8 +82,8 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
         scale: float,
     ) -> torch.Tensor:
         """The selected queries ``[F, n, H, D]`` (rows ``idx [F, n]``) attend within their attention
-        segment of ``call.context[2]`` (``cu_seqlens``) over ``key``/``value [F, T, H, D]`` ->
-        ``[F, n, H, D]``."""
+        segment of ``call.context[2]`` (``cu_seqlens`` on the host; ``[3]``, the same on the device) over
+        ``key``/``value [F, T, H, D]`` -> ``[F, n, H, D]``."""
         frames, tokens, heads, dim = key.shape
         bounds = call.context[2]
         if bounds == list(range(0, frames * tokens + 1, tokens)):  # a full-attention block
@@ -91,7 +91,7 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
         device = key.device
         sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
         windows, longest = len(sizes), max(sizes)
-        cu = torch.tensor(bounds, device=device)
+        cu = call.context[3].long()  # the block's own (a copy from the host would wait for the device)
         lengths = cu.diff()
         # [N]; the sizes are known here, so nothing below waits for the device (as bincount or max would)
         window_of = torch.repeat_interleave(

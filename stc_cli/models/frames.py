@@ -9,6 +9,7 @@ Step 1 depends on the device, in torchvision and here alike: see ``resize_uint8`
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,20 @@ def resize_uint8(images: torch.Tensor, size: tuple[int, int], float_path: bool) 
     # Elsewhere (CUDA): float32 interpolation, then clamp and round back to uint8.
     out = F.interpolate(images.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
     return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def normalize(x: torch.Tensor, mean: tuple, std: tuple, rescale_factor: float, dtype) -> torch.Tensor:
+    """uint8 ``[N, 3, H, W]`` -> ``dtype``: fused as in transformers' rescale_and_normalize, float32 mean and
+    std scaled by ``1 / rescale_factor``."""
+    mean, std = _scaled(mean, std, rescale_factor, x.device)
+    return x.float().sub_(mean[:, None, None]).div_(std[:, None, None]).to(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _scaled(mean: tuple, std: tuple, rescale_factor: float, device: torch.device) -> tuple:
+    """Made on the device once: a copy from the host for every frame would wait for the device."""
+    with torch.inference_mode(False):  # plain tensors, readable in and outside inference mode
+        return tuple(torch.tensor(t, device=device) * (1.0 / rescale_factor) for t in (mean, std))
 
 
 def read_preprocessor_config(folder: str | Path) -> tuple[dict, str] | None:
@@ -119,7 +134,4 @@ class FrameTransform:
         x = frames.to(device).permute(0, 3, 1, 2)
         if tuple(x.shape[-2:]) != self.size:
             x = resize_uint8(x, self.size, float_path=x.device.type != "cpu")
-        # Fused as in transformers' rescale_and_normalize: float32 mean and std scaled by 1 / rescale_factor.
-        mean = torch.tensor(self.mean, device=x.device) * (1.0 / self.rescale_factor)
-        std = torch.tensor(self.std, device=x.device) * (1.0 / self.rescale_factor)
-        return x.float().sub_(mean[:, None, None]).div_(std[:, None, None]).to(dtype)
+        return normalize(x, self.mean, self.std, self.rescale_factor, dtype)

@@ -23,6 +23,7 @@ from stc_cli.models.frames import (
     BICUBIC,
     CLIP_MEAN,
     CLIP_STD,
+    normalize,
     read_preprocessor_config,
     resize_uint8,
     write_preprocessor_config,
@@ -187,10 +188,7 @@ class Qwen2VLFrames:
             x = resize_uint8(x, size, float_path=x.device.type != "cpu")
         if n % tp:  # after the resize: fewer pixels to copy, same values
             x = torch.cat([x, x[-1:].expand(tp - n % tp, -1, -1, -1)])
-        # Fused as in transformers' rescale_and_normalize: float32 mean and std scaled by 1 / rescale_factor.
-        mean = torch.tensor(self.mean, device=x.device) * (1.0 / self.rescale_factor)
-        std = torch.tensor(self.std, device=x.device) * (1.0 / self.rescale_factor)
-        x = x.float().sub_(mean[:, None, None]).div_(std[:, None, None]).to(dtype)
+        x = normalize(x, self.mean, self.std, self.rescale_factor, dtype)
         gt, gh, gw = len(x) // tp, size[0] // p, size[1] // p
         # The hub's view/permute without its batch dim: (t, tp, C, gh/m, m, p, gw/m, m, p)
         # -> (t, gh/m, gw/m, m, m, C, tp, p, p), so each 2x2 merge window is 4 consecutive rows.

@@ -50,6 +50,7 @@ def test_composite_operators_count_as_the_kernels_they_are_written_in(inference)
         ("nonzero", lambda x, _i: x.nonzero(), "nonzero.default"),
         ("equal", lambda x, _i: torch.equal(x, x), "equal.default"),
         ("repeat_interleave", lambda _x, i: torch.repeat_interleave(i), "repeat_interleave.Tensor"),
+        ("a tensor of host data", lambda _x, _i: torch.tensor([[5]]), "lift_fresh.default"),
         (
             "setting a boolean mask's rows",
             lambda x, _i: x.__setitem__(x[:, 0] > 0, x[0] + 1),
@@ -71,6 +72,7 @@ def test_integer_indices_and_device_side_counters_do_not_sync():
         length.add_(3)  # a counter kept on the device
         torch.repeat_interleave(idx, output_size=2)  # its length given
         x[x > 0] = 0.0  # one value: a masked fill
+        torch.tensor([])  # nothing to copy
         return torch.arange(3) + length
 
     census = census_of(step)

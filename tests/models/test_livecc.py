@@ -156,9 +156,10 @@ def test_text_segments_and_generated_tokens_do_not_make_the_host_wait(tiny):
     livecc = LiveCC(tiny, STCSettings(cacher=False, tokens_per_frame=20), protocol=SHORT)
     livecc.add_frames(frames(2), TIMES[:2])
     position = livecc.next_position
+    question, token = livecc._ids("Which colour?"), livecc._ids_of([5])  # the ids come from the host
     with OpCensus() as census:
-        hidden = livecc._append(livecc._ids("Which colour?"))
-        livecc._next_logits(5)
+        hidden = livecc._append(question)
+        livecc._append(token)
     assert census.total_launches > 0 and census.host_syncs == {}
     length = len(tiny.tokenizer("Which colour?", add_special_tokens=False).input_ids)
     assert hidden.shape[1] == length and livecc.next_position == position + length + 1
