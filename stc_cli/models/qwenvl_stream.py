@@ -226,35 +226,27 @@ class QwenVLStream:
         video placeholders take ``features`` (only the ``kept`` rows enter the cache, with their
         ``deepstack`` rows where the model has them). Returns the segment's last hidden states
         ``[1, L', width]``."""
-        embeds = self.lm.embed_tokens(ids)
+        embeds, extra = self.lm.embed_tokens(ids), {}
         if features is None:  # text (every prompt and generated token): known here, no device read
             start, self.next_position = self.next_position, self.next_position + ids.shape[1]
             positions = torch.arange(start, self.next_position, device=self.device).expand(3, 1, -1)
-            out = self.lm(inputs_embeds=embeds, position_ids=positions, cache=self.cache, use_cache=True)
-            self.segments.append(ids.shape[1])
-            self._evict()
-            return out.last_hidden_state
-        is_video = ids[0] == self.video_pad
-        types = torch.where(is_video, VIDEO, TEXT)[None].int()
-        positions, _ = self.model.model.get_rope_index(ids, types, video_grid_thw=grid)
-        positions = positions + self.next_position
-        keep = torch.ones(ids.shape[1], dtype=torch.bool, device=self.device)
-        embeds[0, is_video] = features.to(embeds.dtype)
-        video_keep = torch.zeros(features.shape[0], dtype=torch.bool, device=self.device)
-        video_keep[kept] = True
-        keep[is_video] = video_keep
-        self.next_position = int(positions.max()) + 1
-        extra = {}
-        if deepstack:
-            extra = deepstack_inputs(is_video[keep], [layer[kept] for layer in deepstack])
-        out = self.lm(
-            inputs_embeds=embeds[:, keep],
-            position_ids=positions[:, :, keep],
-            cache=self.cache,
-            use_cache=True,
-            **extra,
-        )
-        self.segments.append(int(keep.sum()))
+            held = ids.shape[1]
+        else:
+            is_video = ids[0] == self.video_pad
+            types = torch.where(is_video, VIDEO, TEXT)[None].int()
+            positions, _ = self.model.model.get_rope_index(ids, types, video_grid_thw=grid)
+            positions = positions + self.next_position
+            keep = torch.ones(ids.shape[1], dtype=torch.bool, device=self.device)
+            embeds[0, is_video] = features.to(embeds.dtype)
+            video_keep = torch.zeros(features.shape[0], dtype=torch.bool, device=self.device)
+            video_keep[kept] = True
+            keep[is_video] = video_keep
+            self.next_position = int(positions.max()) + 1
+            if deepstack:
+                extra = deepstack_inputs(is_video[keep], [layer[kept] for layer in deepstack])
+            embeds, positions, held = embeds[:, keep], positions[:, :, keep], int(keep.sum())
+        out = self.lm(inputs_embeds=embeds, position_ids=positions, cache=self.cache, use_cache=True, **extra)
+        self.segments.append(held)
         self._evict()
         return out.last_hidden_state
 
