@@ -70,8 +70,8 @@ class LayerMemory:
     ):
         if n_local < 1 or block < 1:
             raise ValueError(f"n_local and block must be >= 1, got {n_local} and {block}")
-        self.n_local, self.block, self.theta, self.scale = n_local, block, theta, scale
-        self.rope = rope or RopeTable(theta)
+        self.n_local, self.block, self.scale = n_local, block, scale
+        self.rope = rope or RopeTable(theta)  # RoPE's base lives there
         self.offload = torch.device(offload)
         # one (k, v) per frame
         self.blocks = BlockStore(self.offload, block=block, page_blocks=page_blocks, max_blocks=max_blocks)
