@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from stc_cli.accel import GraphReplay, StaticStream
-from stc_cli.bench.prefill import REKV_INIT_TOKENS, prompt, rekv_model
+from stc_cli.bench.prefill import REKV_INIT_TOKENS, prefill_stream, prompt, rekv_model
 from stc_cli.bench.timer import Timer
 from stc_cli.configs import BenchConfig
 from stc_cli.models.presets import seeded
@@ -85,15 +84,7 @@ def _plain_decoder(llm, head, prompt: torch.Tensor, capacity: int | None = None)
     """Prefill ``prompt`` into a fresh KV cache; the step generates one token on it. Given a ``capacity``
     (``--llm-graphs``), the cache is a static one of that many tokens, and each token's decoder pass is
     replayed from a CUDA graph (the LM head after it)."""
-    if capacity is not None:
-        hidden = StaticStream(llm, capacity, GraphReplay())
-    else:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=llm.config)
-
-        def hidden(embeds: torch.Tensor) -> torch.Tensor:
-            return llm(inputs_embeds=embeds, cache=cache, use_cache=True).last_hidden_state
+    hidden = prefill_stream(llm, capacity)
 
     def forward(embeds: torch.Tensor) -> torch.Tensor:
         return head(hidden(embeds)[0, -1])

@@ -108,17 +108,17 @@ def prompt(llm, start: int, length: int) -> torch.Tensor:
     return llm.embed_tokens(ids)
 
 
-def prefill_stream(llm, capacity: int | None = None) -> Callable:
-    """A step that appends one frame's tokens to a KV cache that grows over the stream: transformers'
-    ``DynamicCache``, or given a ``capacity`` (``--llm-graphs``), a static one of that many tokens, each
-    frame replayed from a CUDA graph."""
+def prefill_stream(llm, capacity: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A step that appends tokens ``[1, L, width]`` to a KV cache that grows over the stream and returns
+    their last hidden states: transformers' ``DynamicCache``, or given a ``capacity`` (``--llm-graphs``),
+    a static one of that many tokens, each step of one size replayed from a CUDA graph."""
     if capacity is not None:
         return StaticStream(llm, capacity, GraphReplay())
     from transformers import DynamicCache
 
     cache = DynamicCache(config=llm.config)
 
-    def step(tokens: torch.Tensor) -> None:
-        llm(inputs_embeds=tokens, cache=cache, use_cache=True)
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        return llm(inputs_embeds=tokens, cache=cache, use_cache=True).last_hidden_state
 
     return step
