@@ -83,7 +83,7 @@ def bench_table(result: dict):
     step = 2 if vit.get("grid_thw") else 1
     per_call = vit.get("frames_per_chunk", step)  # frames per ViT call
     unit = "frame" if step == 1 else "chunk"
-    calls = f" (ViT: {cfg['frames']} calls of {per_call} frames)" if per_call != step else ""
+    timed = f"{cfg['frames']} calls of {per_call} frames" if per_call != step else f"{cfg['frames']} {unit}s"
     grid = f", grid {'x'.join(map(str, vit['grid_thw']))}" if vit.get("grid_thw") else ""
     table = Table(
         title=f"STC latency, random weights: {vit['preset']} x{vit['layers']} layers, {prefill['preset']} "
@@ -91,7 +91,7 @@ def bench_table(result: dict):
         caption=f"update_ratio {cfg['update_ratio']}, interval {cfg['interval']}, "
         f"{vit['tokens_per_frame']} ViT tokens{grid}, LLM tokens from the "
         f"{prefill.get('full_tokens_from', 'bilinear pool')}, k {prefill['kept_tokens']}; "
-        f"median of {cfg['repeats']} repeats of {cfg['frames']} {unit}s{calls}",
+        f"median of {cfg['repeats']} repeats of {timed}",
     )
     table.add_column(f"per {unit}" if step == 1 else f"per chunk ({step} frames)")
     for column in ("STC off", "STC on", "on / off"):
@@ -106,7 +106,8 @@ def bench_table(result: dict):
         "pruner ms", "", f"{prune['ms_per_frame']:.3f}", f"{100 * prune['share_of_stc_vit']:.2f}% of STC ViT"
     )
     table.add_row(
-        f"prefill ms ({prefill['full_tokens']} vs {prefill['kept_tokens']} tokens)",
+        f"prefill ms ({prefill['full_tokens']} vs {prefill['kept_tokens']} tokens"
+        + (f", {per_call} frames per call)" if per_call != step else ")"),
         f"{prefill['full_ms_per_frame']:.2f}",
         f"{prefill['pruned_ms_per_frame']:.2f}",
         f"{prefill['ratio']:.3f}",

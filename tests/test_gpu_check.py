@@ -47,7 +47,9 @@ def test_summary_reads_every_bench_row(tmp_path):
     )
     runs = {
         "bench.json": dataclasses.replace(tiny, long_stream=True, n_local=8, decode_tokens=1),
-        "bench-16.json": dataclasses.replace(tiny, frames_per_chunk=4, decode_tokens=0),
+        "bench-16.json": dataclasses.replace(
+            tiny, frames_per_chunk=4, long_stream=True, n_local=8, decode_tokens=0
+        ),
     }
     for name, config in runs.items():
         (tmp_path / name).write_text(json.dumps(run_bench(config)))
@@ -72,13 +74,16 @@ def test_summary_reads_every_bench_row(tmp_path):
         "decode_graphs_ms_per_token",
         "decode_ms_per_token",
         "prefill",
+        "prefill_4_frames_per_call",
         "prefill_graphs",
         "rekv_decode_ms_per_token",
         "rekv_graphs_decode_ms_per_token",
         "rekv_graphs_prefill",
         "rekv_graphs_prefill_window_full",
         "rekv_prefill",
+        "rekv_prefill_4_frames_per_call",
         "rekv_prefill_window_full",
+        "rekv_prefill_window_full_4_frames_per_call",
         "vit_1_frames_per_call",
         "vit_1_frames_per_call_compiled_graphs",
         "vit_1_frames_per_call_graphs",

@@ -3,7 +3,8 @@
 Frames are streamed one chunk at a time, as ReKV + STC does, through:
   ViT (SigLIP preset) stock vs with the cacher -> projector + 2x2 bilinear pool (not timed)
   -> pruner (timed) -> LLM prefill into a growing KV cache, all pooled tokens vs the kept ones.
-A chunk is one ViT call of ``--frames-per-chunk`` frames (default one); its time is reported per frame.
+A chunk is one ViT call of ``--frames-per-chunk`` frames (default one), pruned and prefilled in one call
+too (as ``stc eval --encode-chunk``); its time is reported per frame.
 With a Qwen2-VL preset (LiveCC's tower) a chunk holds whole temporal patches (two frames each, packed
 with ``grid_thw``), and the LLM gets the patch merger's tokens (its output already has the LLM width), so
 the pruner and prefill work per temporal patch on merged tokens (364 at 392 x 728 px).

@@ -50,6 +50,17 @@ def frames_per_chunk(config: BenchConfig) -> int:
     return config.frames_per_chunk or (2 if is_qwen2vl(config.vision) else 1)
 
 
+def units_per_chunk(config: BenchConfig) -> int:
+    """The LLM's units per ViT chunk: frames (SigLIP) or temporal patches of two frames (Qwen2-VL)."""
+    return frames_per_chunk(config) // (2 if is_qwen2vl(config.vision) else 1)
+
+
+def per_call(units: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """``n`` consecutive ``[1, P, C]`` units as one ``[1, n * P, C]`` LLM input each: a ViT chunk's tokens
+    prefilled in one call, as ``stc eval --encode-chunk n`` does."""
+    return [torch.cat(units[i : i + n], dim=1) for i in range(0, len(units), n)]
+
+
 def _grid(vision_preset: str) -> tuple[int, int]:
     """Patches per side of a chunk: 27 x 27 for SigLIP at 384 px, 28 x 52 for Qwen2-VL at 392 x 728."""
     if is_qwen2vl(vision_preset):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from stc_cli.accel import GraphReplay, StaticStream
-from stc_cli.bench.inputs import is_qwen2vl
+from stc_cli.bench.inputs import is_qwen2vl, per_call, units_per_chunk
 from stc_cli.bench.timer import Timer
 from stc_cli.configs import BenchConfig
 
@@ -16,21 +16,26 @@ REKV_TOPK, REKV_INIT_TOKENS = 64, 16  # ReKV's default; its init prompt is ~16 t
 
 
 def prefill_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: list) -> dict:
+    """Each ViT chunk's tokens, all pooled vs kept, prefilled in one call (one frame or temporal patch by
+    default) into a growing KV cache and into ReKV's memory (one block per frame); ms per unit."""
+    n = units_per_chunk(config)
+    full_calls, pruned_calls = per_call(pooled, n), per_call(kept, n)
+
     def prefill_steps():
         full_stream, pruned_stream = (
-            prefill_stream(llm, sum(f.shape[1] for f in frames) if config.llm_graphs else None)
-            for frames in (pooled, kept)
+            prefill_stream(llm, sum(c.shape[1] for c in calls) if config.llm_graphs else None)
+            for calls in (full_calls, pruned_calls)
         )
         full_rekv = rekv_model(llm, pooled[0].shape[1], config.n_local, config.llm_graphs).encode
         pruned_rekv = rekv_model(llm, kept[0].shape[1], config.n_local, config.llm_graphs).encode
         return {
-            "prefill_full": lambda i: full_stream(pooled[i]),
-            "prefill_pruned": lambda i: pruned_stream(kept[i]),
-            "rekv_full": lambda i: full_rekv(pooled[i]),
-            "rekv_pruned": lambda i: pruned_rekv(kept[i]),
+            "prefill_full": lambda i: full_stream(full_calls[i]),
+            "prefill_pruned": lambda i: pruned_stream(pruned_calls[i]),
+            "rekv_full": lambda i: full_rekv(full_calls[i]),
+            "rekv_pruned": lambda i: pruned_rekv(pruned_calls[i]),
         }
 
-    ms = timer.compare(prefill_steps)
+    ms = {label: chunk_ms / n for label, chunk_ms in timer.compare(prefill_steps).items()}
     return {
         "preset": config.llm,
         "layers": llm.config.num_hidden_layers,
@@ -38,6 +43,7 @@ def prefill_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: li
         "full_tokens": pooled[0].shape[1],
         "full_tokens_from": "patch merger" if is_qwen2vl(config.vision) else "bilinear pool",
         "kept_tokens": config.tokens_per_frame,
+        "frames_per_call": n,  # units: temporal patches for a Qwen-VL tower
         "full_ms_per_frame": ms["prefill_full"],
         "pruned_ms_per_frame": ms["prefill_pruned"],
         "ratio": ms["prefill_pruned"] / ms["prefill_full"],
@@ -50,26 +56,27 @@ def prefill_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: li
 
 def long_stream_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: list) -> tuple[dict, dict]:
     """Prefill through ReKV's memory once its window is full, as on a long stream: each side first
-    streams, untimed, as many frames of its own token count as fill ``n_local`` video tokens (so the init
-    prompt has slid out and every frame attends a full window), then the timed frames continue it.
-    Returns the block and the two memories (``{"full": ..., "pruned": ...}``) for the decoding rows."""
+    streams, untimed, as many calls of its own token count as fill ``n_local`` video tokens (so the init
+    prompt has slid out and every frame attends a full window), then the timed calls continue it; a call
+    is a ViT chunk's frames, as in the prefill rows. Returns the block and the two memories
+    (``{"full": ..., "pruned": ...}``) for the decoding rows."""
+    n = units_per_chunk(config)
+    calls = {"full": per_call(pooled, n), "pruned": per_call(kept, n)}
     memories, fill, window, blocks = {}, {}, {}, {}
     with torch.inference_mode():
-        for side, frames in (("full", pooled), ("pruned", kept)):
-            tokens = frames[0].shape[1]
-            memories[side] = rekv = rekv_model(llm, tokens, config.n_local, config.llm_graphs)
-            fill[side] = -(-config.n_local // tokens)
-            for i in range(fill[side]):
-                rekv.encode(frames[i % len(frames)])
+        for side, chunks in calls.items():
+            tokens = chunks[0].shape[1]
+            memories[side] = rekv = rekv_model(llm, tokens // n, config.n_local, config.llm_graphs)
+            fill[side] = n * -(-config.n_local // tokens)  # in frames, whole calls
+            for i in range(fill[side] // n):
+                rekv.encode(chunks[i % len(chunks)])
             window[side], blocks[side] = _window_tokens(rekv), len(rekv.memory[0].blocks)
     # The same two streams go on across repeats: a full window stays full, and refilling it per
     # repeat would multiply the fill's cost.
     ms = timer.compare(
-        lambda: {
-            "window_full": _encode_step(memories["full"], pooled),
-            "window_pruned": _encode_step(memories["pruned"], kept),
-        }
+        lambda: {f"window_{side}": _encode_step(memories[side], calls[side]) for side in ("full", "pruned")}
     )
+    ms = {label: chunk_ms / n for label, chunk_ms in ms.items()}
     block = {"n_local": config.n_local, "full_tokens": pooled[0].shape[1], "kept_tokens": kept[0].shape[1]}
     for side in ("full", "pruned"):  # at the start of timing
         block |= {f"{side}_fill_frames": fill[side], f"{side}_window_tokens": window[side]}
@@ -92,8 +99,8 @@ def rekv_model(llm, block: int, n_local: int, cuda_graphs: bool = False):
     return rekv
 
 
-def _encode_step(rekv, frames: list[torch.Tensor]) -> Callable[[int], None]:
-    return lambda i: rekv.encode(frames[i])
+def _encode_step(rekv, calls: list[torch.Tensor]) -> Callable[[int], None]:
+    return lambda i: rekv.encode(calls[i])
 
 
 def _window_tokens(rekv) -> int:

@@ -10,7 +10,14 @@ import torch
 from stc_cli.bench.baselines import BASELINES, PRUNER_BASELINES, baselines_stage
 from stc_cli.bench.decode import decode_stage
 from stc_cli.bench.dispider import dispider_stage
-from stc_cli.bench.inputs import frames_per_chunk, is_qwen2vl, merged_width, pooled_tokens, project_and_pool
+from stc_cli.bench.inputs import (
+    frames_per_chunk,
+    is_qwen2vl,
+    merged_width,
+    pooled_tokens,
+    project_and_pool,
+    units_per_chunk,
+)
 from stc_cli.bench.prefill import long_stream_stage, prefill_stage
 from stc_cli.bench.state import state_check
 from stc_cli.bench.streamforest import streamforest_stage
@@ -60,7 +67,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
     llm = random_language_model(config.llm, llm_layers, dtype=dtype, device=device, seed=config.seed)
     # Qwen2-VL's patch merger is its projector and 2x2 pool: its tokens go to the LLM as they are.
     pooled = features if is_qwen2vl(config.vision) else project_and_pool(features, llm, seed=config.seed)
-    prune_ms, kept = prune_stage(timer, pruner, pooled)
+    prune_ms, kept = prune_stage(timer, pruner, pooled, per_call=units_per_chunk(config))
     vit_ms_per_step = vit["stc_ms_per_frame"] * (2 if is_qwen2vl(config.vision) else 1)  # the pruner's unit
     result = {
         "config": dataclasses.asdict(config),

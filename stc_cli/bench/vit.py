@@ -93,10 +93,10 @@ def vit_stage(
     if "visionzip" in config.compress:
         last_layer = {"layer": stock.encoder.layers[-1], "inputs": _last_layer_inputs(stock, chunks)}
     cacher.detach()  # lets the towers go before the LLM is built
-    # The pruner and LLM work per frame (SigLIP) or per temporal patch (Qwen2-VL), [1, P, C] each; the
-    # LLM rows time as many of them as the ViT timed chunks, so their cost does not grow with the chunk.
+    # The pruner and LLM take [1, P, C] per frame (SigLIP) or per temporal patch (Qwen2-VL), a chunk's
+    # worth per call.
     per_step = [llm_inputs(out, qwen2vl, pooled_tokens(config.vision)) for out in outputs]
-    return summary, [t for chunk in per_step for t in chunk][: timer.chunks], last_layer
+    return summary, [t for chunk in per_step for t in chunk], last_layer
 
 
 def _graphed(tower, cacher: STCCacher | None):
@@ -131,13 +131,19 @@ def _last_layer_inputs(stock, chunks: list[dict]) -> list[torch.Tensor]:
 
 
 def prune_stage(
-    timer: Timer, pruner: STCPruner, pooled: list[torch.Tensor], stage: str = ""
+    timer: Timer, pruner: STCPruner, pooled: list[torch.Tensor], stage: str = "", per_call: int = 1
 ) -> tuple[float, list]:
+    """The pruner over ``per_call`` units ``[1, P, C]`` of ``pooled`` per call (a ViT chunk's, as ``stc
+    eval --encode-chunk`` prunes them). Returns ms per unit and the kept ``[1, k, C]`` of every unit."""
     kept: list[torch.Tensor] = []
+
+    def prune(i: int) -> None:
+        chunk = torch.cat(pooled[i * per_call : (i + 1) * per_call])  # [per_call, P, C]
+        kept.extend(pruner.compress(chunk)[0].split(1))
 
     def prune_steps():
         pruner.reset()
         kept.clear()
-        return {"pruner": lambda i: kept.append(pruner.compress(pooled[i])[0])}
+        return {"pruner": prune}
 
-    return timer.compare(prune_steps, stage=stage)["pruner"], kept
+    return timer.compare(prune_steps, stage=stage)["pruner"] / per_call, kept

@@ -41,16 +41,16 @@ def bench(
         int,
         typer.Option(
             metavar="N",
-            help="Timed chunks (ViT calls) per pass, even; the pruner and LLM rows time as many frames "
-            "(Qwen2-VL: temporal patches).",
+            help="Timed chunks (ViT calls) per pass, even; the pruner and prefill rows time as many calls.",
         ),
     ] = _BENCH.frames,
     frames_per_chunk: Annotated[
         int | None,
         typer.Option(
             metavar="N",
-            help="Frames the ViT encodes per call, timed per frame: SigLIP a batch of N; Qwen2-VL N / 2 "
-            "temporal patches (N even). Default: 1 (SigLIP), 2 (Qwen2-VL).",
+            help="Frames per call, timed per frame: the ViT encodes N (Qwen2-VL N / 2 temporal patches, N "
+            "even), and the pruner and prefill rows take them in one call, as eval's --encode-chunk. "
+            "Default: 1 (SigLIP), 2 (Qwen2-VL).",
         ),
     ] = _BENCH.frames_per_chunk,
     warmup: Annotated[

@@ -26,12 +26,13 @@ def test_qwen2vl_chunk_of_4_frames_packs_two_temporal_patches_as_two_calls_would
     torch.testing.assert_close(merged, torch.cat(apart))
 
 
-def test_qwen2vl_frames_per_chunk_4_feeds_the_llm_per_temporal_patch():
+def test_qwen2vl_frames_per_chunk_4_feeds_the_llm_two_temporal_patches_per_call():
     config = dataclasses.replace(TINY, vision="qwen2vl-tiny", frames_per_chunk=4, decode_tokens=1)
     report = run_bench(config)
     assert (report["vit"]["frames_per_chunk"], report["vit"]["grid_thw"]) == (4, [2, 4, 6])
     assert report["vit"]["timed_frames"] == 8
-    assert report["decode"]["full_context_tokens"] == INIT + 3 * 6 + QUESTION  # 3 patches of 6 merged tokens
+    assert report["prefill"]["frames_per_call"] == 2  # temporal patches: the chunk's, as the ViT's
+    assert report["decode"]["full_context_tokens"] == INIT + 6 * 6 + QUESTION  # 6 patches of 6 merged tokens
 
 
 @pytest.mark.parametrize("vision", ["qwen25vl-tiny", "qwen3vl-tiny"])

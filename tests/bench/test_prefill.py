@@ -28,3 +28,16 @@ def test_long_stream_times_a_full_window_and_answers_from_it():
     assert decode["rekv_memory"] == "long stream"
     assert decode["rekv_full_context_tokens"] == INIT + (6 + 3) * 4 + QUESTION
     assert decode["rekv_pruned_context_tokens"] == INIT + (12 + 3) * 2 + QUESTION
+
+
+def test_long_stream_fills_and_continues_the_window_a_chunk_per_call():
+    config = dataclasses.replace(TINY, long_stream=True, n_local=20, decode_tokens=3, frames_per_chunk=2)
+    report = run_bench(config)
+    long, decode = report["long_stream"], report["decode"]
+    # Calls of 2 frames: 8 tokens full (3 calls fill 20), 4 pruned (5 calls); one block per frame.
+    keys = ("fill_frames", "window_tokens", "offloaded_blocks")
+    sides = {side: tuple(long[f"{side}_{key}"] for key in keys) for side in ("full", "pruned")}
+    assert sides == {"full": (6, 20, 6), "pruned": (10, 20, 10)}
+    # Then 3 timed calls of 2 frames each, all retrieved by the answer.
+    assert decode["rekv_full_context_tokens"] == INIT + (6 + 3 * 2) * 4 + QUESTION
+    assert decode["rekv_pruned_context_tokens"] == INIT + (10 + 3 * 2) * 2 + QUESTION
