@@ -131,6 +131,8 @@ def bench_rows(path: Path) -> dict:
     rows |= {f"rekv{g}_prefill{calls}": (prefill, "rekv_full_ms_per_frame", "rekv_pruned_ms_per_frame")}
     if "long_stream" in bench:
         rows |= {f"rekv{g}_prefill_window_full{calls}": (bench["long_stream"], "full_ms_per_frame", "pruned_ms_per_frame")}
+    if "frame" in bench:  # ViT + pruner + the model's prefill per frame (ReKV's, window full here)
+        rows |= {f"frame{g}{calls}": (bench["frame"], "full_ms", "stc_ms")}
     if "tome_r" in vit:
         rows |= {f"vit_{vit['frames_per_chunk']}_frames_per_call_tome{graphs}": (vit, "full_ms_per_frame", "tome_ms_per_frame")}
     if baselines := bench.get("baselines"):  # each method's compress ms per frame ("on") vs STC-Pruner's

@@ -125,6 +125,13 @@ def bench_table(result: dict):
             f"{long['pruned_ms_per_frame']:.2f}",
             f"{long['ratio']:.3f}",
         )
+    if frame := result.get("frame"):  # reports before 2026-11-30 have none
+        table.add_row(
+            f"ViT + pruner + prefill ms ({frame['prefill']})",
+            f"{frame['full_ms'] * step:.2f}",
+            f"{frame['stc_ms'] * step:.2f}",
+            f"{frame['ratio']:.3f}",
+        )
     if decode := result.get("decode"):
         for prefix, name in (("", "decode ms / token"), ("rekv_", "  through ReKV")):
             table.add_row(

@@ -73,6 +73,9 @@ def test_summary_reads_every_bench_row(tmp_path):
     assert sorted(bench) == [
         "decode_graphs_ms_per_token",
         "decode_ms_per_token",
+        "frame",
+        "frame_4_frames_per_call",
+        "frame_graphs",
         "prefill",
         "prefill_4_frames_per_call",
         "prefill_graphs",

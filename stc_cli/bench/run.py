@@ -100,6 +100,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
     if config.decode_tokens:
         stage(f"decoding {config.decode_tokens} tokens")
         result["decode"] = decode_stage(config, timer, llm, pooled, kept, memories)
+    result["frame"] = per_frame(result, is_qwen2vl(config.vision))
     result["peak_memory_mb"] = timer.peak_mb()
     result["launches"] = timer.op_counts()
     if config.state_frames:
@@ -108,6 +109,24 @@ def run_bench(config: BenchConfig, progress: Callable[[int, int, str], None] = l
         result["state"] = state_check(config, state_pruner, full_tokens, width, device)
     stage("done")
     return result
+
+
+def per_frame(result: dict, qwenvl: bool) -> dict:
+    """ViT + pruner + prefill per frame, STC off vs on: what STC changes end to end, bar the decoding of
+    the video. The prefill is the model's own: through ReKV's memory beside a SigLIP preset (its window
+    full with ``--long-stream``), into a KV cache beside a Qwen-VL tower (LiveCC), whose rows per
+    temporal patch count half per frame."""
+    if qwenvl:
+        prefill, rows, prefix = "KV cache", result["prefill"], ""
+    elif "long_stream" in result:
+        prefill, rows, prefix = "ReKV, window full", result["long_stream"], ""
+    else:
+        prefill, rows, prefix = "ReKV", result["prefill"], "rekv_"
+    frames = 2 if qwenvl else 1  # per LLM step
+    vit, pruner = result["vit"], result["pruner"]["ms_per_frame"]
+    off = vit["full_ms_per_frame"] + rows[f"{prefix}full_ms_per_frame"] / frames
+    on = vit["stc_ms_per_frame"] + (pruner + rows[f"{prefix}pruned_ms_per_frame"]) / frames
+    return {"prefill": prefill, "full_ms": off, "stc_ms": on, "ratio": on / off}
 
 
 def check_options(config: BenchConfig) -> None:

@@ -31,7 +31,19 @@ def test_qwen2vl_frames_per_chunk_4_feeds_the_llm_two_temporal_patches_per_call(
     report = run_bench(config)
     assert (report["vit"]["frames_per_chunk"], report["vit"]["grid_thw"]) == (4, [2, 4, 6])
     assert report["vit"]["timed_frames"] == 8
-    assert report["prefill"]["frames_per_call"] == 2  # temporal patches: the chunk's, as the ViT's
+    prefill, frame = report["prefill"], report["frame"]
+    assert prefill["frames_per_call"] == 2  # temporal patches: the chunk's, as the ViT's
+    # Per frame end to end, LiveCC's way: the prefill into a KV cache, each patch's rows half per frame.
+    assert frame["prefill"] == "KV cache"
+    off = report["vit"]["full_ms_per_frame"] + prefill["full_ms_per_frame"] / 2
+    on = (
+        report["vit"]["stc_ms_per_frame"]
+        + (report["pruner"]["ms_per_frame"] + prefill["pruned_ms_per_frame"]) / 2
+    )
+    assert (frame["full_ms"], frame["stc_ms"]) == (
+        pytest.approx(off, rel=1e-12),
+        pytest.approx(on, rel=1e-12),
+    )
     assert report["decode"]["full_context_tokens"] == INIT + 6 * 6 + QUESTION  # 6 patches of 6 merged tokens
 
 

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import pytest
+
 from stc_cli.bench import run_bench
 from tests.bench import INIT, QUESTION, TINY
 
@@ -24,6 +26,13 @@ def test_long_stream_times_a_full_window_and_answers_from_it():
         "ratio": 0,
     }
     assert long["ratio"] == long["pruned_ms_per_frame"] / long["full_ms_per_frame"]
+    # Per frame end to end (bar the video's decoding): ViT, pruner and prefill with the window full.
+    vit, pruner, frame = report["vit"], report["pruner"], report["frame"]
+    assert frame["prefill"] == "ReKV, window full"
+    assert frame["full_ms"] == pytest.approx(vit["full_ms_per_frame"] + long["full_ms_per_frame"], rel=1e-12)
+    on = vit["stc_ms_per_frame"] + pruner["ms_per_frame"] + long["pruned_ms_per_frame"]
+    assert frame["stc_ms"] == pytest.approx(on, rel=1e-12)
+    assert frame["ratio"] == frame["stc_ms"] / frame["full_ms"]
     # The timed frames continued the filled streams, and the answer retrieved from all their blocks.
     assert decode["rekv_memory"] == "long stream"
     assert decode["rekv_full_context_tokens"] == INIT + (6 + 3) * 4 + QUESTION

@@ -40,6 +40,7 @@ def test_frames_per_chunk_batches_the_vit_pruner_and_prefill_and_reports_per_fra
     # 3 x 2 calls of the pruned side are the only calls of 4 x 2 tokens (a pruned frame alone is 2).
     assert prefill["frames_per_call"] == 4
     assert lengths.count(4 * 2) == 3 * 2
+    assert report["frame"]["full_ms"] == vit["full_ms_per_frame"] + prefill["rekv_full_ms_per_frame"]
     # Decoding answers after all of them: [init ; 3 chunks of 4 frames ; question].
     assert report["decode"]["full_context_tokens"] == INIT + 12 * 4 + QUESTION
     assert report["decode"]["pruned_context_tokens"] == INIT + 12 * 2 + QUESTION
@@ -50,6 +51,7 @@ def test_frames_per_chunk_batches_the_vit_pruner_and_prefill_and_reports_per_fra
         "ViT ms (4 frames per call)",
         "repeats of 2 calls of 4 frames",
         "prefill ms (4 vs 2 tokens, 4 frames per call)",
+        "ViT + pruner + prefill ms (ReKV)",
         "decode ms / token, context 80 vs 56",
     ):
         assert row in text
