@@ -172,19 +172,20 @@ def test_state_is_bounded():
     assert after_two == cacher.state_nbytes() == 3 * 4 * 16 * 32 * 4  # layers x K,V,A,M x [16, 32] float32
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_on_cpu(dtype):
-    stock, model = tiny_siglip(dtype=dtype), tiny_siglip(dtype=dtype)
+def test_half_precision_matches_stock_at_full_ratio_and_runs_selective(dtype, device):
+    stock, model = tiny_siglip(dtype=dtype).to(device), tiny_siglip(dtype=dtype).to(device)
+    frames = [pixels.to(device, dtype) for pixels in chunks(2, 3)]
     full = STCCacher(update_ratio=1.0, interval=2).attach(model)
-    for pixels in chunks(2, 3):
-        pixels = pixels.to(dtype)
+    for pixels in frames:
         got, want = run(model, pixels).last_hidden_state, run(stock, pixels).last_hidden_state
         assert got.dtype == dtype
         torch.testing.assert_close(got, want, rtol=0, atol=5e-2)
     full.detach()
     STCCacher(update_ratio=0.25, interval=2).attach(model)
-    for pixels in chunks(2, 3):
-        assert torch.isfinite(run(model, pixels.to(dtype)).last_hidden_state).all()
+    for pixels in frames:
+        assert torch.isfinite(run(model, pixels).last_hidden_state).all()
 
 
 def test_a_model_converted_after_attach_runs_on_its_new_parameters():
@@ -218,18 +219,6 @@ def test_option_and_attach_errors():
         STCCacher().attach(model)
     with pytest.raises(ValueError, match="cannot find the encoder layers"):
         STCCacher().attach(torch.nn.Linear(2, 2))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_matches_stock_at_full_ratio_and_runs_selective(dtype):
-    stock, model = tiny_siglip(dtype=dtype).cuda(), tiny_siglip(dtype=dtype).cuda()
-    STCCacher(update_ratio=1.0).attach(model)
-    for pixels in chunks(2, 3):
-        pixels = pixels.to("cuda", dtype)
-        torch.testing.assert_close(
-            run(model, pixels).last_hidden_state, run(stock, pixels).last_hidden_state, rtol=0, atol=5e-2
-        )
 
 
 def test_replay_key_says_the_chunk_kind_and_where_the_references_live():

@@ -1,5 +1,6 @@
 """What STC-Cacher does alike on the Qwen2-VL, Qwen2.5-VL and Qwen3-VL vision towers (``cacher_family.py``):
-detaching, a grid change, bounded state, half precision. What differs per family is in its own file."""
+detaching, a grid change, bounded state, half precision (on a GPU too). What differs per family is in its own
+file."""
 
 import pytest
 import torch
@@ -179,14 +180,15 @@ def test_state_is_bounded(name):
     assert after_two == cacher.state_nbytes() == (len(tower.blocks) * 24 * (96 + 32 + 32) + 24 * 16) * 4
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", TOWERS)
-def test_half_precision_on_cpu(name, dtype):
+def test_half_precision_matches_stock_at_full_ratio_and_runs_selective(name, dtype, device):
     make = TOWERS[name][0]
-    stock, tower = make(dtype=dtype), make(dtype=dtype)
+    stock, tower = make(dtype=dtype).to(device), make(dtype=dtype).to(device)
+    chunks = [(pixels.to(device, dtype), grid.to(device)) for pixels, grid in video_chunks(2, 3)]
     full = STCCacher(update_ratio=1.0, interval=2).attach(tower)
-    for pixels, grid in video_chunks(2, 3):
-        chunk = pixels.to(dtype), grid
+    for chunk in chunks:
         got, want = run(tower, chunk), run(stock, chunk)
         assert got.pooler_output.dtype == dtype
         deepstack = getattr(got, "deepstack_features", None) or ()  # Qwen3-VL's
@@ -198,6 +200,14 @@ def test_half_precision_on_cpu(name, dtype):
         ):
             torch.testing.assert_close(a, b, rtol=0, atol=5e-2)  # outputs reach |3|: bf16 steps of 1/64
     full.detach()
+    cacher = STCCacher(update_ratio=0.25, interval=2).attach(tower)
+    for index, chunk in enumerate(chunks):
+        assert torch.isfinite(run(tower, chunk).pooler_output).all()
+        blocks = len(cacher.selected)
+        if index % 2:  # a selective chunk: 6 of each temporal patch's 24 tokens, in every block
+            assert [selected.shape for selected in cacher.selected] == [(2, 6)] * blocks
+        else:  # a reference chunk selects none
+            assert cacher.selected == [None] * blocks
 
 
 # What a chunk with the cacher reads on the host beyond the stock tower's own reads (transformers reads
