@@ -70,7 +70,7 @@ class LiveCCClip(LiveCC):
             grid[0, 0] = len(patches)  # one video of len(patches) temporal patches
             text = VIDEO_TURN.format(video="<|video_pad|>" * features.shape[0])
             self.chunk_times = list(zip(times[::2], times[1::2], strict=True))
-            self._append(self._ids(text), grid, features, kept)
+            self._append(self._token_ids(text), grid, features, kept)
         return step
 
     def question_text(self, query: Query) -> str:

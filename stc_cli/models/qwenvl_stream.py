@@ -114,7 +114,7 @@ class QwenVLStream:
         if self.cacher:
             self.cacher.reset()
         if self.SYSTEM_PROMPT:
-            self._append(self._ids(self.SYSTEM_PROMPT))
+            self._append(self._token_ids(self.SYSTEM_PROMPT))
         else:
             self.segments.append(0)  # the system segment, empty: eviction never drops it
 
@@ -139,7 +139,7 @@ class QwenVLStream:
                 start=start, end=2 * end - start, middle=(start + end) / 2, video=video
             )
             self.chunk_times.append((start, end))
-            self._append(self._ids(text), patch.grid, patch.features, patch.kept, patch.deepstack)
+            self._append(self._token_ids(text), patch.grid, patch.features, patch.kept, patch.deepstack)
 
     def _encode_patch(self, pair: torch.Tensor, size, step: Step) -> Patch:
         """One temporal patch (2 frames) through the vision tower (cacher inside) and the pruner."""
@@ -182,7 +182,7 @@ class QwenVLStream:
         self.answering = True  # no eviction: the question and answer are cut back afterwards
         try:
             with timed(answer, "answer", self.device):
-                hidden = self._append(self._ids(answer.model_input))
+                hidden = self._append(self._token_ids(answer.model_input))
                 logits = self.model.lm_head(hidden[0, -1]).float()
                 if self.protocol.decoding == "greedy":
                     answer.text = self._generate(logits, answer)
@@ -212,41 +212,47 @@ class QwenVLStream:
         return self.qwen.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _next_logits(self, token: int) -> torch.Tensor:
-        return self.model.lm_head(self._append(self._ids_of([token]))[0, -1]).float()
+        return self.model.lm_head(self._append([token])[0, -1]).float()
 
     # -- the LLM -----------------------------------------------------------------------------------
     def _ids(self, text: str) -> torch.Tensor:
-        return self._ids_of(self.qwen.tokenizer(text, add_special_tokens=False).input_ids)
+        return torch.tensor([self._token_ids(text)], device=self.device)
 
-    def _ids_of(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], device=self.device)
+    def _token_ids(self, text: str) -> list[int]:
+        return self.qwen.tokenizer(text, add_special_tokens=False).input_ids
 
-    def _append(self, ids, grid=None, features=None, kept=None, deepstack=None) -> torch.Tensor:
-        """Run segment ``ids [1, L]`` on the cache at explicit M-RoPE positions after everything so far;
-        video placeholders take ``features`` (only the ``kept`` rows enter the cache, with their
-        ``deepstack`` rows where the model has them). Returns the segment's last hidden states
-        ``[1, L', width]``."""
-        embeds, extra = self.lm.embed_tokens(ids), {}
-        if features is None:  # text (every prompt and generated token): known here, no device read
-            start, self.next_position = self.next_position, self.next_position + ids.shape[1]
+    def _append(self, ids: list[int], grid=None, features=None, kept=None, deepstack=None) -> torch.Tensor:
+        """Run segment ``ids`` on the cache at explicit M-RoPE positions after everything so far; its one
+        run of video placeholders takes ``features`` (only the ``kept`` rows, ascending, enter the cache,
+        with their ``deepstack`` rows where the model has them). Returns the segment's last hidden states
+        ``[1, L', width]``. Where the placeholders are is known on the host, so that nothing here but the
+        positions' end waits for the device (and transformers' ``get_rope_index``)."""
+        tokens = torch.tensor([ids], device=self.device)
+        embeds, extra = self.lm.embed_tokens(tokens), {}
+        if features is None:  # text (every prompt and generated token): its positions follow on
+            start, self.next_position = self.next_position, self.next_position + len(ids)
             positions = torch.arange(start, self.next_position, device=self.device).expand(3, 1, -1)
-            held = ids.shape[1]
         else:
-            is_video = ids[0] == self.video_pad
-            types = torch.where(is_video, VIDEO, TEXT)[None].int()
-            positions, _ = self.model.model.get_rope_index(ids, types, video_grid_thw=grid)
+            start = ids.index(self.video_pad) if self.video_pad in ids else 0
+            video = slice(start, start + len(features))
+            if ids[video] != [self.video_pad] * len(features) or ids.count(self.video_pad) != len(features):
+                raise ValueError(f"a video segment holds one run of {len(features)} placeholders")
+            types = torch.full_like(tokens, TEXT, dtype=torch.int32)
+            types[:, video] = VIDEO
+            positions, _ = self.model.model.get_rope_index(tokens, types, video_grid_thw=grid)
             positions = positions + self.next_position
-            keep = torch.ones(ids.shape[1], dtype=torch.bool, device=self.device)
-            embeds[0, is_video] = features.to(embeds.dtype)
-            video_keep = torch.zeros(features.shape[0], dtype=torch.bool, device=self.device)
-            video_keep[kept] = True
-            keep[is_video] = video_keep
             self.next_position = int(positions.max()) + 1
-            if deepstack:
-                extra = deepstack_inputs(is_video[keep], [layer[kept] for layer in deepstack])
-            embeds, positions, held = embeds[:, keep], positions[:, :, keep], int(keep.sum())
+            embeds = _splice(embeds, video, features.index_select(0, kept).to(embeds.dtype)[None], dim=1)
+            positions = _splice(positions, video, positions[..., video].index_select(-1, kept), dim=-1)
+            if deepstack and len(kept):
+                visual = torch.zeros(embeds.shape[1], dtype=torch.bool, device=self.device)
+                visual[video.start : video.start + len(kept)] = True
+                extra = {
+                    "visual_pos_masks": visual[None],
+                    "deepstack_visual_embeds": [layer.index_select(0, kept) for layer in deepstack],
+                }
         out = self.lm(inputs_embeds=embeds, position_ids=positions, cache=self.cache, use_cache=True, **extra)
-        self.segments.append(held)
+        self.segments.append(embeds.shape[1])
         self._evict()
         return out.last_hidden_state
 
@@ -283,6 +289,13 @@ def prune(pruner: STCPruner | DifferentialTokenDrop, features: torch.Tensor) -> 
         return pruner.select(features[None])[0]
     _, indices = pruner.compress(features[None])
     return indices[0]
+
+
+def _splice(whole: torch.Tensor, span: slice, part: torch.Tensor, dim: int) -> torch.Tensor:
+    """``whole`` with its ``span`` along ``dim`` replaced by ``part`` (of any length there)."""
+    before = whole.narrow(dim, 0, span.start)
+    after = whole.narrow(dim, span.stop, whole.shape[dim] - span.stop)
+    return torch.cat((before, part, after), dim=dim)
 
 
 def deepstack_inputs(visual: torch.Tensor, layers: list[torch.Tensor]) -> dict:

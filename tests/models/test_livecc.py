@@ -1,5 +1,6 @@
 """LiveCC on a tiny random Qwen2-VL: the streamed cache against one stock pass, pruned positions, answers."""
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -9,7 +10,7 @@ from stc_cli.accel import OpCensus
 from stc_cli.benchmarks.base import Query
 from stc_cli.compress import DifferentialTokenDrop, STCPruner
 from stc_cli.models import qwen2vl
-from stc_cli.models.base import STCSettings
+from stc_cli.models.base import STCSettings, Step
 from stc_cli.models.livecc import CHUNK_TURN, QUESTION_TURN, SYSTEM_PROMPT, LiveCC, LiveCCSettings
 from stc_cli.models.qwenvl_stream import truncate
 from stc_cli.protocols import resolve
@@ -40,7 +41,7 @@ def query(options=("red", "blue")):
 def streamed_logits(livecc, text):
     """The last-token logits of ``text`` appended to the model's memory, which is then cut back."""
     length, position, segments = livecc.cache.get_seq_length(), livecc.next_position, list(livecc.segments)
-    logits = livecc.model.lm_head(livecc._append(livecc._ids(text))[0, -1])
+    logits = livecc.model.lm_head(livecc._append(livecc._token_ids(text))[0, -1])
     truncate(livecc.cache, length)
     livecc.next_position, livecc.segments = position, segments
     return logits
@@ -149,21 +150,38 @@ def test_answers_leave_the_memory_as_it_was(tiny):
 
 
 @torch.inference_mode()
-def test_text_segments_and_generated_tokens_do_not_make_the_host_wait(tiny):
+def test_text_segments_and_generated_tokens_wait_only_for_their_ids(tiny):
     """A text segment's positions follow on from the last: known on the host, so a question and each
-    generated token run no operator whose result the host must read (a video chunk still reads its grid
-    and the tokens it keeps)."""
+    generated token wait for nothing but the copy of their ids to the device."""
     livecc = LiveCC(tiny, STCSettings(cacher=False, tokens_per_frame=20), protocol=SHORT)
     livecc.add_frames(frames(2), TIMES[:2])
     position = livecc.next_position
-    question, token = livecc._ids("Which colour?"), livecc._ids_of([5])  # the ids come from the host
+    question = livecc._token_ids("Which colour?")
     with OpCensus() as census:
         hidden = livecc._append(question)
-        livecc._append(token)
-    assert census.total_launches > 0 and census.host_syncs == {}
-    length = len(tiny.tokenizer("Which colour?", add_special_tokens=False).input_ids)
-    assert hidden.shape[1] == length and livecc.next_position == position + length + 1
-    assert livecc.segments[-2:] == [length, 1]
+        livecc._append([5])
+    assert census.total_launches > 0 and census.host_syncs == {"lift_fresh.default": 2}
+    assert hidden.shape[1] == len(question) and livecc.next_position == position + len(question) + 1
+    assert livecc.segments[-2:] == [len(question), 1]
+
+
+@torch.inference_mode()
+def test_a_video_chunk_waits_for_its_ids_and_its_last_position_beyond_get_rope_index(tiny):
+    """Where the placeholders are and which tokens the pruner kept are known on the host: a chunk's segment
+    waits only for its ids, the end of its positions, and what transformers' ``get_rope_index`` reads."""
+    livecc = LiveCC(tiny, STCSettings(cacher=False, tokens_per_frame=20), protocol=SHORT)
+    patch = livecc._encode_patch(frames(2), livecc.frames.size_for(60, 80), Step())
+    video = "<|video_pad|>" * len(patch.features)
+    ids = livecc._token_ids(CHUNK_TURN.format(start=0.0, end=1.0, video=video))
+    tokens = torch.tensor([ids])
+    types = (tokens == livecc.video_pad).int() * 2
+    with OpCensus() as rope:
+        livecc.model.model.get_rope_index(tokens, types, video_grid_thw=patch.grid)
+    with OpCensus() as census:
+        livecc._append(ids, patch.grid, patch.features, patch.kept)
+    ours = Counter({"lift_fresh.default": 1, "_local_scalar_dense.default": 1})  # torch.tensor(ids), max
+    assert census.host_syncs == rope.host_syncs + ours
+    assert livecc.segments[-1] == len(ids) - len(patch.features) + 20
 
 
 @torch.inference_mode()

@@ -71,7 +71,7 @@ def test_the_clip_turn_gives_the_logits_of_livecc_s_one_pass(tiny):
     video = frames(4)
     step = clip.add_frames(video, TIMES)
     assert step.counts == {"frames_encoded": 4, "visual_tokens_in": 2 * 108, "visual_tokens_kept": 2 * 108}
-    logits = clip.model.lm_head(clip._append(clip._ids(clip.question_text(query())))[0, -1])
+    logits = clip.model.lm_head(clip._append(clip._token_ids(clip.question_text(query())))[0, -1])
     torch.testing.assert_close(logits, one_pass(tiny, video, query().prompt), rtol=1e-4, atol=1e-5)
 
 
@@ -79,7 +79,7 @@ def test_the_clip_turn_gives_the_logits_of_livecc_s_one_pass(tiny):
 def test_the_answer_is_the_best_of_the_17_candidates_each_after_a_newline(tiny):
     clip = LiveCCClip(tiny, OFF, protocol=OVO)
     clip.add_frames(frames(4), TIMES)
-    logits = clip.model.lm_head(clip._append(clip._ids(clip.question_text(query())))[0, -1])
+    logits = clip.model.lm_head(clip._append(clip._token_ids(clip.question_text(query())))[0, -1])
     clip.reset()
     clip.add_frames(frames(4), TIMES)
     answer = clip.answer(query())

@@ -58,7 +58,7 @@ def test_the_cacher_at_update_ratio_one_leaves_the_windowed_tower_stock(tiny):
         try:
             stream.add_frames(video, times)
             logits.append(
-                stream.model.lm_head(stream._append(stream._ids(stream.question_text(query())))[0, -1])
+                stream.model.lm_head(stream._append(stream._token_ids(stream.question_text(query())))[0, -1])
             )
             if stream.cacher:  # chunk 3 ran selective: all 48 patches of its temporal patch chosen
                 assert [tuple(s.shape) for s in stream.cacher.selected] == [(1, 48)] * 2

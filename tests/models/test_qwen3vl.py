@@ -74,7 +74,7 @@ def stream_of(tiny, stc=OFF, **overrides):
 def streamed_logits(model, text):
     """The last-token logits of ``text`` appended to the stream's memory, which is then cut back."""
     length, position, segments = model.cache.get_seq_length(), model.next_position, list(model.segments)
-    logits = model.model.lm_head(model._append(model._ids(text))[0, -1])
+    logits = model.model.lm_head(model._append(model._token_ids(text))[0, -1])
     truncate(model.cache, length)
     model.next_position, model.segments = position, segments
     return logits
