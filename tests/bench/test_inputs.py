@@ -44,7 +44,7 @@ def test_qwen2vl_frames_per_chunk_4_feeds_the_llm_two_temporal_patches_per_call(
         pytest.approx(off, rel=1e-12),
         pytest.approx(on, rel=1e-12),
     )
-    assert report["decode"]["full_context_tokens"] == INIT + 6 * 6 + QUESTION  # 6 patches of 6 merged tokens
+    assert report["decode"]["full_context_tokens"] == INIT + 3 * 6 + QUESTION  # 3 patches of 6 merged tokens
 
 
 @pytest.mark.parametrize("vision", ["qwen25vl-tiny", "qwen3vl-tiny"])
