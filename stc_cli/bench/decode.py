@@ -20,10 +20,9 @@ LM_HEAD_VOCAB = {"qwen2-7b": 152064, "qwen2-0.5b": 151936}
 def decode_stage(config: BenchConfig, timer: Timer, llm, pooled: list, kept: list, memories) -> dict:
     """Greedy decoding after a prefill, STC off vs on: the contexts differ only in their visual tokens.
     Plain: ``[init ; frames ; question]`` in a KV cache (the first frames, one per timed chunk). Through
-    ReKV's memory, as
-    ``stc eval`` answers: the question retrieves ``topk`` blocks per layer, is prefilled on them, then
-    tokens are generated on that answer cache; the memory is the long stream's when there is one,
-    else those frames. Each repeat answers afresh; each step is one argmax token fed back."""
+    ReKV's memory, as ``stc eval`` answers: the question retrieves ``topk`` blocks per layer, is prefilled
+    on them, then tokens are generated on that answer cache; the memory is the long stream's when there
+    is one, else those frames. Each repeat answers afresh; each step is one argmax token fed back."""
     head = _lm_head(config, llm)
     init, question = prompt(llm, 0, REKV_INIT_TOKENS), prompt(llm, REKV_INIT_TOKENS, QUESTION_TOKENS)
     frames = {"full": pooled, "pruned": kept}
