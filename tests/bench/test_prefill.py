@@ -39,9 +39,17 @@ def test_long_stream_times_a_full_window_and_answers_from_it():
     assert decode["rekv_pruned_context_tokens"] == INIT + (12 + 3) * 2 + QUESTION
 
 
-def test_long_stream_fills_and_continues_the_window_a_chunk_per_call():
-    config = dataclasses.replace(TINY, long_stream=True, n_local=20, decode_tokens=3, frames_per_chunk=2)
+# On CUDA the same run with every side replayed from CUDA graphs (a chunk of 2 frames per graph).
+GRAPHS = {"device": "cuda", "cuda_graphs": True, "llm_graphs": True}
+
+
+@pytest.mark.parametrize("graphs", [{}, pytest.param(GRAPHS, marks=pytest.mark.gpu)], ids=["eager", "graphs"])
+def test_long_stream_fills_and_continues_the_window_a_chunk_per_call(graphs):
+    config = dataclasses.replace(
+        TINY, long_stream=True, n_local=20, decode_tokens=3, frames_per_chunk=2, **graphs
+    )
     report = run_bench(config)
+    assert report["prefill"]["llm_graphs"] == bool(graphs)
     long, decode = report["long_stream"], report["decode"]
     # Calls of 2 frames: 8 tokens full (3 calls fill 20), 4 pruned (5 calls); one block per frame.
     keys = ("fill_frames", "window_tokens", "offloaded_blocks")
