@@ -130,9 +130,10 @@ class RecentFrames:
             image_keep = torch.zeros(features.shape[0], dtype=torch.bool, device=self.device)
             image_keep[kept] = True
             keep[is_image] = image_keep
-            extra = (
-                deepstack_inputs(is_image[keep], [layer[kept] for layer in deepstack]) if deepstack else {}
-            )
+            visual = is_image[keep]
+            extra = {}
+            if deepstack and bool(visual.any()):
+                extra = deepstack_inputs(visual, [layer[kept] for layer in deepstack])
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.lm.config)

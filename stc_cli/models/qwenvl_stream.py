@@ -247,10 +247,7 @@ class QwenVLStream:
             if deepstack and len(kept):
                 visual = torch.zeros(embeds.shape[1], dtype=torch.bool, device=self.device)
                 visual[video.start : video.start + len(kept)] = True
-                extra = {
-                    "visual_pos_masks": visual[None],
-                    "deepstack_visual_embeds": [layer.index_select(0, kept) for layer in deepstack],
-                }
+                extra = deepstack_inputs(visual, [layer.index_select(0, kept) for layer in deepstack])
         out = self.lm(inputs_embeds=embeds, position_ids=positions, cache=self.cache, use_cache=True, **extra)
         self.segments.append(embeds.shape[1])
         self._evict()
@@ -300,9 +297,8 @@ def _splice(whole: torch.Tensor, span: slice, part: torch.Tensor, dim: int) -> t
 
 def deepstack_inputs(visual: torch.Tensor, layers: list[torch.Tensor]) -> dict:
     """The keyword arguments of ``Qwen3VLTextModel.forward`` that add deepstack features: ``visual``
-    ``[L]`` marks the segment's visual tokens, ``layers`` holds each deepstack layer's rows for them."""
-    if not bool(visual.any()):
-        return {}
+    ``[L]`` marks the segment's visual tokens (at least one: the caller knows), ``layers`` holds each
+    deepstack layer's rows for them."""
     return {"visual_pos_masks": visual[None], "deepstack_visual_embeds": layers}
 
 
