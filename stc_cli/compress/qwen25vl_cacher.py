@@ -112,9 +112,8 @@ class Qwen25VLBlocks(Qwen2VLBlocks):
         order = torch.argsort(q_window, stable=True)
         q_slot = torch.empty_like(order)  # the query's place among its window's selected rows
         q_slot[order] = torch.arange(len(order), device=device) - (counts.cumsum(0) - counts)[q_window[order]]
-        query_w = by_window(
-            query, q_window, q_slot, min(longest, idx.shape[1])
-        )  # a window's selected rows, at most
+        selected_most = min(longest, idx.shape[1])  # a window's selected rows, at most
+        query_w = by_window(query, q_window, q_slot, selected_most)
         key_w, value_w = (by_window(t, window_of, slot_of, longest) for t in (key, value))
         mask = None  # windows of one length: no padded keys
         if min(sizes) != longest:
